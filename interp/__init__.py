@@ -1,0 +1,55 @@
+"""interp: measure why units of a CNN specialize.
+
+The public API::
+
+    import interp
+    model = interp.load_model("efficientnet_lite0")          # embedded ImageNet weights
+    interp.list_models("torchvision:resnet*")
+    infos = interp.layers(model)                              # names, shapes, receptive fields
+    acts = interp.capture(model, x, ["_blocks.3"])            # forward stops after _blocks.3
+    top5 = interp.classify(model, ["cat.png"])
+"""
+
+from .capture import ActivationCapture, capture, layer_names, resolve_layer
+from .classify import Prediction, classify
+from .device import resolve_device
+from .errors import (
+    ChannelError,
+    CheckpointError,
+    DeviceError,
+    ImageError,
+    InterpError,
+    UnknownLayerError,
+    UnknownModelError,
+    WeightsUnavailableError,
+)
+from .inventory import LayerInfo, layers
+from .models import Model, Preprocessing, list_models, load_model, save_checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationCapture",
+    "ChannelError",
+    "CheckpointError",
+    "DeviceError",
+    "ImageError",
+    "InterpError",
+    "LayerInfo",
+    "Model",
+    "Prediction",
+    "Preprocessing",
+    "UnknownLayerError",
+    "UnknownModelError",
+    "WeightsUnavailableError",
+    "capture",
+    "classify",
+    "layer_names",
+    "layers",
+    "list_models",
+    "load_model",
+    "resolve_device",
+    "resolve_layer",
+    "save_checkpoint",
+    "__version__",
+]

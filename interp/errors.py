@@ -1,0 +1,56 @@
+"""Exceptions raised by interp.
+
+Every error interp raises on bad input is an :class:`InterpError` whose message says what
+went wrong *and what to do instead*; the CLI prints the message without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InterpError",
+    "UnknownModelError",
+    "UnknownLayerError",
+    "ChannelError",
+    "WeightsUnavailableError",
+    "CheckpointError",
+    "DeviceError",
+    "ImageError",
+]
+
+
+class InterpError(Exception):
+    """Base class of every user-facing interp error."""
+
+
+class UnknownModelError(InterpError, KeyError):
+    """The model spec names no registered model, known prefix or existing file."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownLayerError(InterpError, KeyError):
+    """A layer name is not in the model; the message suggests the nearest names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ChannelError(InterpError, IndexError):
+    """A channel index is outside a layer's range."""
+
+
+class WeightsUnavailableError(InterpError, RuntimeError):
+    """Pretrained weights are neither cached nor downloadable (offline, or the download failed)."""
+
+
+class CheckpointError(InterpError, RuntimeError):
+    """A checkpoint file is unreadable, unsafe without explicit trust, or does not match."""
+
+
+class DeviceError(InterpError, RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
+class ImageError(InterpError, ValueError):
+    """An image file could not be read."""

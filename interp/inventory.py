@@ -1,0 +1,312 @@
+"""Layer inventory: every module's name, type, output shape, channels and receptive field.
+
+The receptive field (RF) of a unit at the centre of a layer's output is *measured*: the
+gradient of that unit with respect to the input is non-zero exactly on the pixels it can see,
+so its bounding box is the RF, and the shift of that box between two neighbouring units is the
+stride. That is right for any architecture (asymmetric "same" padding, dilations, branches)
+without a table of layer rules. Deep layers whose RF exceeds the input are reported clipped
+to the input (``rf_clipped``), which is what a unit can see of an image of the model's size.
+Element-wise modules (BatchNorm in eval, activations, dropout, identity) inherit the RF of
+the module whose output they consume, so only spatial modules cost a backward pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .capture import ActivationCapture, layer_names, preserved_state, resolve_layers
+from .models.base import Model
+from .models.registry import as_model
+
+__all__ = ["LayerInfo", "layers", "layers_table"]
+
+_ELEMENTWISE = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
+
+
+@dataclass
+class LayerInfo:
+    """One module of a model, as seen with an input of the model's size.
+
+    ``output_shape`` excludes the batch dimension (``None`` when the module did not run or
+    returned no tensor). ``rf_size``/``rf_stride`` are (height, width) in input pixels for
+    modules with a spatial ``(N, C, H, W)`` output, measured at the centre unit.
+    """
+
+    name: str
+    type: str
+    order: int | None
+    output_shape: tuple[int, ...] | None
+    channels: int | None
+    params: int
+    rf_size: tuple[int, int] | None = None
+    rf_stride: tuple[int, int] | None = None
+    rf_clipped: bool = False
+    lucent_name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return asdict(self)
+
+
+def _shape(output: Any) -> tuple[int, ...] | None:
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape[1:])
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return tuple(output[0].shape[1:])
+    return None
+
+
+def _bbox(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    if rows.numel() == 0:
+        return None
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def _shift(a: tuple[int, int], b: tuple[int, int], extent: int) -> int | None:
+    """Stride along one axis from the boxes ``a`` (centre) and ``b`` (next unit)."""
+    if a[0] > 0 and b[0] > 0:
+        return b[0] - a[0]
+    if a[1] < extent - 1 and b[1] < extent - 1:
+        return b[1] - a[1]
+    return None
+
+
+def _measure_rf(
+    module: nn.Module,
+    names: list[str],
+    shapes: dict[str, tuple[int, ...]],
+    sample: torch.Tensor,
+    chunk: int,
+    progress: bool = False,
+) -> dict[str, tuple[tuple[int, int], tuple[int, int] | None, bool]]:
+    """RF size, stride and clipping for each layer in ``names`` (all with 4-D outputs)."""
+    _, channels, height, width = sample.shape
+    results: dict[str, tuple[tuple[int, int], tuple[int, int] | None, bool]] = {}
+    gen = torch.Generator().manual_seed(0)
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(names), chunk)
+    for start in tqdm(starts, desc="receptive fields", unit="chunk", disable=not progress):
+        group = names[start : start + chunk]
+        # two batch elements per layer: the centre unit and its diagonal neighbour, each on
+        # its own random input (batch elements are independent in eval mode)
+        noise = torch.randn(2 * len(group), channels, height, width, generator=gen)
+        x = noise.to(sample.device, sample.dtype).requires_grad_(True)
+        with torch.enable_grad(), ActivationCapture(module, group, freeze=True) as cap:
+            acts = cap.run(x)
+        total = x.new_zeros(())
+        units: list[tuple[int, int, int, int]] = []
+        for i, name in enumerate(group):
+            act = acts[name]
+            _, _, h, w = act.shape
+            cy, cx = h // 2, w // 2
+            ny, nx = min(cy + 1, h - 1), min(cx + 1, w - 1)
+            total = total + act[2 * i, :, cy, cx].sum() + act[2 * i + 1, :, ny, nx].sum()
+            units.append((cy, cx, ny, nx))
+        if not total.requires_grad:
+            continue
+        (grad,) = torch.autograd.grad(total, x, allow_unused=True)
+        if grad is None:
+            continue
+        seen = grad.detach().abs().sum(dim=1).cpu() > 0
+        for i, name in enumerate(group):
+            box = _bbox(seen[2 * i])
+            if box is None:
+                continue
+            r0, r1, c0, c1 = box
+            size = (r1 - r0 + 1, c1 - c0 + 1)
+            clipped = r0 == 0 or c0 == 0 or r1 == height - 1 or c1 == width - 1
+            cy, cx, ny, nx = units[i]
+            stride: tuple[int, int] | None = None
+            nbox = _bbox(seen[2 * i + 1])
+            oh, ow = shapes[name][-2:]
+            if nbox is not None:
+                sy = _shift((r0, r1), (nbox[0], nbox[1]), height) if ny > cy else None
+                sx = _shift((c0, c1), (nbox[2], nbox[3]), width) if nx > cx else None
+                # where the shift cannot be seen (RF covers the input), fall back to sizes
+                sy = sy if sy is not None else max(1, round(height / oh))
+                sx = sx if sx is not None else max(1, round(width / ow))
+                stride = (sy, sx)
+            results[name] = (size, stride, clipped)
+    return results
+
+
+@torch.no_grad()
+def _trace(module: nn.Module, x: torch.Tensor) -> tuple[dict[str, Any], dict[str, str]]:
+    """Output shape and execution order of every module, and which module fed each one."""
+    produced: dict[int, str] = {}
+    outputs: dict[str, tuple[int, ...] | None] = {}
+    order: dict[str, int] = {}
+    fed_by: dict[str, str] = {}
+    handles = []
+
+    def hook(name: str):  # noqa: ANN202
+        def fn(_m: nn.Module, inputs: Any, output: Any) -> None:
+            if name in order:
+                return
+            order[name] = len(order)
+            outputs[name] = _shape(output)
+            if inputs and isinstance(inputs[0], torch.Tensor):
+                source = produced.get(id(inputs[0]))
+                if source is not None:
+                    fed_by[name] = source
+            if isinstance(output, torch.Tensor):
+                produced[id(output)] = name
+
+        return fn
+
+    try:
+        for name, sub in module.named_modules():
+            if name:
+                handles.append(sub.register_forward_hook(hook(name)))
+        module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return {"outputs": outputs, "order": order}, fed_by
+
+
+def layers(
+    model: Model | nn.Module,
+    *,
+    receptive_field: bool = True,
+    input_size: tuple[int, int] | None = None,
+    names: Iterable[str] | None = None,
+    chunk: int = 8,
+    progress: bool = False,
+) -> list[LayerInfo]:
+    """Inventory of ``model``'s modules (all of them, or ``names``), in execution order.
+
+    Args:
+        model: a :class:`Model` (or ``nn.Module``, taken as a 224 px RGB ImageNet model).
+        receptive_field: measure RF size and stride (one batched backward per ``chunk`` layers).
+        input_size: (height, width) to trace at; default the model's input size.
+        names: restrict to these layers (dotted or underscore names).
+        chunk: layers measured per backward pass (memory vs. speed).
+        progress: show a progress bar.
+
+    Returns:
+        One :class:`LayerInfo` per module; modules that did not run come last with
+        ``order=None``.
+    """
+    model = as_model(model)
+    module = model.module
+    size = input_size or model.input_size
+    device = model.device
+    x = model.normalize(
+        torch.rand(
+            1, model.preprocessing.channels, *size, generator=torch.Generator().manual_seed(0)
+        )
+    ).to(device)
+    wanted = resolve_layers(model, list(names)) if names is not None else layer_names(module)
+    with preserved_state(module, eval_mode=True):
+        traced, fed_by = _trace(module, x)
+    outputs, order = traced["outputs"], traced["order"]
+    spatial = {n: outputs[n] for n in wanted if outputs.get(n) is not None and len(outputs[n]) == 3}
+
+    rf: dict[str, tuple[tuple[int, int], tuple[int, int] | None, bool]] = {}
+    if receptive_field and spatial:
+        sub = dict(module.named_modules())
+        # element-wise modules inherit their producer's RF (same spatial map)
+        inherit: dict[str, str] = {}
+        for n in spatial:
+            src = fed_by.get(n)
+            if (
+                isinstance(sub[n], _ELEMENTWISE)
+                and src is not None
+                and outputs.get(src) == outputs[n]
+            ):
+                inherit[n] = src
+        measure = [n for n in spatial if n not in inherit]
+        needed = set(measure)
+        for n in inherit:  # measure the roots of inheritance chains too
+            root = n
+            while root in inherit or (root not in needed and root not in spatial):
+                if root not in inherit:
+                    break
+                root = inherit[root]
+            if root not in inherit:
+                needed.add(root)
+        ordered = sorted(needed, key=lambda n: order.get(n, 1 << 30))
+        full_shapes = {n: outputs[n] for n in ordered}  # type: ignore[misc]
+        rf = _measure_rf(module, ordered, full_shapes, x, chunk, progress)  # type: ignore[arg-type]
+        for n in sorted(inherit, key=lambda n: order.get(n, 1 << 30)):
+            root = n
+            while root in inherit:
+                root = inherit[root]
+            if root in rf:
+                rf[n] = rf[root]
+
+    result = []
+    named = dict(module.named_modules())
+    for n in wanted:
+        shape = outputs.get(n)
+        channels = None
+        if shape is not None and len(shape) >= 1:
+            channels = shape[0] if len(shape) == 3 else shape[-1]
+        size_, stride_, clipped = rf.get(n, (None, None, False))
+        result.append(
+            LayerInfo(
+                name=n,
+                type=type(named[n]).__name__,
+                order=order.get(n),
+                output_shape=shape,
+                channels=channels,
+                params=sum(p.numel() for p in named[n].parameters()),
+                rf_size=size_,
+                rf_stride=stride_,
+                rf_clipped=clipped,
+                lucent_name=n.replace(".", "_"),
+            )
+        )
+    result.sort(key=lambda info: (info.order is None, info.order or 0))
+    return result
+
+
+def layers_table(infos: list[LayerInfo]) -> str:
+    """A fixed-width text table of an inventory."""
+    header = f"{'layer':<34} {'type':<18} {'output':<16} {'RF':>9} {'stride':>7}"
+    lines = [header, "-" * len(header)]
+    for info in infos:
+        shape = "x".join(map(str, info.output_shape)) if info.output_shape else "-"
+        rf = f"{info.rf_size[0]}x{info.rf_size[1]}" if info.rf_size else "-"
+        if info.rf_clipped:
+            rf += "+"
+        stride = str(info.rf_stride[0]) if info.rf_stride else "-"
+        lines.append(f"{info.name:<34} {info.type:<18} {shape:<16} {rf:>9} {stride:>7}")
+    return "\n".join(lines)
+
+
+def layers_json(model: Model, infos: list[LayerInfo]) -> str:
+    """JSON document: the model summary and its inventory."""
+    return json.dumps({"model": model.summary(), "layers": [i.to_dict() for i in infos]}, indent=1)

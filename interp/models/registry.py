@@ -1,0 +1,256 @@
+"""The model registry: spec strings → loaded :class:`~interp.models.base.Model`.
+
+Specs:
+  * a registered name, e.g. ``efficientnet_lite0`` (the embedded default);
+  * ``torchvision:<name>`` for every torchvision classification model;
+  * ``lucent:inceptionv1`` (lucent's model zoo);
+  * a checkpoint path (``.pt``/``.pth``, ``.safetensors``, TorchScript).
+
+``weights`` is ``"default"`` (the pretrained weights), ``"none"`` (random initialization, the
+control for every measurement; seeded by ``seed``), a named weights variant for torchvision
+(``"IMAGENET1K_V2"``), or a path to a state dict / checkpoint for the spec's architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..device import resolve_device
+from ..errors import CheckpointError, UnknownModelError
+from .base import Model, Preprocessing
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    extract_state_dict,
+    load_state_dict_checked,
+    read_checkpoint,
+)
+
+__all__ = ["register_model", "list_models", "load_model", "as_model", "LoadOptions"]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Everything a loader needs besides the spec."""
+
+    weights: str | os.PathLike[str] | None = "default"
+    offline: bool | None = None
+    trust_checkpoint: bool = False
+    quiet: bool = False
+    seed: int = 0
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def weights_mode(self) -> str:
+        """``"default"``, ``"none"``, ``"path"`` or ``"named"``."""
+        w = self.weights
+        if w is None or (isinstance(w, str) and w.lower() in {"none", "random", "scratch"}):
+            return "none"
+        if isinstance(w, str) and w.lower() in {"default", "pretrained"}:
+            return "default"
+        if isinstance(w, os.PathLike) or (isinstance(w, str) and _looks_like_path(w)):
+            return "path"
+        return "named"
+
+
+Loader = Callable[[str, LoadOptions], Model]
+_REGISTRY: dict[str, tuple[Loader, str]] = {}
+_PREFIXES: dict[str, tuple[Loader, Callable[[], list[str]], str]] = {}
+
+
+def register_model(name: str, description: str = "") -> Callable[[Loader], Loader]:
+    """Decorator: register ``loader(name, options) -> Model`` under ``name``."""
+
+    def wrap(fn: Loader) -> Loader:
+        _REGISTRY[name] = (fn, description)
+        return fn
+
+    return wrap
+
+
+def register_prefix(
+    prefix: str, names: Callable[[], list[str]], description: str = ""
+) -> Callable[[Loader], Loader]:
+    """Decorator: ``prefix:<name>`` specs go to ``loader(name, options)``."""
+
+    def wrap(fn: Loader) -> Loader:
+        _PREFIXES[prefix] = (fn, names, description)
+        return fn
+
+    return wrap
+
+
+def _ensure_builtin() -> None:
+    # Importing the zoo modules fills the registry (decorators run at import).
+    from . import zoo  # noqa: F401
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of every loadable model spec matching ``pattern`` (fnmatch, case-insensitive).
+
+    >>> list_models("torchvision:resnet*")[:2]
+    ['torchvision:resnet101', 'torchvision:resnet152']
+    """
+    _ensure_builtin()
+    names = sorted(_REGISTRY)
+    for prefix, (_, lister, _) in sorted(_PREFIXES.items()):
+        names += [f"{prefix}:{n}" for n in lister()]
+    pat = pattern.lower()
+    if not any(ch in pat for ch in "*?["):
+        pat = f"*{pat}*"
+    return [n for n in names if fnmatch.fnmatch(n.lower(), pat)]
+
+
+def describe_models() -> dict[str, str]:
+    """Registered names and prefixes with a one-line description each."""
+    _ensure_builtin()
+    out = {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
+    out.update({f"{p}:<name>": desc for p, (_, _, desc) in sorted(_PREFIXES.items())})
+    return out
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (
+        os.sep in spec
+        or spec.startswith(".")
+        or spec.endswith((".pt", ".pth", ".safetensors", ".ckpt", ".bin", ".jit"))
+        or Path(spec).exists()
+    )
+
+
+def _unknown(spec: str) -> UnknownModelError:
+    names = list_models()
+    close = difflib.get_close_matches(spec, names, n=5, cutoff=0.5)
+    if not close:
+        close = [n for n in names if spec.lower() in n.lower()][:5]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return UnknownModelError(
+        f"unknown model {spec!r}.{hint} `interp models` lists every spec; a checkpoint path "
+        "(.pt, .pth, .safetensors, TorchScript) also works."
+    )
+
+
+def load_model(
+    spec: str | os.PathLike[str] | Model | nn.Module,
+    device: str | torch.device = "auto",
+    weights: str | os.PathLike[str] | None = "default",
+    *,
+    offline: bool | None = None,
+    trust_checkpoint: bool = False,
+    quiet: bool = False,
+    seed: int = 0,
+    **kwargs: Any,
+) -> Model:
+    """Load a model by spec, in eval mode, on ``device``.
+
+    Args:
+        spec: registered name, ``prefix:name``, checkpoint path, or an already built
+            ``Model``/``nn.Module`` (wrapped with ImageNet preprocessing).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        weights: ``"default"``, ``"none"`` (random init, seeded by ``seed``), a named variant,
+            or a checkpoint path for the spec's architecture.
+        offline: never download (default: the ``INTERP_OFFLINE`` environment variable).
+        trust_checkpoint: allow unpickling full-module checkpoints (runs code from the file).
+        quiet: no progress bars.
+        seed: seed of the random initialization (the RNG state of the caller is untouched).
+        **kwargs: passed to the architecture's builder (e.g. ``num_classes``).
+
+    Raises:
+        UnknownModelError, WeightsUnavailableError, CheckpointError, DeviceError.
+    """
+    dev = resolve_device(device)
+    if isinstance(spec, Model):
+        return spec.to(dev)
+    if isinstance(spec, nn.Module):
+        return as_model(spec).to(dev)
+    _ensure_builtin()
+    options = LoadOptions(
+        weights=weights,
+        offline=offline,
+        trust_checkpoint=trust_checkpoint,
+        quiet=quiet,
+        seed=seed,
+        kwargs=tuple(sorted(kwargs.items())),
+    )
+    text = os.fspath(spec)
+    if text in _REGISTRY:
+        model = _REGISTRY[text][0](text, options)
+    elif ":" in text and text.split(":", 1)[0] in _PREFIXES:
+        prefix, name = text.split(":", 1)
+        loader, lister, _ = _PREFIXES[prefix]
+        if name not in lister():
+            raise _unknown(text)
+        model = loader(name, options)
+    elif Path(text).exists():
+        model = load_checkpoint_model(text, options)
+    elif _looks_like_path(text):
+        raise CheckpointError(f"checkpoint file {text} does not exist")
+    else:
+        raise _unknown(text)
+    model.module.eval()
+    model.module.to(dev)
+    return model
+
+
+def as_model(module: nn.Module | Model, name: str | None = None) -> Model:
+    """Wrap a bare ``nn.Module`` as a :class:`Model` (ImageNet preprocessing, 224 px)."""
+    if isinstance(module, Model):
+        return module
+    return Model(module=module, name=name or type(module).__name__, weights_source="in memory")
+
+
+def build_random(builder: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Build a module under a private RNG seeded by ``seed`` (caller's RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return builder()
+
+
+def apply_weight_path(model: Model, options: LoadOptions) -> Model:
+    """Load ``options.weights`` (a path) into ``model.module`` with full key checking."""
+    path = Path(os.fspath(options.weights))  # type: ignore[arg-type]
+    obj = read_checkpoint(path, trust_checkpoint=options.trust_checkpoint)
+    load_state_dict_checked(model.module, extract_state_dict(obj, str(path)), str(path))
+    model.weights_source = str(path.resolve())
+    return model
+
+
+def load_checkpoint_model(path: str, options: LoadOptions) -> Model:
+    """Load a checkpoint that carries its own architecture (TorchScript, full module, interp)."""
+    obj = read_checkpoint(path, trust_checkpoint=options.trust_checkpoint)
+    source = str(Path(path).resolve())
+    if isinstance(obj, nn.Module):
+        return Model(module=obj, name=path, weights_source=source, info={"format": "module"})
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("arch"):
+        arch = str(obj["arch"])
+        arch_kwargs = dict(obj.get("arch_kwargs") or {})
+        model = load_model(
+            arch,
+            device="cpu",
+            weights="none",
+            offline=True,
+            seed=options.seed,
+            **arch_kwargs,
+        )
+        load_state_dict_checked(model.module, obj["state_dict"], source)
+        if obj.get("preprocessing"):
+            model.preprocessing = Preprocessing.from_dict(obj["preprocessing"])
+        if obj.get("class_names") is not None:
+            model.class_names = list(obj["class_names"])
+        model.name = path
+        model.weights_source = source
+        model.info.update({"arch": arch, "format": CHECKPOINT_FORMAT})
+        return model
+    raise CheckpointError(
+        f"{path} holds weights but no architecture. Load it onto its architecture with "
+        f"`--weights {path}` (Python: load_model('torchvision:resnet18', weights='{path}')), "
+        "or save it with interp.models.save_checkpoint(..., arch=...)"
+    )

@@ -1,0 +1,1 @@
+"""Figures (PNG) and, later, the HTML report."""

@@ -1,0 +1,85 @@
+"""PNG figures for the foundation jobs (layer inventory, classification)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..classify import Prediction  # noqa: E402
+from ..data.images import ImageLike, load_image  # noqa: E402
+from ..inventory import LayerInfo  # noqa: E402
+from ..utils import atomic_path  # noqa: E402
+
+__all__ = ["save_figure", "plot_inventory", "plot_classification"]
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG atomically (temp file, then rename) and close it."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_inventory(infos: Sequence[LayerInfo], title: str) -> plt.Figure:
+    """Receptive field size, stride and channel count against execution order."""
+    rows = [i for i in infos if i.rf_size is not None and i.order is not None]
+    fig, (ax_rf, ax_ch) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    if rows:
+        xs = list(range(len(rows)))
+        ax_rf.plot(xs, [r.rf_size[0] for r in rows], ".-", label="receptive field (px)")
+        ax_rf.plot(
+            xs, [r.rf_stride[0] if r.rf_stride else 0 for r in rows], ".-", label="stride (px)"
+        )
+        clipped = [x for x, r in zip(xs, rows, strict=True) if r.rf_clipped]
+        if clipped:
+            ax_rf.axvspan(
+                clipped[0] - 0.5,
+                xs[-1] + 0.5,
+                color="0.9",
+                zorder=0,
+                label="RF reaches the image border",
+            )
+        ax_rf.set_yscale("log")
+        ax_rf.legend(loc="upper left", fontsize=8)
+        ax_ch.plot(xs, [r.channels for r in rows], ".-", color="C2")
+        step = max(1, len(rows) // 24)
+        ax_ch.set_xticks(xs[::step])
+        ax_ch.set_xticklabels([r.name for r in rows][::step], rotation=70, fontsize=7, ha="right")
+    ax_rf.set_ylabel("pixels")
+    ax_ch.set_ylabel("channels")
+    ax_rf.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_classification(
+    images: Sequence[ImageLike],
+    predictions: Sequence[Sequence[Prediction]],
+    title: str,
+    names: Sequence[str] | None = None,
+) -> plt.Figure:
+    """A grid of images, each with its top-3 classes and probabilities."""
+    n = len(images)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, preds) in enumerate(zip(images, predictions, strict=True)):
+        ax = axes.flat[i]
+        ax.imshow(load_image(image, "RGB"))
+        label = "\n".join(f"{p.name[:28]}  {p.probability:.0%}" for p in preds[:3])
+        head = f"{names[i]}\n" if names else ""
+        ax.set_title(head + label, fontsize=8, loc="left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
