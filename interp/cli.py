@@ -209,8 +209,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         fig = plot_classification(
             images,
             preds,
-            f"{model.name}: top-3 classes",
-            names=[os.path.basename(n) for n in names],
+            model.preprocessing,
+            f"{model.name}: top-3 classes of the centre crop it sees",
+            names=[os.path.basename(n).removeprefix("skimage.data.") for n in names],
         )
         save_figure(fig, args.out / "predictions.png")
         if not args.quiet:

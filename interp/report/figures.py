@@ -12,8 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..classify import Prediction  # noqa: E402
-from ..data.images import ImageLike, load_image  # noqa: E402
+from ..data.images import ImageLike, to_input  # noqa: E402
 from ..inventory import LayerInfo  # noqa: E402
+from ..models.base import Preprocessing  # noqa: E402
 from ..utils import atomic_path  # noqa: E402
 
 __all__ = ["save_figure", "plot_inventory", "plot_classification"]
@@ -64,20 +65,22 @@ def plot_inventory(infos: Sequence[LayerInfo], title: str) -> plt.Figure:
 def plot_classification(
     images: Sequence[ImageLike],
     predictions: Sequence[Sequence[Prediction]],
+    preprocessing: Preprocessing,
     title: str,
     names: Sequence[str] | None = None,
 ) -> plt.Figure:
-    """A grid of images, each with its top-3 classes and probabilities."""
+    """A grid of the crops the model saw, each with its top-3 classes and probabilities."""
     n = len(images)
-    cols = min(4, n)
+    cols = min(5, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (image, preds) in enumerate(zip(images, predictions, strict=True)):
         ax = axes.flat[i]
-        ax.imshow(load_image(image, "RGB"))
-        label = "\n".join(f"{p.name[:28]}  {p.probability:.0%}" for p in preds[:3])
+        crop = preprocessing.denormalize(to_input(image, preprocessing))[0].clamp(0, 1)
+        ax.imshow(crop.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+        label = "\n".join(f"{p.name[:24]}  {p.probability:.0%}" for p in preds[:3])
         head = f"{names[i]}\n" if names else ""
         ax.set_title(head + label, fontsize=8, loc="left")
     fig.suptitle(title)
