@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..errors import WeightsUnavailableError
+from ..utils import atomic_path
 
 __all__ = ["hub_cache_path", "offline_requested", "fetch_weights", "DEFAULT_TIMEOUT"]
 
@@ -77,43 +77,35 @@ def fetch_weights(
     if offline_requested(offline):
         raise _unavailable(what, url, path, "the file is not cached and offline mode is on")
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        sha = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310
-            except OSError as exc:  # URLError, timeouts and refused connections are OSErrors
-                raise _unavailable(
-                    what, url, path, f"download failed within {timeout:g}s ({exc})"
-                ) from exc
-            with response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                from tqdm.auto import tqdm
+    sha = hashlib.sha256()
+    with atomic_path(path, suffix=".part") as tmp, open(tmp, "wb") as out:
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310
+        except OSError as exc:  # URLError, timeouts and refused connections are OSErrors
+            raise _unavailable(
+                what, url, path, f"download failed within {timeout:g}s ({exc})"
+            ) from exc
+        with response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            from tqdm.auto import tqdm
 
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=path.name, disable=quiet
-                ) as bar:
-                    while True:
-                        try:
-                            chunk = response.read(1 << 20)
-                        except OSError as exc:
-                            raise _unavailable(
-                                what, url, path, f"download stalled for {timeout:g}s ({exc})"
-                            ) from exc
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        sha.update(chunk)
-                        bar.update(len(chunk))
+            with tqdm(total=total, unit="B", unit_scale=True, desc=path.name, disable=quiet) as bar:
+                while True:
+                    try:
+                        chunk = response.read(1 << 20)
+                    except OSError as exc:
+                        raise _unavailable(
+                            what, url, path, f"download stalled for {timeout:g}s ({exc})"
+                        ) from exc
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    sha.update(chunk)
+                    bar.update(len(chunk))
+        out.flush()
         match = _HASH_IN_NAME.search(path.name)
         if match and not sha.hexdigest().startswith(match.group(1)):
             raise _unavailable(
                 what, url, path, "the downloaded file's SHA-256 does not match its name"
             )
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return path

@@ -96,8 +96,11 @@ def _ensure_builtin() -> None:
 def list_models(pattern: str = "*") -> list[str]:
     """Names of every loadable model spec matching ``pattern`` (fnmatch, case-insensitive).
 
-    >>> list_models("torchvision:resnet*")[:2]
-    ['torchvision:resnet101', 'torchvision:resnet152']
+    A pattern without wildcards matches as a substring; one without a ``prefix:`` also matches
+    the name after the prefix.
+
+    >>> list_models("resnet1*")
+    ['torchvision:resnet101', 'torchvision:resnet152', 'torchvision:resnet18']
     """
     _ensure_builtin()
     names = sorted(_REGISTRY)
@@ -106,7 +109,13 @@ def list_models(pattern: str = "*") -> list[str]:
     pat = pattern.lower()
     if not any(ch in pat for ch in "*?["):
         pat = f"*{pat}*"
-    return [n for n in names if fnmatch.fnmatch(n.lower(), pat)]
+    # a pattern without a prefix also matches the bare name: "resnet*" finds torchvision:resnet18
+    return [
+        n
+        for n in names
+        if fnmatch.fnmatch(n.lower(), pat)
+        or (":" not in pat and fnmatch.fnmatch(n.split(":", 1)[-1].lower(), pat))
+    ]
 
 
 def describe_models() -> dict[str, str]:

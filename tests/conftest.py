@@ -1,0 +1,80 @@
+"""Shared fixtures. Tests never download: INTERP_OFFLINE=1 and an empty TORCH_HOME."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+os.environ["INTERP_OFFLINE"] = "1"
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _empty_torch_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test sees an empty torch hub cache (no weights cached by the developer leak in)."""
+    home = tmp_path_factory.mktemp("torch_home")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv("INTERP_OFFLINE", "1")
+    yield home
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The embedded default, pretrained, on CPU."""
+    from interp import load_model
+
+    return load_model("efficientnet_lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def resnet18():
+    """torchvision resnet18, random init (no download), on CPU."""
+    from interp import load_model
+
+    return load_model("torchvision:resnet18", weights="none", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The skimage.data photos written as PNG files."""
+    from interp.data import save_photos
+
+    out = tmp_path_factory.mktemp("photos")
+    save_photos(out)
+    return out
+
+
+def all_hooks(module: nn.Module) -> int:
+    """Number of forward (pre-)hooks and backward hooks on ``module`` and its children."""
+    total = 0
+    for m in module.modules():
+        total += len(m._forward_hooks) + len(m._forward_pre_hooks)
+        total += len(m._backward_hooks) + len(getattr(m, "_backward_pre_hooks", {}))
+        total += len(getattr(m, "_forward_hooks_with_kwargs", {}))
+    return total
+
+
+class Boom(nn.Module):
+    """A module that raises when run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+
+def tiny_cnn(num_classes: int = 4) -> nn.Sequential:
+    """A 3-conv CNN with known receptive fields: 3x3 (3), then 3x3 stride 2 (5, stride 2),
+    then 3x3 dilation 2 (13 = 5 + 4 * 2, stride 2)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
+    )
