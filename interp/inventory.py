@@ -6,8 +6,10 @@ so its bounding box is the RF, and the shift of that box between two neighbourin
 stride. That is right for any architecture (asymmetric "same" padding, dilations, branches)
 without a table of layer rules. Deep layers whose RF exceeds the input are reported clipped
 to the input (``rf_clipped``), which is what a unit can see of an image of the model's size.
-Element-wise modules (BatchNorm in eval, activations, dropout, identity) inherit the RF of
-the module whose output they consume, so only spatial modules cost a backward pass.
+Modules that cannot change the RF inherit it instead of being measured: element-wise ones
+(BatchNorm in eval, activations, dropout, identity) and 1x1 stride-1 convolutions take the RF of
+the module that produced their input, containers that of the child whose output they return.
+Only the modules that change the spatial footprint cost a backward pass.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def _shift(a: tuple[int, int], b: tuple[int, int], extent: int) -> int | None:
 def _measure_rf(
     module: nn.Module,
     names: list[str],
-    shapes: dict[str, tuple[int, ...]],
+    shapes: dict[str, tuple[int, ...] | None],
     sample: torch.Tensor,
     chunk: int,
     progress: bool = False,
@@ -149,7 +151,7 @@ def _measure_rf(
             cy, cx, ny, nx = units[i]
             stride: tuple[int, int] | None = None
             nbox = _bbox(seen[2 * i + 1])
-            oh, ow = shapes[name][-2:]
+            oh, ow = shapes[name][-2:]  # type: ignore[index]
             if nbox is not None:
                 sy = _shift((r0, r1), (nbox[0], nbox[1]), height) if ny > cy else None
                 sx = _shift((c0, c1), (nbox[2], nbox[3]), width) if nx > cx else None
@@ -163,37 +165,56 @@ def _measure_rf(
 
 @torch.no_grad()
 def _trace(module: nn.Module, x: torch.Tensor) -> tuple[dict[str, Any], dict[str, str]]:
-    """Output shape and execution order of every module, and which module fed each one."""
+    """Output shape and execution order of every module, and for each module the module its
+    receptive field equals when that is known without measuring: the module whose output it
+    returns unchanged (containers), or the producer of its input (element-wise modules)."""
     produced: dict[int, str] = {}
+    alive: list[torch.Tensor] = []  # keep outputs referenced so their id()s stay unique
     outputs: dict[str, tuple[int, ...] | None] = {}
     order: dict[str, int] = {}
-    fed_by: dict[str, str] = {}
+    same_rf: dict[str, str] = {}
     handles = []
 
-    def hook(name: str):  # noqa: ANN202
+    def hook(name: str, sub: nn.Module):  # noqa: ANN202
         def fn(_m: nn.Module, inputs: Any, output: Any) -> None:
             if name in order:
                 return
             order[name] = len(order)
             outputs[name] = _shape(output)
-            if inputs and isinstance(inputs[0], torch.Tensor):
-                source = produced.get(id(inputs[0]))
-                if source is not None:
-                    fed_by[name] = source
             if isinstance(output, torch.Tensor):
+                if id(output) in produced and produced[id(output)] != name:
+                    same_rf[name] = produced[id(output)]  # a container returning a child's output
+                elif _pointwise(sub) and inputs and isinstance(inputs[0], torch.Tensor):
+                    source = produced.get(id(inputs[0]))
+                    if source is not None and inputs[0].shape[-2:] == output.shape[-2:]:
+                        same_rf[name] = source
                 produced[id(output)] = name
+                alive.append(output)
 
         return fn
 
     try:
         for name, sub in module.named_modules():
             if name:
-                handles.append(sub.register_forward_hook(hook(name)))
+                handles.append(sub.register_forward_hook(hook(name, sub)))
         module(x)
     finally:
         for h in handles:
             h.remove()
-    return {"outputs": outputs, "order": order}, fed_by
+    return {"outputs": outputs, "order": order}, same_rf
+
+
+def _pointwise(module: nn.Module) -> bool:
+    """Modules whose output at a position depends on their input at that position only."""
+    if isinstance(module, _ELEMENTWISE):
+        return True
+    if isinstance(module, nn.Conv2d):
+        return (
+            module.kernel_size == (1, 1)
+            and module.stride == (1, 1)
+            and module.padding in ((0, 0), "valid", "same")
+        )
+    return False
 
 
 def layers(
@@ -236,36 +257,19 @@ def layers(
 
     rf: dict[str, tuple[tuple[int, int], tuple[int, int] | None, bool]] = {}
     if receptive_field and spatial:
-        sub = dict(module.named_modules())
-        # element-wise modules inherit their producer's RF (same spatial map)
-        inherit: dict[str, str] = {}
+        inherit = {n: src for n, src in fed_by.items() if n in spatial and src in outputs}
+
+        def root(name: str) -> str:
+            while name in inherit:
+                name = inherit[name]
+            return name
+
+        shapes = {r: outputs[r] for r in map(root, spatial) if len(outputs[r] or ()) == 3}
+        ordered = sorted(shapes, key=lambda n: order.get(n, 1 << 30))
+        rf = _measure_rf(module, ordered, shapes, x, chunk, progress)
         for n in spatial:
-            src = fed_by.get(n)
-            if (
-                isinstance(sub[n], _ELEMENTWISE)
-                and src is not None
-                and outputs.get(src) == outputs[n]
-            ):
-                inherit[n] = src
-        measure = [n for n in spatial if n not in inherit]
-        needed = set(measure)
-        for n in inherit:  # measure the roots of inheritance chains too
-            root = n
-            while root in inherit or (root not in needed and root not in spatial):
-                if root not in inherit:
-                    break
-                root = inherit[root]
-            if root not in inherit:
-                needed.add(root)
-        ordered = sorted(needed, key=lambda n: order.get(n, 1 << 30))
-        full_shapes = {n: outputs[n] for n in ordered}  # type: ignore[misc]
-        rf = _measure_rf(module, ordered, full_shapes, x, chunk, progress)  # type: ignore[arg-type]
-        for n in sorted(inherit, key=lambda n: order.get(n, 1 << 30)):
-            root = n
-            while root in inherit:
-                root = inherit[root]
-            if root in rf:
-                rf[n] = rf[root]
+            if root(n) in rf:
+                rf[n] = rf[root(n)]
 
     result = []
     named = dict(module.named_modules())
