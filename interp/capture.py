@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .errors import UnknownLayerError
-from .models.base import Model
+from .models.base import Model, module_device
 
 __all__ = [
     "ActivationCapture",
@@ -248,8 +248,8 @@ def capture(
         ``{layer_name: tensor}`` (dotted names, request order).
     """
     module = _module(model)
-    device = next((t.device for t in module.parameters()), None)
-    if device is not None and x.device != device:
+    device = module_device(module)
+    if x.device != device:
         x = x.to(device)
     freeze = grad if freeze is None else freeze
     with torch.set_grad_enabled(grad):

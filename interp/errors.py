@@ -11,6 +11,7 @@ __all__ = [
     "UnknownModelError",
     "UnknownLayerError",
     "ChannelError",
+    "UnknownClassError",
     "WeightsUnavailableError",
     "CheckpointError",
     "DeviceError",
@@ -31,6 +32,13 @@ class UnknownModelError(InterpError, KeyError):
 
 class UnknownLayerError(InterpError, KeyError):
     """A layer name is not in the model; the message suggests the nearest names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownClassError(InterpError, KeyError):
+    """A class name is not among the model's classes; the message suggests near names."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -164,7 +164,9 @@ def _measure_rf(
 
 
 @torch.no_grad()
-def _trace(module: nn.Module, x: torch.Tensor) -> tuple[dict[str, Any], dict[str, str]]:
+def _trace(
+    module: nn.Module, x: torch.Tensor
+) -> tuple[dict[str, tuple[int, ...] | None], dict[str, int], dict[str, str]]:
     """Output shape and execution order of every module, and for each module the module its
     receptive field equals when that is known without measuring: the module whose output it
     returns unchanged (containers), or the producer of its input (element-wise modules)."""
@@ -201,7 +203,7 @@ def _trace(module: nn.Module, x: torch.Tensor) -> tuple[dict[str, Any], dict[str
     finally:
         for h in handles:
             h.remove()
-    return {"outputs": outputs, "order": order}, same_rf
+    return outputs, order, same_rf
 
 
 def _pointwise(module: nn.Module) -> bool:
@@ -251,13 +253,12 @@ def layers(
     ).to(device)
     wanted = resolve_layers(model, list(names)) if names is not None else layer_names(module)
     with preserved_state(module, eval_mode=True):
-        traced, fed_by = _trace(module, x)
-    outputs, order = traced["outputs"], traced["order"]
+        outputs, order, same_rf = _trace(module, x)
     spatial = {n: outputs[n] for n in wanted if outputs.get(n) is not None and len(outputs[n]) == 3}
 
     rf: dict[str, tuple[tuple[int, int], tuple[int, int] | None, bool]] = {}
     if receptive_field and spatial:
-        inherit = {n: src for n, src in fed_by.items() if n in spatial and src in outputs}
+        inherit = {n: src for n, src in same_rf.items() if src in outputs}
 
         def root(name: str) -> str:
             while name in inherit:

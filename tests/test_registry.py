@@ -196,3 +196,12 @@ def test_download_over_loopback_checks_the_hash_and_writes_atomically(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_class_lookup_by_name_and_errors(lite0):
+    from interp import UnknownClassError
+
+    assert lite0.class_index("Egyptian") == 285  # unique prefix
+    assert lite0.class_index("7") == 7 and lite0.class_index(3) == 3
+    with pytest.raises(UnknownClassError, match="espresso"):
+        lite0.class_index("expresso")

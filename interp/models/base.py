@@ -9,10 +9,19 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Model", "Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Model", "Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD", "module_device"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for tensor-free modules)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -105,11 +114,7 @@ class Model:
     @property
     def device(self) -> torch.device:
         """The device of the module's first parameter or buffer (CPU for parameter-free ones)."""
-        for tensor in self.module.parameters():
-            return tensor.device
-        for tensor in self.module.buffers():
-            return tensor.device
-        return torch.device("cpu")
+        return module_device(self.module)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -152,8 +157,12 @@ class Model:
         text = str(name_or_index).strip()
         if text.lstrip("-").isdigit():
             return int(text)
+        from ..errors import UnknownClassError
+
         if not self.class_names:
-            raise KeyError(f"model {self.name!r} has no class names; give a class index instead")
+            raise UnknownClassError(
+                f"model {self.name!r} has no class names; give a class index instead"
+            )
         lowered = [str(n).lower() for n in self.class_names]
         if text.lower() in lowered:
             return lowered.index(text.lower())
@@ -164,7 +173,7 @@ class Model:
 
         close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"no class named {text!r} in model {self.name!r}{hint}")
+        raise UnknownClassError(f"no class named {text!r} in model {self.name!r}{hint}")
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.module(inputs)

@@ -52,7 +52,6 @@ def _efficientnet_lite0(name: str, options: LoadOptions) -> Model:
     )
     mode = options.weights_mode
     if mode == "none":
-        model.info["seed"] = options.seed
         return model
     if mode == "path":
         return apply_weight_path(model, options)
