@@ -155,6 +155,8 @@ class ActivationCapture:
         self._handles: list[RemovableHandle] = []
         self._acts: dict[str, Any] = {}
         self._active = False
+        #: the model's output of the last :meth:`run` when the forward pass was not stopped
+        self.output: Any = None
 
     def _hook(self, name: str):  # noqa: ANN202
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -199,8 +201,9 @@ class ActivationCapture:
         if not self._active:
             raise RuntimeError("ActivationCapture.run() must be called inside its `with` block")
         self._acts = {}
+        self.output = None
         try:
-            self.module(*inputs, **kwargs)
+            self.output = self.module(*inputs, **kwargs)
         except _StopForward:
             pass
         missing = [n for n in self.layers if n not in self._acts]

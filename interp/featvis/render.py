@@ -1,0 +1,368 @@
+"""The renderer: optimize a batch of images so each maximizes its objective.
+
+Differences from lucent's ``render_vis`` that make it faster and safer:
+  * only the layers the objective reads are hooked, and the forward pass stops after the
+    deepest of them (an objective on an early layer never runs the rest of the network);
+  * the canvas is fed at its own size (no upsampling to 224 unless ``upsample`` is given);
+  * random transforms are drawn per image, as one batched affine warp on the model's device;
+  * bf16 autocast and channels_last on CUDA; deterministic on CPU for a given seed;
+  * hooks are removed and mode / ``requires_grad`` restored afterwards, also on error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..capture import ActivationCapture, preserved_state, resolve_layer
+from ..errors import ChannelError
+from ..models.base import Model
+from ..models.registry import as_model
+from .objectives import INPUT, LOGITS, Objective, as_objective, channel
+from .param import make_param
+from .transforms import NONE, STANDARD, RobustTransform
+
+__all__ = ["RenderResult", "render", "render_channels", "unit_seed", "evaluate"]
+
+
+def unit_seed(seed: int, *key: Any) -> int:
+    """A stable per-unit seed: the same unit gets the same start in any batch or process."""
+    text = "|".join(map(str, (seed, *key)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**62 - 1)
+
+
+@dataclass
+class RenderResult:
+    """What :func:`render` returns.
+
+    Attributes:
+        images: ``(B, C, H, W)`` float tensor in ``[0, 1]`` on the CPU.
+        values: final objective value of each image (evaluated on the untransformed canvas).
+        history: mean objective value over the batch at each step (with transforms).
+        objective: the objective's name.
+        units: per image, the unit it targets (when the objective says).
+    """
+
+    images: torch.Tensor
+    values: torch.Tensor
+    history: list[float]
+    objective: str
+    units: list[dict[str, Any]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class _Getter:
+    """``T(layer)`` for objectives: activations by (user-given) name, the input, the logits."""
+
+    def __init__(self, model: Model, names: dict[str, str]):
+        self.model = model
+        self.names = names
+        self.acts: dict[str, torch.Tensor] = {}
+        self.image: torch.Tensor | None = None
+        self.output: torch.Tensor | None = None
+
+    def __call__(self, name: str) -> torch.Tensor:
+        if name == INPUT:
+            assert self.image is not None
+            return self.image
+        if name == LOGITS:
+            if self.output is None:
+                raise RuntimeError("the objective reads the logits but they were not computed")
+            return self.output.float()
+        return self.acts[self.names.get(name, name)].float()
+
+    def class_index(self, name: str) -> int:
+        return self.model.class_index(name)
+
+
+def _discover_layers(model: Model, objective: Objective, x: torch.Tensor) -> list[str]:
+    """Layers a lucent objective reads: call it once with a recording getter."""
+    seen: list[str] = []
+    getter = _Getter(model, {})
+    getter.image = torch.zeros_like(x)
+
+    def record(name: str) -> torch.Tensor:
+        if name in (INPUT, LOGITS):
+            if name == LOGITS and getter.output is None:
+                with torch.no_grad():
+                    getter.output = model.module(x)
+            seen.append(name)
+            return getter(name)
+        dotted = resolve_layer(model, name)
+        seen.append(name)
+        if dotted not in getter.acts:
+            from ..capture import capture
+
+            getter.acts[dotted] = capture(model, x, [dotted])[dotted]
+        getter.names[name] = dotted
+        return getter(name)
+
+    record.class_index = getter.class_index  # type: ignore[attr-defined]
+    with torch.no_grad():
+        objective(record)
+    return list(dict.fromkeys(seen))
+
+
+def _check_units(objective: Objective, getter: _Getter) -> None:
+    """Channel and class indices in range, with a message naming the valid range."""
+    for unit in objective.units or []:
+        if "channel" in unit:
+            name = unit["layer"]
+            acts = getter.acts.get(getter.names.get(name, name))
+            if acts is None or acts.dim() < 2:
+                continue
+            n = acts.shape[1]
+            if not 0 <= unit["channel"] < n:
+                raise ChannelError(
+                    f"channel {unit['channel']} is out of range for layer {name!r}, which has "
+                    f"{n} channels (0..{n - 1})"
+                )
+        if "class" in unit and isinstance(unit["class"], int) and getter.output is not None:
+            n = getter.output.shape[-1]
+            if not 0 <= unit["class"] < n:
+                raise ChannelError(f"class {unit['class']} is out of range (0..{n - 1})")
+
+
+def _forward(
+    model: Model, cap: ActivationCapture | None, x: torch.Tensor, need_logits: bool
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    if cap is None:  # nothing hooked: only the logits (or only the input) are read
+        return {}, model.module(x) if need_logits else None
+    acts = cap.run(x)
+    return acts, cap.output if need_logits else None
+
+
+def render(
+    model: Model,
+    objective: Objective | str | Any,
+    *,
+    steps: int = 256,
+    size: int = 128,
+    batch: int | None = None,
+    param: str | Callable[[], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]] = "fft",
+    transforms: RobustTransform | None = STANDARD,
+    lr: float = 0.05,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    upsample: int | None = None,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    progress: bool = True,
+    desc: str = "render",
+) -> RenderResult:
+    """Optimize images to maximize ``objective``.
+
+    Args:
+        model: a loaded :class:`Model` (its device is used).
+        objective: an :class:`Objective`, ``"layer:channel"``, or a lucent objective.
+        steps: Adam steps.
+        size: canvas size in pixels (square).
+        batch: number of images (default: what the objective defines, else 1).
+        param: ``"fft"`` (default, lucid's decorrelated Fourier image), ``"pixel"``,
+            ``"maco"``, or a lucent ``param_f`` returning ``(params, image_f)``.
+        transforms: transformation robustness (``None``: none).
+        lr: Adam learning rate (lucent's default 0.05).
+        seed: seed of the run; image ``i`` starts from ``seeds[i]`` when given, else from
+            ``unit_seed(seed, i)``.
+        upsample: resize the transformed canvas to this size before the model (lucent
+            upsamples to 224; default: no resizing).
+        amp: bf16 autocast (default: on CUDA).
+        channels_last: channels_last input (default: on CUDA).
+        progress: show a progress bar.
+
+    Returns:
+        :class:`RenderResult`.
+    """
+    model = as_model(model)
+    obj = as_objective(objective)
+    device = model.device
+    on_cuda = device.type == "cuda"
+    amp = on_cuda if amp is None else amp
+    channels_last = on_cuda if channels_last is None else channels_last
+    b = batch or obj.batch or 1
+    if obj.batch is not None and b != obj.batch:
+        raise ValueError(f"objective {obj.name} defines {obj.batch} images; batch={b}")
+    seeds = list(seeds) if seeds is not None else [unit_seed(seed, i) for i in range(b)]
+    if callable(param):
+        params, image_fn = param()
+        first = image_fn()
+        b = first.shape[0]
+        seeds = seeds[:b] if len(seeds) >= b else [unit_seed(seed, i) for i in range(b)]
+    else:
+        params, image_fn = make_param(param, b, model.preprocessing.channels, size, seeds, device)
+    generators = [torch.Generator().manual_seed(unit_seed(s, "transforms")) for s in seeds]
+    transform = transforms or NONE
+
+    def to_input(img: torch.Tensor, train: bool) -> torch.Tensor:
+        x = transform(img, generators) if train else img
+        if upsample:
+            x = F.interpolate(x, size=(upsample, upsample), mode="bilinear", align_corners=False)
+        x = model.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    with torch.no_grad():
+        probe = to_input(image_fn(), train=False)
+    layer_names = list(obj.layers) or _discover_layers(model, obj, probe)
+    names = {n: resolve_layer(model, n) for n in layer_names if n not in (INPUT, LOGITS)}
+    need_logits = LOGITS in layer_names
+    hooked = list(dict.fromkeys(names.values()))
+    getter = _Getter(model, names)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    history: list[torch.Tensor] = []
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else _nullcontext()
+    )
+
+    from tqdm.auto import tqdm
+
+    with preserved_state(model.module, eval_mode=True, freeze=True):
+        cap = (
+            ActivationCapture(model.module, hooked, stop=not need_logits, eval_mode=True)
+            if hooked
+            else None
+        )
+        with cap if cap is not None else _nullcontext():
+            with torch.no_grad():  # check indices before spending steps
+                getter.acts, getter.output = _forward(model, cap, probe, need_logits)
+                _check_units(obj, getter)
+            for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+                optimizer.zero_grad(set_to_none=True)
+                img = image_fn()
+                getter.image = img
+                with autocast:
+                    getter.acts, getter.output = _forward(
+                        model, cap, to_input(img, train=True), need_logits
+                    )
+                values = obj(getter)
+                (-values.sum()).backward()
+                optimizer.step()
+                history.append(values.detach().float().mean())
+            with torch.no_grad():
+                final = image_fn().detach()
+                getter.image = final
+                getter.acts, getter.output = _forward(
+                    model, cap, to_input(final, train=False), need_logits
+                )
+                values = obj(getter).detach().float()
+    if values.dim() == 0:  # a whole-batch objective (lucent): one value for all
+        values = values.expand(final.shape[0]).clone()
+    return RenderResult(
+        images=final.float().cpu(),
+        values=values.cpu(),
+        history=[float(v) for v in torch.stack(history).cpu()] if history else [],
+        objective=obj.name,
+        units=obj.units,
+        info={
+            "steps": steps,
+            "size": size,
+            "param": param if isinstance(param, str) else "custom",
+            "lr": lr,
+            "seeds": seeds,
+            "layers": hooked,
+            "device": str(device),
+        },
+    )
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def evaluate(
+    model: Model, objective: Objective | str, images: torch.Tensor, *, batch_size: int = 64
+) -> torch.Tensor:
+    """Value of each image of the objective's batch on every image of ``images``.
+
+    ``objective`` defines ``B`` units (one per image); returns ``(N, B)``: row ``n`` holds every
+    unit's value on image ``n`` (``[0, 1]`` pixels, already at the size to evaluate).
+    """
+    model = as_model(model)
+    obj = as_objective(objective)
+    b = obj.batch or 1
+    names = {n: resolve_layer(model, n) for n in obj.layers if n not in (INPUT, LOGITS)}
+    need_logits = LOGITS in obj.layers
+    hooked = list(dict.fromkeys(names.values()))
+    rows = []
+    with torch.no_grad(), preserved_state(model.module, eval_mode=True):
+        cap = ActivationCapture(model.module, hooked, stop=not need_logits) if hooked else None
+        with cap if cap is not None else _nullcontext():
+            for start in range(0, images.shape[0], batch_size):
+                chunk = images[start : start + batch_size].to(model.device)
+                acts, out = _forward(model, cap, model.normalize(chunk), need_logits)
+                for n in range(chunk.shape[0]):
+                    getter = _Getter(model, names)
+                    getter.acts = {k: v[n : n + 1].expand(b, *v.shape[1:]) for k, v in acts.items()}
+                    getter.output = None if out is None else out[n : n + 1].expand(b, -1)
+                    getter.image = chunk[n : n + 1].expand(b, *chunk.shape[1:])
+                    rows.append(obj(getter).float().cpu())
+    return torch.stack(rows)
+
+
+def render_channels(
+    model: Model,
+    layer: str,
+    channels: Sequence[int] | None = None,
+    *,
+    batch_size: int | None = None,
+    seed: int = 0,
+    **kwargs: Any,
+) -> RenderResult:
+    """One image per channel of ``layer`` (all channels by default), in batches of
+    ``batch_size`` (default: all at once). Each channel's start and transforms come from
+    ``unit_seed(seed, layer, channel)``, so a channel renders the same in any batch."""
+    model = as_model(model)
+    dotted = resolve_layer(model, layer)
+    if channels is None:
+        from ..capture import capture
+
+        probe = model.example_input(1)
+        with torch.no_grad():
+            channels = list(range(capture(model, probe, [dotted])[dotted].shape[1]))
+    channels = [int(c) for c in channels]
+    step = batch_size or len(channels)
+    results = []
+    for start in range(0, len(channels), step):
+        group = channels[start : start + step]
+        results.append(
+            render(
+                model,
+                channel(dotted, group) if len(group) > 1 else _single(dotted, group[0]),
+                batch=len(group),
+                seeds=[unit_seed(seed, dotted, c) for c in group],
+                **kwargs,
+            )
+        )
+    if len(results) == 1:
+        return results[0]
+    return RenderResult(
+        images=torch.cat([r.images for r in results]),
+        values=torch.cat([r.values for r in results]),
+        history=[float(sum(v) / len(v)) for v in zip(*(r.history for r in results), strict=True)]
+        if all(r.history for r in results)
+        else [],
+        objective=f"channel({dotted}:[{len(channels)} channels])",
+        units=[u for r in results for u in (r.units or [])],
+        info={**results[0].info, "batches": len(results)},
+    )
+
+
+def _single(layer: str, c: int) -> Objective:
+    obj = channel(layer, c)
+    obj.batch = 1
+    return obj
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """Rows and columns of a near-square grid for ``n`` tiles."""
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
