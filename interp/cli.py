@@ -7,6 +7,8 @@ Examples::
     interp layers torchvision:resnet18 --weights none
     interp classify efficientnet_lite0 cat.png --top 5
     interp classify efficientnet_lite0 --photos --out out/classify   # skimage.data photos
+    interp visualize efficientnet_lite0 --layer _blocks.5 --channels 0:16 --out out/vis
+    interp atlas efficientnet_lite0 --per-layer 8 --steps 128 --size 96 --out out/atlas
 
 Every subcommand takes --device auto|cpu|cuda, --quiet, --weights, --offline,
 --trust-checkpoint and --seed.
@@ -105,7 +107,118 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="classes per image [default: 5]")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", type=Path, default=None, help="write predictions.json and a PNG grid")
+
+    render_opts = argparse.ArgumentParser(add_help=False)
+    group = render_opts.add_argument_group("rendering")
+    group.add_argument("--steps", type=int, default=256, help="optimization steps [256]")
+    group.add_argument("--size", type=int, default=128, help="canvas size in pixels [128]")
+    group.add_argument(
+        "--objective",
+        choices=["channel", "neuron"],
+        default="channel",
+        help="channel: mean over positions; neuron: the centre position [channel]",
+    )
+    group.add_argument(
+        "--param",
+        choices=["fft", "pixel", "maco"],
+        default="fft",
+        help="fft: lucid's decorrelated Fourier image; pixel; maco: phase-only Fourier with "
+        "a natural magnitude spectrum [fft]",
+    )
+    group.add_argument("--batch", type=int, default=16, help="units optimized together [16]")
+    group.add_argument("--lr", type=float, default=0.05, help="Adam learning rate [0.05]")
+    group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
+    group.add_argument(
+        "--upsample", type=int, default=None, help="resize the canvas to N px before the model"
+    )
+    group.add_argument(
+        "--reference",
+        default="photos",
+        help="natural reference set: 'photos' (random crops of skimage.data photos), a "
+        "folder of images, or 'none' [photos]",
+    )
+    group.add_argument("--n-reference", type=int, default=256, help="reference crops [256]")
+
+    p = sub.add_parser(
+        "visualize",
+        parents=[common, render_opts],
+        help="feature visualizations of chosen units of one layer",
+        description="Optimize one image per unit of LAYER to maximize it. Writes one PNG per "
+        "unit, a labelled grid.png and results.json (per unit: the objective value reached "
+        "and the unit's best value over natural reference crops of the same size).",
+    )
+    p.add_argument("model", help="model spec (see `interp models`)")
+    p.add_argument("--layer", required=True, help="layer name (see `interp layers MODEL`)")
+    p.add_argument("--channels", default="0:16", help="'0:16', '0:64:4', '3,5,9' or 'all' [0:16]")
+    p.add_argument("--out", type=Path, default=Path("out/visualize"), help="output folder")
+
+    p = sub.add_parser(
+        "atlas",
+        parents=[common, render_opts],
+        help="feature visualizations of every layer (resumable)",
+        description="Render a sample of units of every block (or the chosen layers): a "
+        "folder per layer with unit PNGs, grid.png and units.json, plus index.json and "
+        "overview.png. Rerunning after an interruption finishes only the missing units.",
+    )
+    p.add_argument("model", help="model spec (see `interp models`)")
+    p.add_argument(
+        "--layers", default="all", help="'all' (the network's blocks) or L1,L2 (globs ok)"
+    )
+    p.add_argument("--per-layer", default="8", help="units per layer, or 'all' [8]")
+    p.add_argument("--out", type=Path, default=Path("out/atlas"), help="output folder")
     return parser
+
+
+def _render_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "steps": args.steps,
+        "size": args.size,
+        "objective": args.objective,
+        "param": args.param,
+        "batch": args.batch,
+        "lr": args.lr,
+        "seed": args.seed,
+        "transforms": not args.no_transforms,
+        "upsample": args.upsample,
+        "reference": None if args.reference == "none" else args.reference,
+        "n_reference": args.n_reference,
+        "progress": not args.quiet,
+    }
+
+
+def _cmd_visualize(args: argparse.Namespace) -> int:
+    from .featvis.atlas import visualize
+
+    model = _load(args)
+    doc = visualize(model, args.layer, args.channels, args.out, **_render_kwargs(args))
+    for unit in doc["units"]:
+        nat = f"  natural max {unit['natural_max']:.3f}" if "natural_max" in unit else ""
+        print(f"{doc['layer']}:{unit['channel']}  value {unit['value']:.3f}{nat}  {unit['png']}")
+    if "exceeds_natural" in doc:
+        print(
+            f"{doc['exceeds_natural']}/{doc['units_total']} images excite their unit more than "
+            "the best natural crop"
+        )
+    print(f"wrote {args.out}/ (grid.png, results.json, one PNG per unit)")
+    return 0
+
+
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from .featvis.atlas import atlas
+
+    model = _load(args)
+    doc = atlas(
+        model, args.out, layers=args.layers, per_layer=args.per_layer, **_render_kwargs(args)
+    )
+    for entry in doc["layers"]:
+        extra = (
+            f", {entry['exceeds_natural']}/{entry['units_total']} beat natural crops"
+            if "exceeds_natural" in entry
+            else ""
+        )
+        print(f"{entry['layer']:<24} {len(entry['units'])} units{extra}  {entry['grid']}")
+    print(f"wrote {args.out}/ (index.json, overview.png, a folder per layer)")
+    return 0
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202
@@ -219,7 +332,13 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"models": _cmd_models, "layers": _cmd_layers, "classify": _cmd_classify}
+_COMMANDS = {
+    "models": _cmd_models,
+    "layers": _cmd_layers,
+    "classify": _cmd_classify,
+    "visualize": _cmd_visualize,
+    "atlas": _cmd_atlas,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "save_png"]
 
 
 def _umask() -> int:
@@ -51,3 +51,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_png(image: object, path: str | os.PathLike[str]) -> Path:
+    """Save a ``(C, H, W)`` tensor in ``[0, 1]`` (C = 1 or 3) or a PIL image as PNG, atomically."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        import torch
+
+        tensor = torch.as_tensor(image).detach().float().cpu().clamp(0, 1)
+        arr = (tensor * 255).round().byte().permute(1, 2, 0).numpy()
+        image = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    with atomic_path(path, suffix=".png") as tmp:
+        image.save(tmp, format="PNG")  # type: ignore[union-attr]
+    return Path(path)

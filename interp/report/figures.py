@@ -86,3 +86,32 @@ def plot_classification(
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_image_grid(
+    images: Sequence[object],
+    labels: Sequence[str],
+    title: str,
+    cols: int | None = None,
+    tile: float = 1.6,
+) -> plt.Figure:
+    """Tiles of ``(C, H, W)`` images in ``[0, 1]`` with a small label under each."""
+    import math
+
+    import torch
+
+    n = len(images)
+    cols = cols or min(8, max(1, math.ceil(math.sqrt(n))))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(tile * cols, (tile + 0.35) * rows + 0.4), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, labels, strict=False):
+        arr = torch.as_tensor(image).detach().float().cpu().clamp(0, 1).permute(1, 2, 0)
+        ax.imshow(arr.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(label, fontsize=7, pad=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,444 @@
+"""Jobs on top of the renderer: ``visualize`` (chosen units of one layer) and ``atlas``
+(a sample of units of every layer), writing PNGs, labelled grids and JSON.
+
+Both resume: each layer's folder keeps ``units.json``, rewritten atomically after every batch
+together with the batch's PNGs, so an interrupted run redoes at most the batch in flight and
+never leaves a half-written file. A rerun with different settings re-renders.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..capture import capture, resolve_layer, resolve_layers
+from ..models.base import Model
+from ..models.registry import as_model
+from ..utils import atomic_write_text, save_png
+from .objectives import Objective, channel, neuron
+from .reference import reference_images
+from .render import evaluate, render, unit_seed
+from .transforms import NONE, STANDARD
+
+__all__ = ["visualize", "atlas", "default_layers", "parse_channels", "layer_channels"]
+
+_LEAF_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Identity)
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe version of a layer name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "root"
+
+
+def parse_channels(spec: str | Sequence[int] | None, n: int) -> list[int]:
+    """``"0:16"``, ``"0:64:4"``, ``"3,5,9"``, ``"all"`` (or ``None``) → channel indices < ``n``."""
+    from ..errors import ChannelError
+
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return list(range(n))
+    if not isinstance(spec, str):
+        out = [int(c) for c in spec]
+    else:
+        out = []
+        for part in spec.split(","):
+            part = part.strip()
+            if ":" in part:
+                bits = [int(b) if b else None for b in part.split(":")]
+                out.extend(range(n)[slice(*bits)])
+            elif part:
+                out.append(int(part))
+    bad = [c for c in out if not 0 <= c < n]
+    if bad:
+        raise ChannelError(
+            f"channel(s) {bad} out of range: the layer has {n} channels (0..{n - 1})"
+        )
+    return list(dict.fromkeys(out))
+
+
+def layer_channels(model: Model, layer: str, size: int | None = None) -> int:
+    """Number of channels of ``layer`` (one truncated forward at ``size`` px)."""
+    h, w = (size, size) if size else model.input_size
+    x = model.normalize(torch.rand(1, model.preprocessing.channels, h, w)).to(model.device)
+    with torch.no_grad():
+        return int(capture(model, x, [layer])[layer].shape[1])
+
+
+def default_layers(model: Model | nn.Module) -> list[str]:
+    """The layers an atlas covers by default: the network's blocks in execution order.
+
+    A block is a composite module (it has children) that sits in a ``Sequential`` or
+    ``ModuleList`` and is not inside another block, with a spatial output: ResNet's
+    ``layerN.M``, EfficientNet's ``_blocks.N``, MobileNet's ``features.N``. Plain CNNs with
+    no such blocks get their activation modules that follow convolutions.
+    """
+    model = as_model(model)
+    module = model.module
+    named = dict(module.named_modules())
+    containers = (nn.Sequential, nn.ModuleList)
+    blocks = []
+    for name, sub in named.items():
+        if not name or not any(True for _ in sub.children()) or isinstance(sub, containers):
+            continue
+        parent = named[name.rsplit(".", 1)[0]] if "." in name else module
+        if not isinstance(parent, containers):
+            continue
+        if any(name.startswith(b + ".") for b in blocks):
+            continue
+        blocks.append(name)
+    from ..inventory import layers as inventory
+
+    infos = {i.name: i for i in inventory(model, receptive_field=False)}
+    spatial = [b for b in blocks if infos[b].output_shape and len(infos[b].output_shape) == 3]
+    if spatial:
+        return sorted(spatial, key=lambda n: infos[n].order or 0)
+    acts = []
+    ordered = sorted((i for i in infos.values() if i.order is not None), key=lambda i: i.order)
+    for prev, cur in zip(ordered, ordered[1:], strict=False):
+        if isinstance(named[prev.name], nn.Conv2d) and not isinstance(
+            named[cur.name], (nn.Conv2d, nn.BatchNorm2d)
+        ):
+            acts.append(cur.name)
+        elif isinstance(named[prev.name], nn.BatchNorm2d) and isinstance(
+            named[cur.name], nn.ReLU | nn.ReLU6 | nn.SiLU | nn.GELU | nn.Hardswish
+        ):
+            acts.append(cur.name)
+    return acts or [i.name for i in ordered if isinstance(named[i.name], nn.Conv2d)]
+
+
+def _settings(**kwargs: Any) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items()}
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _objective(kind: str, layer: str, chans: list[int]) -> Objective:
+    if kind == "channel":
+        obj = channel(layer, chans)
+    elif kind == "neuron":
+        obj = neuron(layer, chans)
+    else:
+        raise ValueError(f"objective kind {kind!r}: use 'channel' or 'neuron'")
+    obj.batch = len(chans)
+    return obj
+
+
+def _render_layer(
+    model: Model,
+    layer: str,
+    chans: list[int],
+    folder: Path,
+    settings: dict[str, Any],
+    refs: torch.Tensor | None,
+    bar: Any,
+    log: Any,
+) -> list[dict[str, Any]]:
+    """Render ``chans`` of ``layer`` into ``folder``, resuming from ``units.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path = folder / "units.json"
+    digest = _digest(settings)
+    done: dict[int, dict[str, Any]] = {}
+    if record_path.exists():
+        try:
+            saved = json.loads(record_path.read_text())
+        except json.JSONDecodeError:
+            saved = {}
+        if saved.get("settings_digest") == digest:
+            done = {
+                u["channel"]: u for u in saved.get("units", []) if (folder / u["png"]).is_file()
+            }
+        elif saved:
+            log(f"{layer}: settings changed since the last run; re-rendering")
+    todo = [c for c in chans if c not in done]
+    if bar is not None:
+        bar.update(len(chans) - len(todo))
+    batch = int(settings["batch"])
+    for start in range(0, len(todo), batch):
+        group = todo[start : start + batch]
+        obj = _objective(settings["objective"], layer, group)
+        result = render(
+            model,
+            obj,
+            steps=settings["steps"],
+            size=settings["size"],
+            param=settings["param"],
+            transforms=STANDARD if settings["transforms"] else NONE,
+            lr=settings["lr"],
+            seeds=[unit_seed(settings["seed"], layer, c) for c in group],
+            upsample=settings["upsample"],
+            progress=False,
+        )
+        natural = evaluate(model, obj, refs) if refs is not None else None
+        for i, c in enumerate(group):
+            png = f"{safe_name(layer)}_c{c:04d}.png"
+            save_png(result.images[i], folder / png)
+            unit = {
+                "layer": layer,
+                "channel": c,
+                "objective": settings["objective"],
+                "value": round(float(result.values[i]), 5),
+                "png": png,
+                "seed": unit_seed(settings["seed"], layer, c),
+            }
+            if natural is not None:
+                col = natural[:, i]
+                unit["natural_max"] = round(float(col.max()), 5)
+                unit["natural_best"] = int(col.argmax())
+                unit["exceeds_natural"] = bool(result.values[i] > col.max())
+            done[c] = unit
+        ordered = [done[c] for c in chans if c in done]
+        atomic_write_text(
+            record_path,
+            json.dumps(
+                {"layer": layer, "settings": settings, "settings_digest": digest, "units": ordered},
+                indent=1,
+            ),
+        )
+        if bar is not None:
+            bar.update(len(group))
+    return [done[c] for c in chans]
+
+
+def _write_grid(model: Model, layer: str, units: list[dict[str, Any]], folder: Path) -> Path:
+    from PIL import Image
+
+    from ..report.figures import plot_image_grid, save_figure
+
+    images, labels = [], []
+    for u in units:
+        arr = np.asarray(Image.open(folder / u["png"]), dtype=np.float32) / 255.0
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        images.append(torch.from_numpy(arr).permute(2, 0, 1))
+        nat = f" | nat {u['natural_max']:.3g}" if "natural_max" in u else ""
+        labels.append(f"#{u['channel']}: {u['value']:.3g}{nat}")
+    title = f"{model.name}  {layer}  ({units[0]['objective'] if units else 'channel'} objective"
+    title += "; value reached | best natural crop)" if units and "natural_max" in units[0] else ")"
+    return save_figure(plot_image_grid(images, labels, title), folder / "grid.png")
+
+
+def _reference(
+    model: Model, reference: str | None, size: int, upsample: int | None, n: int
+) -> torch.Tensor | None:
+    if reference in (None, "none"):
+        return None
+    refs = reference_images(upsample or size, reference, n=n, channels=model.preprocessing.channels)
+    return refs
+
+
+def visualize(
+    model: Model,
+    layer: str,
+    channels: str | Sequence[int] | None = "0:16",
+    out: str | Path = "out/visualize",
+    *,
+    steps: int = 256,
+    size: int = 128,
+    objective: str = "channel",
+    param: str = "fft",
+    batch: int = 16,
+    lr: float = 0.05,
+    seed: int = 0,
+    transforms: bool = True,
+    upsample: int | None = None,
+    reference: str | None = "photos",
+    n_reference: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Render chosen units of one layer: a PNG per unit, ``grid.png`` and ``results.json``.
+
+    Each unit's record holds the objective value its image reached and, with a reference set
+    (``"photos"``: random crops of skimage.data photos; or a folder), the unit's highest value
+    over the reference crops of the same size through the same preprocessing.
+    """
+    model = as_model(model)
+    dotted = resolve_layer(model, layer)
+    chans = parse_channels(channels, layer_channels(model, dotted, upsample or size))
+    out = Path(out)
+    settings = _settings(
+        model=model.name,
+        objective=objective,
+        steps=steps,
+        size=size,
+        param=param,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        transforms=transforms,
+        upsample=upsample,
+        reference=reference,
+        n_reference=n_reference,
+    )
+    refs = _reference(model, reference, size, upsample, n_reference)
+    from tqdm.auto import tqdm
+
+    log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
+    with tqdm(total=len(chans), desc=dotted, unit="unit", disable=not progress) as bar:
+        units = _render_layer(model, dotted, chans, out, settings, refs, bar, log)
+    grid = _write_grid(model, dotted, units, out)
+    doc = {
+        "model": model.name,
+        "layer": dotted,
+        "settings": settings,
+        "units": units,
+        "grid": grid.name,
+        **_summary(units),
+    }
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1))
+    return doc
+
+
+def _summary(units: list[dict[str, Any]]) -> dict[str, Any]:
+    if not units or "natural_max" not in units[0]:
+        return {}
+    beats = sum(u["exceeds_natural"] for u in units)
+    return {
+        "exceeds_natural": beats,
+        "units_total": len(units),
+        "exceeds_natural_fraction": round(beats / len(units), 4),
+    }
+
+
+def atlas(
+    model: Model,
+    out: str | Path = "out/atlas",
+    *,
+    layers: str | Sequence[str] = "all",
+    per_layer: int | str = 8,
+    steps: int = 256,
+    size: int = 128,
+    objective: str = "channel",
+    param: str = "fft",
+    batch: int = 16,
+    lr: float = 0.05,
+    seed: int = 0,
+    transforms: bool = True,
+    upsample: int | None = None,
+    reference: str | None = "photos",
+    n_reference: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Feature visualizations of ``per_layer`` units (a seeded random sample, or ``"all"``)
+    of every layer in ``layers`` (``"all"``: :func:`default_layers`; or names / globs).
+
+    Writes ``out/<layer>/`` (unit PNGs, ``grid.png``, ``units.json``), ``out/index.json`` and
+    ``out/overview.png``. Resumes after an interruption without redoing finished units.
+    """
+    model = as_model(model)
+    chosen = _choose_layers(model, layers)
+    out = Path(out)
+    settings = _settings(
+        model=model.name,
+        objective=objective,
+        steps=steps,
+        size=size,
+        param=param,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        transforms=transforms,
+        upsample=upsample,
+        reference=reference,
+        n_reference=n_reference,
+    )
+    plan = []
+    for layer in chosen:
+        n = layer_channels(model, layer, upsample or size)
+        if str(per_layer) == "all":
+            chans = list(range(n))
+        else:
+            rng = np.random.default_rng(unit_seed(seed, layer, "sample") % (2**32))
+            chans = sorted(rng.choice(n, size=min(int(per_layer), n), replace=False).tolist())
+        plan.append((layer, n, chans))
+    refs = _reference(model, reference, size, upsample, n_reference)
+    from tqdm.auto import tqdm
+
+    log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
+    entries = []
+    total = sum(len(c) for _, _, c in plan)
+    with tqdm(total=total, desc="atlas", unit="unit", disable=not progress) as bar:
+        for layer, n, chans in plan:
+            folder = out / safe_name(layer)
+            units = _render_layer(model, layer, chans, folder, settings, refs, bar, log)
+            grid = _write_grid(model, layer, units, folder)
+            entries.append(
+                {
+                    "layer": layer,
+                    "channels_total": n,
+                    "folder": folder.name,
+                    "grid": f"{folder.name}/{grid.name}",
+                    "units": units,
+                    **_summary(units),
+                }
+            )
+            atomic_write_text(
+                out / "index.json",
+                json.dumps(
+                    {"model": model.name, "settings": settings, "layers": entries}, indent=1
+                ),
+            )
+    _write_overview(model, entries, out)
+    return {"model": model.name, "settings": settings, "layers": entries}
+
+
+def _choose_layers(model: Model, layers: str | Sequence[str]) -> list[str]:
+    from ..capture import layer_names
+
+    if isinstance(layers, str):
+        if layers.strip().lower() == "all":
+            return default_layers(model)
+        layers = [p.strip() for p in layers.split(",") if p.strip()]
+    names = layer_names(model.module)
+    chosen: list[str] = []
+    for pattern in layers:
+        if any(ch in pattern for ch in "*?["):
+            hits = [n for n in names if fnmatch.fnmatch(n, pattern)]
+            if not hits:
+                from ..errors import UnknownLayerError
+
+                raise UnknownLayerError(f"no layer matches {pattern!r}")
+            chosen += hits
+        else:
+            chosen += resolve_layers(model, [pattern])
+    return list(dict.fromkeys(chosen))
+
+
+def _write_overview(model: Model, entries: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from ..report.figures import save_figure
+
+    cols = min(8, max((len(e["units"]) for e in entries), default=1))
+    rows = len(entries)
+    if rows == 0:
+        return
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.3 * cols + 1.6, 1.35 * rows + 0.5), squeeze=False
+    )
+    for r, entry in enumerate(entries):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(entry["units"]):
+                unit = entry["units"][c]
+                img = Image.open(out / entry["folder"] / unit["png"])
+                ax.imshow(img, cmap="gray" if img.mode == "L" else None)
+                ax.set_title(f"#{unit['channel']}", fontsize=6, pad=1)
+        axes[r, 0].set_ylabel(entry["layer"], fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{model.name}: feature visualizations, early (top) to late (bottom)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out / "overview.png")
