@@ -8,8 +8,10 @@ The public API::
     infos = interp.layers(model)                              # names, shapes, receptive fields
     acts = interp.capture(model, x, ["_blocks.3"])            # forward stops after _blocks.3
     top5 = interp.classify(model, ["cat.png"])
+    result = interp.render_channels(model, "_blocks.5", range(16))   # feature visualizations
 """
 
+from . import objectives
 from .capture import ActivationCapture, capture, layer_names, resolve_layer
 from .classify import Prediction, classify
 from .device import resolve_device
@@ -24,6 +26,7 @@ from .errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
+from .featvis import RenderResult, atlas, render, render_channels, visualize
 from .inventory import LayerInfo, layers
 from .models import Model, Preprocessing, list_models, load_model, save_checkpoint
 
@@ -39,19 +42,25 @@ __all__ = [
     "LayerInfo",
     "Model",
     "Prediction",
+    "RenderResult",
     "Preprocessing",
     "UnknownClassError",
     "UnknownLayerError",
     "UnknownModelError",
     "WeightsUnavailableError",
+    "atlas",
     "capture",
     "classify",
     "layer_names",
     "layers",
     "list_models",
     "load_model",
+    "objectives",
+    "render",
+    "render_channels",
     "resolve_device",
     "resolve_layer",
     "save_checkpoint",
+    "visualize",
     "__version__",
 ]

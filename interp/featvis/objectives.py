@@ -83,7 +83,8 @@ class Objective:
             raise ValueError(f"cannot combine objectives for {self.batch} and {other.batch} images")
         return Objective(
             lambda T: op(self(T), other(T)),
-            f"{self.name} {sym} {_paren(other.name) if sym in '-/' else other.name}",
+            f"{_paren(self.name) if sym in '*/' else self.name} {sym} "
+            f"{other.name if sym == '+' else _paren(other.name)}",
             self.layers + other.layers,
             batch,
             self.units if self.units is not None else other.units,
@@ -129,7 +130,8 @@ class Objective:
 
 
 def _paren(name: str) -> str:
-    return f"({name})" if any(c in name for c in " +-*/") and not name.startswith("(") else name
+    """Parenthesize a sum or difference (products and quotients bind tighter)."""
+    return f"({name})" if " + " in name or " - " in name else name
 
 
 def _per_image(values: torch.Tensor, batch: int) -> torch.Tensor:

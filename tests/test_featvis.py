@@ -1,0 +1,246 @@
+"""Feature visualization: objectives, parametrizations, transforms, renderer hygiene, and the
+instruments validated on known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import all_hooks, tiny_cnn
+from torch import nn
+
+from interp import ChannelError, Model, Preprocessing
+from interp import objectives as obj
+from interp.featvis.param import fft_image, maco_image, make_param
+from interp.featvis.render import evaluate, render, render_channels
+from interp.featvis.transforms import NONE, STANDARD
+
+
+def identity_model(net: nn.Module, channels: int = 3) -> Model:
+    """Pixels go in unchanged: mean 0, std 1."""
+    pre = Preprocessing(
+        mean=(0.0,) * channels, std=(1.0,) * channels, channels=channels, input_size=(32, 32)
+    )
+    return Model(net.eval(), "test", pre)
+
+
+# ------------------------------------------------------------------------------ objectives
+def test_objective_algebra_and_names():
+    o = obj.channel("layer1", 3) - 0.05 * obj.total_variation() + 2
+    assert str(o) == "channel(layer1:3) - 0.05*total_variation + 2"
+    assert set(o.layers) == {"layer1", obj.INPUT}
+    assert str(obj.as_objective("_blocks.5:7")) == "channel(_blocks.5:7)"
+    assert str(-obj.neuron("a", 1) / 2) == "-neuron(a:1)/2"
+    assert str((obj.channel("a", 1) + obj.channel("b", 2)) * 3) == "3*(channel(a:1) + channel(b:2))"
+    assert sum([obj.channel("a", 1), obj.channel("a", 2)]).name == "channel(a:1) + channel(a:2)"
+    with pytest.raises(ValueError, match="layer:channel"):
+        obj.as_objective("no-channel")
+    with pytest.raises(TypeError):
+        obj.as_objective(3.5)
+
+
+def test_batched_objectives_pick_one_unit_per_image():
+    acts = torch.arange(2 * 4 * 3 * 3, dtype=torch.float32).reshape(2, 4, 3, 3)
+
+    def T(name):
+        return acts
+
+    per_image = obj.channel("x", [1, 3])(T)
+    assert torch.allclose(per_image, torch.stack([acts[0, 1].mean(), acts[1, 3].mean()]))
+    assert torch.allclose(
+        obj.neuron("x", [0, 2])(T), torch.stack([acts[0, 0, 1, 1], acts[1, 2, 1, 1]])
+    )
+    v = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    expected = (acts[:, 1] + acts[:, 3]).mean(dim=(1, 2)) / 2**0.5
+    assert torch.allclose(obj.direction("x", v)(T), expected)
+    d = obj.diversity("x")(T)
+    assert d.shape == (2,) and (d <= 0).all()
+
+
+# ------------------------------------------------------------------------- parametrizations
+def test_fft_param_is_lucents_maths():
+    from lucent.optvis import param as lparam
+
+    torch.manual_seed(0)
+    params, lucent_f = lparam.image(32, 48, batch=2)
+    ours, our_f = fft_image(2, 3, (48, 32), [1, 2], torch.device("cpu"))
+    with torch.no_grad():
+        ours[0].copy_(params[0])
+    assert torch.allclose(lucent_f(), our_f(), atol=1e-6)
+
+
+def test_maco_keeps_the_magnitude_spectrum_fixed():
+    mag = torch.full((3, 16, 9), 0.01)  # small enough that nothing is clamped
+    params, image_f = maco_image(2, 3, (16, 16), [5, 6], torch.device("cpu"), magnitude=mag)
+    with torch.no_grad():
+        params[0].add_(torch.randn_like(params[0]))  # any phase
+    spectrum = torch.fft.rfft2(image_f() - 0.5, norm="ortho").abs()
+    assert torch.allclose(
+        spectrum[..., 1:-1], mag[None, :, :, 1:-1].expand(2, -1, -1, -1), atol=1e-6
+    )
+
+
+def test_params_are_seeded_per_image_and_grey_works():
+    a = make_param("fft", 2, 3, 16, [7, 8], torch.device("cpu"))[1]()
+    b = make_param("fft", 1, 3, 16, [8], torch.device("cpu"))[1]()
+    assert torch.equal(a[1:], b)  # an image's start does not depend on its batch
+    for kind in ("fft", "pixel", "maco"):
+        img = make_param(kind, 2, 1, 16, [1, 2], torch.device("cpu"))[1]()
+        assert img.shape == (2, 1, 16, 16) and 0 <= img.min() and img.max() <= 1
+
+
+def test_transforms_are_drawn_per_image():
+    img = torch.rand(1, 3, 32, 32).expand(6, -1, -1, -1)
+    gens = [torch.Generator().manual_seed(i) for i in range(6)]
+    out = STANDARD(img, gens)
+    assert out.shape == img.shape
+    diffs = [(out[0] - out[i]).abs().max().item() for i in range(1, 6)]
+    assert min(diffs) > 1e-3  # six images, six different transforms
+    same = NONE(img, gens)
+    assert torch.allclose(same, img, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ renderer
+def test_planted_filter_is_recovered_by_pixel_optimization():
+    """(a) A conv layer with a planted filter: the L2-penalized pixel optimum of its centre
+    neuron is the filter itself (up to scale)."""
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(3, 4, 7, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(4, 3, 7, 7, generator=gen) * 0.1)
+        yy, xx = torch.meshgrid(torch.arange(7.0) - 3, torch.arange(7.0) - 3, indexing="ij")
+        gabor = torch.exp(-(xx**2 + yy**2) / 8) * torch.cos(1.3 * (xx * 0.8 + yy * 0.6))
+        conv.weight[2] = gabor * torch.tensor([1.0, -0.5, 0.3])[:, None, None]
+    model = identity_model(nn.Sequential(conv))
+    # l2 is a mean over 147 pixels: weight 400 keeps the optimum (w * 147/800) unsaturated
+    objective = obj.neuron("0", 2) - 400.0 * obj.l2()
+    result = render(
+        model, objective, steps=300, size=7, param="pixel", transforms=None, lr=0.05, progress=False
+    )
+    image = result.images[0] - 0.5
+    r = np.corrcoef(image.flatten().numpy(), conv.weight[2].detach().flatten().numpy())[0, 1]
+    assert r > 0.9, r
+
+
+def test_render_hygiene_truncation_and_determinism(resnet18):
+    module = resnet18.module
+    module.train()
+    flags = [p.requires_grad for p in module.parameters()]
+    calls = {"layer2": 0, "layer4": 0, "fc": 0}
+    handles = [
+        module.get_submodule(n).register_forward_pre_hook(
+            lambda _m, _i, n=n: calls.__setitem__(n, calls[n] + 1)
+        )
+        for n in calls
+    ]
+    before = all_hooks(module)
+    try:
+        kwargs = dict(steps=3, size=32, progress=False, seed=4)
+        a = render_channels(resnet18, "layer1.0.conv1", [1, 5], **kwargs)
+        b = render_channels(resnet18, "layer1.0.conv1", [1, 5], **kwargs)
+        assert all_hooks(module) == before  # only the test's own counters remain
+        assert module.training  # the caller's mode is back
+    finally:
+        for h in handles:
+            h.remove()
+        module.eval()
+    assert calls == {"layer2": 0, "layer4": 0, "fc": 0}  # never ran past layer1.0.conv1
+    assert torch.equal(a.images, b.images) and torch.equal(a.values, b.values)
+    assert a.images.shape == (2, 3, 32, 32) and len(a.history) == 3
+    assert [p.requires_grad for p in module.parameters()] == flags
+    assert all(p.grad is None for p in module.parameters())
+
+
+def test_bad_channel_is_a_clear_error_and_leaves_nothing_behind(resnet18):
+    before = all_hooks(resnet18.module)
+    with pytest.raises(ChannelError, match=r"64 channels \(0..63\)"):
+        render(resnet18, obj.channel("layer1.0.conv1", 70), steps=2, size=32, progress=False)
+    assert all_hooks(resnet18.module) == before
+    assert not resnet18.module.training
+
+
+def test_logit_objective_by_class_name(lite0):
+    result = render(lite0, obj.logit("espresso"), steps=4, size=64, progress=False)
+    assert result.values.shape == (1,) and result.history[-1] > result.history[0]
+
+
+def test_grey_models_get_grey_images():
+    model = identity_model(tiny_cnn(), channels=3)
+    grey = Model(
+        nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval(),
+        "grey",
+        Preprocessing(mean=(0.5,), std=(0.5,), channels=1, input_size=(16, 16)),
+    )
+    res = render(grey, obj.channel("0", [0, 1]), steps=3, size=16, progress=False)
+    assert res.images.shape == (2, 1, 16, 16)
+    assert render(model, "2:1", steps=2, size=16, progress=False).images.shape == (1, 3, 16, 16)
+
+
+def test_evaluate_gives_every_unit_on_every_image():
+    model = identity_model(tiny_cnn())
+    images = torch.rand(5, 3, 16, 16)
+    values = evaluate(model, obj.channel("2", [0, 3, 7]), images)
+    acts = model.module[:3](images)
+    assert values.shape == (5, 3)
+    assert torch.allclose(values, acts[:, [0, 3, 7]].mean(dim=(2, 3)), atol=1e-5)
+
+
+def test_renders_beat_natural_crops_on_efficientnet(lite0):
+    """(b) Olah's sanity check: at 256 steps the image excites its unit more than the best of
+    256 natural crops of the canvas size, for >= 90% of 32 units across four depths."""
+    from interp.featvis.reference import reference_images
+
+    refs = reference_images(64, "photos", n=256)
+    rng = np.random.default_rng(0)
+    wins, total = 0, 0
+    for layer, width in (
+        ("_blocks.1", 24),
+        ("_blocks.4", 40),
+        ("_blocks.9", 112),
+        ("_blocks.15", 320),
+    ):
+        chans = sorted(rng.choice(width, 8, replace=False).tolist())
+        objective = obj.channel(layer, chans)
+        result = render(lite0, objective, steps=256, size=64, progress=False)
+        natural = evaluate(lite0, objective, refs).max(dim=0).values
+        wins += int((result.values > natural).sum())
+        total += len(chans)
+    assert total == 32
+    assert wins / total >= 0.9, f"{wins}/{total}"
+
+
+def test_lucent_objective_reaches_lucents_own_value(lite0):
+    """(c) The same lucent objective, rendered by lucent and by interp, reaches the same value
+    (evaluated the same way on the final 64 px canvas)."""
+    import copy
+
+    from lucent.optvis import objectives as lobj
+    from lucent.optvis import param as lparam
+    from lucent.optvis import render as lrender
+    from lucent.optvis import transform as ltrans
+
+    lucent_obj = lobj.channel("_blocks_3", 5)
+    ours = obj.channel("_blocks.3", 5)
+    lucent_model = copy.deepcopy(lite0.module)  # lucent leaves hooks on every module
+    normalize = lite0.normalize
+    ours_vals, theirs_vals = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        imgs = lrender.render_vis(
+            lucent_model,
+            lucent_obj,
+            lambda: lparam.image(64),
+            transforms=[*ltrans.standard_transforms, normalize],
+            preprocess=False,
+            thresholds=(64,),
+            show_image=False,
+            progress=False,
+            fixed_image_size=64,
+        )
+        image = torch.from_numpy(imgs[-1]).permute(0, 3, 1, 2)
+        theirs_vals.append(float(evaluate(lite0, ours, image)[0, 0]))
+        result = render(lite0, lucent_obj, steps=64, size=64, seed=seed, progress=False)
+        ours_vals.append(float(evaluate(lite0, ours, result.images)[0, 0]))
+        assert result.values[0] == pytest.approx(ours_vals[-1], rel=1e-3)
+    ratio = np.mean(ours_vals) / np.mean(theirs_vals)
+    assert 0.85 < ratio < 1.4, (ours_vals, theirs_vals)
