@@ -187,7 +187,7 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:
-    from .featvis.atlas import visualize
+    from .featvis.jobs import visualize
 
     model = _load(args)
     doc = visualize(model, args.layer, args.channels, args.out, **_render_kwargs(args))
@@ -204,7 +204,7 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
-    from .featvis.atlas import atlas
+    from .featvis.jobs import atlas
 
     model = _load(args)
     doc = atlas(

@@ -244,3 +244,18 @@ def test_lucent_objective_reaches_lucents_own_value(lite0):
         assert result.values[0] == pytest.approx(ours_vals[-1], rel=1e-3)
     ratio = np.mean(ours_vals) / np.mean(theirs_vals)
     assert 0.85 < ratio < 1.4, (ours_vals, theirs_vals)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_render_uses_bf16_and_channels_last_and_matches_cpu_quality(lite0):
+    from interp import load_model
+
+    gpu = load_model("efficientnet_lite0", device="cuda")
+    result = render(
+        gpu, obj.channel("_blocks.5", list(range(8))), steps=64, size=64, progress=False
+    )
+    assert result.images.device.type == "cpu" and torch.isfinite(result.values).all()
+    assert result.info["device"].startswith("cuda")
+    cpu = render(lite0, obj.channel("_blocks.5", list(range(8))), steps=64, size=64, progress=False)
+    assert result.values.mean() > 0.7 * cpu.values.mean()

@@ -1,7 +1,7 @@
 """Feature visualization: objectives, parametrizations, transforms, the renderer, atlas."""
 
 from . import objectives
-from .atlas import atlas, default_layers, visualize
+from .jobs import atlas, default_layers, visualize
 from .render import RenderResult, evaluate, render, render_channels, unit_seed
 
 __all__ = [

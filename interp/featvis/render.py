@@ -28,7 +28,20 @@ from .objectives import INPUT, LOGITS, Objective, as_objective, channel
 from .param import make_param
 from .transforms import NONE, STANDARD, RobustTransform
 
-__all__ = ["RenderResult", "render", "render_channels", "unit_seed", "evaluate"]
+__all__ = ["RenderResult", "render", "render_channels", "unit_seed", "evaluate", "bf16_is_fast"]
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """True where bf16 autocast runs on native hardware: CUDA GPUs with bf16, and CPUs whose
+    oneDNN has native bf16 (AVX512-BF16 / AMX); elsewhere bf16 would be emulated and slow."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
 
 
 def unit_seed(seed: int, *key: Any) -> int:
@@ -172,8 +185,10 @@ def render(
             ``unit_seed(seed, i)``.
         upsample: resize the transformed canvas to this size before the model (lucent
             upsamples to 224; default: no resizing).
-        amp: bf16 autocast (default: on CUDA).
-        channels_last: channels_last input (default: on CUDA).
+        amp: bf16 autocast for the optimization steps (default: where bf16 is native, see
+            :func:`bf16_is_fast`); final values are always evaluated in float32.
+        channels_last: channels_last input (default: on; measured faster on CUDA and on
+            oneDNN CPUs for both resnet18 and efficientnet_lite0).
         progress: show a progress bar.
 
     Returns:
@@ -182,9 +197,8 @@ def render(
     model = as_model(model)
     obj = as_objective(objective)
     device = model.device
-    on_cuda = device.type == "cuda"
-    amp = on_cuda if amp is None else amp
-    channels_last = on_cuda if channels_last is None else channels_last
+    amp = bf16_is_fast(device) if amp is None else amp
+    channels_last = True if channels_last is None else channels_last
     b = batch or obj.batch or 1
     if obj.batch is not None and b != obj.batch:
         raise ValueError(f"objective {obj.name} defines {obj.batch} images; batch={b}")

@@ -113,5 +113,5 @@ def plot_image_grid(
         ax.imshow(arr.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(label, fontsize=7, pad=2)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig

@@ -54,6 +54,11 @@ def parse_channels(spec: str | Sequence[int] | None, n: int) -> list[int]:
             part = part.strip()
             if ":" in part:
                 bits = [int(b) if b else None for b in part.split(":")]
+                start, stop = bits[0] or 0, bits[1] if len(bits) > 1 else None
+                if start >= n or (stop is not None and stop > n):
+                    raise ChannelError(
+                        f"channels {part!r} out of range: the layer has {n} channels (0..{n - 1})"
+                    )
                 out.extend(range(n)[slice(*bits)])
             elif part:
                 out.append(int(part))
@@ -440,5 +445,5 @@ def _write_overview(model: Model, entries: list[dict[str, Any]], out: Path) -> N
                 ax.set_title(f"#{unit['channel']}", fontsize=6, pad=1)
         axes[r, 0].set_ylabel(entry["layer"], fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(f"{model.name}: feature visualizations, early (top) to late (bottom)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (1.35 * rows + 0.5)))
     save_figure(fig, out / "overview.png")
