@@ -84,8 +84,9 @@ def main() -> None:
         f"{args.channels} channels, {args.size} px, {args.steps} steps"
     )
     header = (
-        f"{'model':<20} {'layer':<11} {'lucent s':>9} {'fixed s':>8} {'interp s':>9} "
-        f"{'x lucent':>9} {'x fixed':>8} {'val lucent':>11} {'val fixed':>10} {'val interp':>11}"
+        f"{'model':<22} {'layer':<10} {'lucent s':>8} {'fixed s':>8} {'interp s':>8} "
+        f"{'fp32 s':>7} {'x lucent':>8} {'x fixed':>7} {'val lucent':>10} {'val fixed':>9} "
+        f"{'val interp':>10} {'val fp32':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -107,23 +108,31 @@ def main() -> None:
             fixed_imgs, t_fixed = lucent_render(
                 model, layer, channels, args.size, args.steps, args.size, device
             )
-            start = time.perf_counter()
-            result = render(model, objective, steps=args.steps, size=args.size, progress=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t_interp = time.perf_counter() - start
+            times, results = {}, {}
+            for label, amp in (("interp", None), ("fp32", False)):
+                start = time.perf_counter()
+                results[label] = render(
+                    model, objective, steps=args.steps, size=args.size, progress=False, amp=amp
+                )
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[label] = time.perf_counter() - start
+            t_interp = times["interp"]
             v_lucent = value(model, objective, lucent_imgs, max(224, args.size))
             v_fixed = value(model, objective, fixed_imgs, args.size)
-            v_interp = float(result.values.mean())
+            v_interp = float(results["interp"].values.mean())
+            v_fp32 = float(results["fp32"].values.mean())
             print(
-                f"{spec.split(':')[-1] + note:<20} {layer:<11} {t_lucent:>9.1f} {t_fixed:>8.1f} "
-                f"{t_interp:>9.1f} {t_lucent / t_interp:>9.1f} {t_fixed / t_interp:>8.1f} "
-                f"{v_lucent:>11.2f} {v_fixed:>10.2f} {v_interp:>11.2f}",
+                f"{spec.split(':')[-1] + note:<22} {layer:<10} {t_lucent:>8.1f} {t_fixed:>8.1f} "
+                f"{t_interp:>8.1f} {times['fp32']:>7.1f} {t_lucent / t_interp:>8.1f} "
+                f"{t_fixed / t_interp:>7.1f} {v_lucent:>10.2f} {v_fixed:>9.2f} "
+                f"{v_interp:>10.2f} {v_fp32:>8.2f}",
                 flush=True,
             )
     print(
-        "x lucent / x fixed: lucent's time (defaults / fixed_image_size) over interp's; "
-        "val: mean objective reached."
+        "interp: its defaults (bf16 autocast where native, channels_last); fp32: interp with "
+        "autocast off.\nx lucent / x fixed: lucent's time (defaults / fixed_image_size) over "
+        "interp's; val: mean objective reached (evaluated in float32)."
     )
 
 
