@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--batch", type=int, default=16, help="units optimized together [16]")
     group.add_argument("--lr", type=float, default=0.05, help="Adam learning rate [0.05]")
+    group.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16 autocast for the steps; auto: where bf16 is native (CUDA, AVX512-BF16 "
+        "CPUs) [auto]",
+    )
     group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
     group.add_argument(
         "--upsample", type=int, default=None, help="resize the canvas to N px before the model"
@@ -177,6 +184,7 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
         "param": args.param,
         "batch": args.batch,
         "lr": args.lr,
+        "amp": {"auto": None, "bf16": True, "fp32": False}[args.precision],
         "seed": args.seed,
         "transforms": not args.no_transforms,
         "upsample": args.upsample,
@@ -217,7 +225,11 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
             else ""
         )
         print(f"{entry['layer']:<24} {len(entry['units'])} units{extra}  {entry['grid']}")
-    print(f"wrote {args.out}/ (index.json, overview.png, a folder per layer)")
+    run = doc["this_run"]
+    print(
+        f"rendered {run.get('rendered', 0)} units, reused {run.get('reused', 0)} finished ones; "
+        f"wrote {args.out}/ (index.json, overview.png, a folder per layer)"
+    )
     return 0
 
 

@@ -52,6 +52,8 @@ def test_visualize_cli_writes_pngs_grid_and_results(tmp_path, capsys):
         "32",
         "--n-reference",
         "8",
+        "--precision",
+        "fp32",
         "--quiet",
         "--out",
         str(out),
@@ -64,6 +66,7 @@ def test_visualize_cli_writes_pngs_grid_and_results(tmp_path, capsys):
         assert {"value", "natural_max", "exceeds_natural", "seed"} <= set(unit)
     assert (out / "grid.png").is_file() and doc["layer"] == "layer1.0.conv1"
     assert "natural max" in capsys.readouterr().out
+    assert doc["settings"]["amp"] is False and doc["this_run"] == {"reused": 0, "rendered": 3}
     bad = [*argv[:-1], str(tmp_path / "bad")]
     bad[bad.index("0:3")] = "60:70"
     assert main(bad) == 2
@@ -103,6 +106,7 @@ def test_atlas_resumes_without_redoing_finished_units(tmp_path, monkeypatch, res
     monkeypatch.setattr(atlas_mod, "render", lambda *a, **k: counted.append(1) or real(*a, **k))
     doc = atlas(resnet18, tmp_path, **kwargs)
     assert len(counted) == 2  # only layer2.0's two batches
+    assert doc["this_run"] == {"reused": 4, "rendered": 4}
     assert [len(e["units"]) for e in doc["layers"]] == [4, 4]
     index = json.loads((tmp_path / "index.json").read_text())
     assert [e["layer"] for e in index["layers"]] == ["layer1.0", "layer2.0"]

@@ -148,6 +148,7 @@ def _render_layer(
     refs: torch.Tensor | None,
     bar: Any,
     log: Any,
+    stats: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Render ``chans`` of ``layer`` into ``folder``, resuming from ``units.json``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,6 +167,9 @@ def _render_layer(
         elif saved:
             log(f"{layer}: settings changed since the last run; re-rendering")
     todo = [c for c in chans if c not in done]
+    if stats is not None:
+        stats["reused"] = stats.get("reused", 0) + len(chans) - len(todo)
+        stats["rendered"] = stats.get("rendered", 0) + len(todo)
     if bar is not None:
         bar.update(len(chans) - len(todo))
     batch = int(settings["batch"])
@@ -180,6 +184,7 @@ def _render_layer(
             param=settings["param"],
             transforms=STANDARD if settings["transforms"] else NONE,
             lr=settings["lr"],
+            amp=settings["amp"],
             seeds=[unit_seed(settings["seed"], layer, c) for c in group],
             upsample=settings["upsample"],
             progress=False,
@@ -253,6 +258,7 @@ def visualize(
     param: str = "fft",
     batch: int = 16,
     lr: float = 0.05,
+    amp: bool | None = None,
     seed: int = 0,
     transforms: bool = True,
     upsample: int | None = None,
@@ -278,6 +284,7 @@ def visualize(
         param=param,
         batch=batch,
         lr=lr,
+        amp=amp,
         seed=seed,
         transforms=transforms,
         upsample=upsample,
@@ -289,7 +296,8 @@ def visualize(
 
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     with tqdm(total=len(chans), desc=dotted, unit="unit", disable=not progress) as bar:
-        units = _render_layer(model, dotted, chans, out, settings, refs, bar, log)
+        stats: dict[str, int] = {}
+        units = _render_layer(model, dotted, chans, out, settings, refs, bar, log, stats)
     grid = _write_grid(model, dotted, units, out)
     doc = {
         "model": model.name,
@@ -297,6 +305,7 @@ def visualize(
         "settings": settings,
         "units": units,
         "grid": grid.name,
+        "this_run": stats,
         **_summary(units),
     }
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1))
@@ -326,6 +335,7 @@ def atlas(
     param: str = "fft",
     batch: int = 16,
     lr: float = 0.05,
+    amp: bool | None = None,
     seed: int = 0,
     transforms: bool = True,
     upsample: int | None = None,
@@ -350,6 +360,7 @@ def atlas(
         param=param,
         batch=batch,
         lr=lr,
+        amp=amp,
         seed=seed,
         transforms=transforms,
         upsample=upsample,
@@ -370,11 +381,12 @@ def atlas(
 
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     entries = []
+    stats: dict[str, int] = {}
     total = sum(len(c) for _, _, c in plan)
     with tqdm(total=total, desc="atlas", unit="unit", disable=not progress) as bar:
         for layer, n, chans in plan:
             folder = out / safe_name(layer)
-            units = _render_layer(model, layer, chans, folder, settings, refs, bar, log)
+            units = _render_layer(model, layer, chans, folder, settings, refs, bar, log, stats)
             grid = _write_grid(model, layer, units, folder)
             entries.append(
                 {
@@ -393,7 +405,7 @@ def atlas(
                 ),
             )
     _write_overview(model, entries, out)
-    return {"model": model.name, "settings": settings, "layers": entries}
+    return {"model": model.name, "settings": settings, "layers": entries, "this_run": stats}
 
 
 def _choose_layers(model: Model, layers: str | Sequence[str]) -> list[str]:
