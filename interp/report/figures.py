@@ -101,7 +101,7 @@ def plot_image_grid(
     import torch
 
     n = len(images)
-    cols = cols or min(8, max(1, math.ceil(math.sqrt(n))))
+    cols = cols or (n if n <= 8 else min(8, math.ceil(math.sqrt(n))))
     rows = max(1, math.ceil(n / cols))
     fig, axes = plt.subplots(
         rows, cols, figsize=(tile * cols, (tile + 0.35) * rows + 0.4), squeeze=False
