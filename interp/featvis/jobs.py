@@ -120,8 +120,30 @@ def default_layers(model: Model | nn.Module) -> list[str]:
     return acts or [i.name for i in ordered if isinstance(named[i.name], nn.Conv2d)]
 
 
-def _settings(**kwargs: Any) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items()}
+# the arguments of visualize/atlas that change what is rendered (recorded, and compared on
+# resume: a different value re-renders)
+_SETTING_KEYS = (
+    "objective",
+    "steps",
+    "size",
+    "param",
+    "batch",
+    "lr",
+    "amp",
+    "seed",
+    "transforms",
+    "upsample",
+    "reference",
+    "n_reference",
+)
+
+
+def _job_settings(model: Model, arguments: dict[str, Any]) -> dict[str, Any]:
+    values = {k: arguments[k] for k in _SETTING_KEYS}
+    return {
+        "model": model.name,
+        **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
+    }
 
 
 def _digest(settings: dict[str, Any]) -> str:
@@ -276,21 +298,7 @@ def visualize(
     dotted = resolve_layer(model, layer)
     chans = parse_channels(channels, layer_channels(model, dotted, upsample or size))
     out = Path(out)
-    settings = _settings(
-        model=model.name,
-        objective=objective,
-        steps=steps,
-        size=size,
-        param=param,
-        batch=batch,
-        lr=lr,
-        amp=amp,
-        seed=seed,
-        transforms=transforms,
-        upsample=upsample,
-        reference=reference,
-        n_reference=n_reference,
-    )
+    settings = _job_settings(model, locals())
     refs = _reference(model, reference, size, upsample, n_reference)
     from tqdm.auto import tqdm
 
@@ -352,21 +360,7 @@ def atlas(
     model = as_model(model)
     chosen = _choose_layers(model, layers)
     out = Path(out)
-    settings = _settings(
-        model=model.name,
-        objective=objective,
-        steps=steps,
-        size=size,
-        param=param,
-        batch=batch,
-        lr=lr,
-        amp=amp,
-        seed=seed,
-        transforms=transforms,
-        upsample=upsample,
-        reference=reference,
-        n_reference=n_reference,
-    )
+    settings = _job_settings(model, locals())
     plan = []
     for layer in chosen:
         n = layer_channels(model, layer, upsample or size)
