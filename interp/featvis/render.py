@@ -11,8 +11,8 @@ Differences from lucent's ``render_vis`` that make it faster and safer:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,7 +230,9 @@ def render(
     optimizer = torch.optim.Adam(params, lr=lr)
     history: list[torch.Tensor] = []
     autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else _nullcontext()
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if amp
+        else contextlib.nullcontext()
     )
 
     from tqdm.auto import tqdm
@@ -241,7 +243,7 @@ def render(
             if hooked
             else None
         )
-        with cap if cap is not None else _nullcontext():
+        with cap if cap is not None else contextlib.nullcontext():
             with torch.no_grad():  # check indices before spending steps
                 getter.acts, getter.output = _forward(model, cap, probe, need_logits)
                 _check_units(obj, getter)
@@ -284,14 +286,6 @@ def render(
     )
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def evaluate(
     model: Model, objective: Objective | str, images: torch.Tensor, *, batch_size: int = 64
 ) -> torch.Tensor:
@@ -309,7 +303,7 @@ def evaluate(
     rows = []
     with torch.no_grad(), preserved_state(model.module, eval_mode=True):
         cap = ActivationCapture(model.module, hooked, stop=not need_logits) if hooked else None
-        with cap if cap is not None else _nullcontext():
+        with cap if cap is not None else contextlib.nullcontext():
             for start in range(0, images.shape[0], batch_size):
                 chunk = images[start : start + batch_size].to(model.device)
                 acts, out = _forward(model, cap, model.normalize(chunk), need_logits)
@@ -350,7 +344,7 @@ def render_channels(
         results.append(
             render(
                 model,
-                channel(dotted, group) if len(group) > 1 else _single(dotted, group[0]),
+                channel(dotted, group),
                 batch=len(group),
                 seeds=[unit_seed(seed, dotted, c) for c in group],
                 **kwargs,
@@ -368,15 +362,3 @@ def render_channels(
         units=[u for r in results for u in (r.units or [])],
         info={**results[0].info, "batches": len(results)},
     )
-
-
-def _single(layer: str, c: int) -> Objective:
-    obj = channel(layer, c)
-    obj.batch = 1
-    return obj
-
-
-def grid_shape(n: int) -> tuple[int, int]:
-    """Rows and columns of a near-square grid for ``n`` tiles."""
-    cols = math.ceil(math.sqrt(n))
-    return math.ceil(n / cols), cols
