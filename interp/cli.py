@@ -59,6 +59,12 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
+def _count_or_all(text: str) -> str:
+    if text.strip().lower() == "all" or (text.isdigit() and int(text) > 0):
+        return text.strip().lower()
+    raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     common = _common()
@@ -171,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--layers", default="all", help="'all' (the network's blocks) or L1,L2 (globs ok)"
     )
-    p.add_argument("--per-layer", default="8", help="units per layer, or 'all' [8]")
+    p.add_argument(
+        "--per-layer", default="8", type=_count_or_all, help="units per layer, or 'all' [8]"
+    )
     p.add_argument("--out", type=Path, default=Path("out/atlas"), help="output folder")
     return parser
 

@@ -20,6 +20,8 @@ def test_parse_channels():
     assert parse_channels("all", 3) == [0, 1, 2]
     with pytest.raises(ChannelError, match=r"10 channels \(0..9\)"):
         parse_channels("8,12", 10)
+    with pytest.raises(ChannelError, match="0:16"):
+        parse_channels("abc", 10)
 
 
 def test_default_layers_are_the_blocks(resnet18, lite0):

@@ -48,6 +48,10 @@ def parse_channels(spec: str | Sequence[int] | None, n: int) -> list[int]:
         return list(range(n))
     if not isinstance(spec, str):
         out = [int(c) for c in spec]
+    elif not re.fullmatch(r"[\d\s,:-]+", spec):
+        raise ChannelError(
+            f"channels {spec!r}: use 'all', a range '0:16' (or '0:64:4') or a list '3,5,9'"
+        )
     else:
         out = []
         for part in spec.split(","):
