@@ -181,7 +181,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-layer", default="8", type=_count_or_all, help="units per layer, or 'all' [8]"
     )
     p.add_argument("--out", type=Path, default=Path("out/atlas"), help="output folder")
+
+    p = sub.add_parser(
+        "data",
+        help="datasets: preview PartsWorld with its masks",
+        description="Look at a dataset. `interp data preview partsworld --out DIR` writes a "
+        "PNG of scenes with their part, object and edge masks overlaid.",
+    )
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = data_sub.add_parser("preview", parents=[common], help="a preview grid PNG")
+    q.add_argument("spec", choices=["partsworld"], help="dataset")
+    q.add_argument("--n", type=int, default=6, help="scenes to show [6]")
+    q.add_argument("--size", type=int, default=64, help="image size [64]")
+    q.add_argument("--out", type=Path, default=Path("out/data"), help="output folder")
     return parser
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .data.partsworld import PartsWorld
+    from .report.figures import plot_partsworld_preview, save_figure
+
+    world = PartsWorld(max(args.n, 1), args.size, seed=args.seed)
+    samples = [world.sample(i) for i in range(args.n)]
+    path = save_figure(
+        plot_partsworld_preview(samples, f"PartsWorld (seed {args.seed}): scenes and masks"),
+        args.out / "partsworld_preview.png",
+    )
+    print(f"wrote {path}")
+    return 0
 
 
 def _render_kwargs(args: argparse.Namespace) -> dict:
@@ -358,6 +385,7 @@ _COMMANDS = {
     "classify": _cmd_classify,
     "visualize": _cmd_visualize,
     "atlas": _cmd_atlas,
+    "data": _cmd_data,
 }
 
 

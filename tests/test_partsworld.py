@@ -121,3 +121,10 @@ def test_generates_over_1000_images_per_second():
         pw[i]
     rate = 600 / (time.perf_counter() - start)
     assert rate > 600, rate  # measured ~1,350/s on one core; margin for noisy CI machines
+
+
+def test_preview_cli_writes_a_png(tmp_path, capsys):
+    from interp.cli import main
+
+    assert main(["data", "preview", "partsworld", "--n", "3", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "partsworld_preview.png").stat().st_size > 10_000

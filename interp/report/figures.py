@@ -115,3 +115,46 @@ def plot_image_grid(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
+
+
+def plot_partsworld_preview(samples: Sequence[object], title: str) -> plt.Figure:
+    """Rows of PartsWorld samples: the image, its part masks, object mask and edge masks."""
+    import numpy as np
+
+    from ..data.partsworld import EDGE_BINS, PART_TYPES
+
+    cmap = plt.get_cmap("tab20")
+    part_colours = {p: np.array(cmap(i % 20)[:3]) for i, p in enumerate(PART_TYPES)}
+    edge_colours = {b: np.array(plt.get_cmap("Set1")(i)[:3]) for i, b in enumerate(EDGE_BINS)}
+    fig, axes = plt.subplots(len(samples), 4, figsize=(8.4, 2.2 * len(samples)), squeeze=False)
+    for row, s in zip(axes, samples, strict=True):
+        image = np.transpose(s.image, (1, 2, 0))  # type: ignore[attr-defined]
+        masks = s.masks  # type: ignore[attr-defined]
+        parts = image * 0.35
+        legend = []
+        for name, mask in masks.items():
+            if name.startswith("part:"):
+                kind = name.split(":")[1]
+                parts[mask] = part_colours[kind]
+                legend.append(kind)
+        obj = image * 0.35
+        for name, mask in masks.items():
+            if name.startswith("object:"):
+                obj[mask] = image[mask]
+        edges = image * 0.35
+        for b in EDGE_BINS:
+            if f"edge:{b}" in masks:
+                edges[masks[f"edge:{b}"]] = edge_colours[b]
+        panels = [
+            (image, f"{s.class_name}"),  # type: ignore[attr-defined]
+            (parts, "parts: " + ", ".join(sorted(set(legend)))),
+            (obj, "object mask"),
+            (edges, "edges: 0 red, 45 blue, 90 green, 135 purple"),
+        ]
+        for ax, (img, label) in zip(row, panels, strict=True):
+            ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+            ax.set_title(label, fontsize=6)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (2.2 * len(samples))))
+    return fig
