@@ -205,3 +205,13 @@ def test_class_lookup_by_name_and_errors(lite0):
     assert lite0.class_index("7") == 7 and lite0.class_index(3) == 3
     with pytest.raises(UnknownClassError, match="espresso"):
         lite0.class_index("expresso")
+
+
+def test_simplecnn_spec_builds_a_seeded_small_cnn():
+    a = load_model("simplecnn", num_classes=6, device="cpu", seed=1)
+    b = load_model("simplecnn", num_classes=6, device="cpu", seed=1)
+    assert torch.equal(a.module.features.conv1.weight, b.module.features.conv1.weight)
+    grey = load_model("simplecnn", num_classes=10, in_channels=1, input_size=32, device="cpu")
+    assert grey.preprocessing.channels == 1 and grey.input_size == (32, 32)
+    with torch.no_grad():
+        assert grey.module(grey.example_input(2)).shape == (2, 10)

@@ -90,7 +90,7 @@ def register_prefix(
 
 def _ensure_builtin() -> None:
     # Importing the zoo modules fills the registry (decorators run at import).
-    from . import zoo  # noqa: F401
+    from . import small, zoo  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:
