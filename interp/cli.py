@@ -183,6 +183,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/atlas"), help="output folder")
 
     p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a fresh CNN (resumable run folder)",
+        description="Train ARCH on DATA into the run folder OUT (config.json, checkpoint.pt "
+        "after every epoch, metrics.json). `interp layers OUT`, `interp classify OUT IMAGE` "
+        "and every other command take the run folder as MODEL.",
+    )
+    p.add_argument("--arch", default="simplecnn", help="simplecnn or torchvision:<name>")
+    p.add_argument(
+        "--data",
+        default="partsworld",
+        help="partsworld, digits, folder:PATH, torchvision:MNIST|FashionMNIST|"
+        "CIFAR10[:ROOT] [partsworld]",
+    )
+    p.add_argument("--epochs", type=int, default=4, help="[4]")
+    p.add_argument("--batch-size", type=int, default=128, help="[128]")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate [3e-3]")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--schedule", choices=["cosine", "step", "none"], default="cosine")
+    p.add_argument("--size", type=int, default=None, help="image size (dataset default)")
+    p.add_argument("--n", type=int, default=None, help="PartsWorld training images [20000]")
+    p.add_argument("--width", type=float, default=1.0, help="simplecnn width multiplier")
+    p.add_argument("--no-batchnorm", action="store_true", help="simplecnn without BatchNorm")
+    p.add_argument("--no-augment", action="store_true", help="no random shifts/flips")
+    p.add_argument(
+        "--init",
+        default="default",
+        help="default, constant (every unit of a layer identical) or "
+        "from:RUN:N[:frozen] (first N convs from another run)",
+    )
+    p.add_argument("--snapshots", default="", help="steps to snapshot, e.g. 0,100,1000")
+    p.add_argument("--download", action="store_true", help="allow dataset downloads")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16 autocast; auto: where bf16 is native [auto]",
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+
+    p = sub.add_parser(
         "data",
         help="datasets: preview PartsWorld with its masks",
         description="Look at a dataset. `interp data preview partsworld --out DIR` writes a "
@@ -195,6 +237,38 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, default=64, help="image size [64]")
     q.add_argument("--out", type=Path, default=Path("out/data"), help="output folder")
     return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        arch=args.arch,
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        seed=args.seed,
+        size=args.size,
+        n=args.n,
+        width=args.width,
+        batchnorm=not args.no_batchnorm,
+        augment=not args.no_augment,
+        init=args.init,
+        snapshots=[int(s) for s in args.snapshots.split(",") if s.strip()],
+        download=args.download,
+        precision=args.precision,
+    )
+    try:
+        metrics = train(
+            config, args.out, resume=args.resume, device=args.device, progress=not args.quiet
+        )
+    except FileExistsError as exc:
+        raise InterpError(str(exc)) from exc
+    print(f"test accuracy {metrics['test_acc']:.4f}; run in {args.out}")
+    return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -386,6 +460,7 @@ _COMMANDS = {
     "visualize": _cmd_visualize,
     "atlas": _cmd_atlas,
     "data": _cmd_data,
+    "train": _cmd_train,
 }
 
 

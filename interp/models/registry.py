@@ -198,6 +198,9 @@ def load_model(
         if name not in lister():
             raise _unknown(text)
         model = loader(name, options)
+    elif Path(text).is_dir() and (Path(text) / "checkpoint.pt").is_file():
+        model = load_checkpoint_model(str(Path(text) / "checkpoint.pt"), options)  # a run
+        model.name = text
     elif Path(text).exists():
         model = load_checkpoint_model(text, options)
     elif _looks_like_path(text):

@@ -1,0 +1,74 @@
+"""Training: runs load back as models, resume is exact, init options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interp import load_model
+from interp.train import TrainConfig, train
+
+TINY = dict(data="partsworld", n=96, size=32, epochs=3, batch_size=32, width=0.25)
+
+
+def test_run_folder_loads_back_and_classifies(tmp_path):
+    metrics = train(TrainConfig(**TINY), tmp_path / "run", progress=False)
+    assert len(metrics["epochs"]) == 3 and 0 <= metrics["test_acc"] <= 1
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test_acc"] == metrics["test_acc"]
+    model = load_model(str(tmp_path / "run"), device="cpu")
+    assert model.class_names[0] == "face" and model.input_size == (32, 32)
+    with torch.no_grad():
+        assert model.module(model.example_input(2)).shape == (2, 6)
+    with pytest.raises(FileExistsError):
+        train(TrainConfig(**TINY), tmp_path / "run", progress=False)
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    train(TrainConfig(**TINY), full, progress=False)
+
+    import interp.train as tr
+
+    calls = {"n": 0}
+    real = tr._evaluate
+
+    def crash_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second epoch's training ran, its checkpoint was not written
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "_evaluate", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**TINY), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(tr, "_evaluate", real)
+    assert not list((tmp_path / "cut").glob("*.tmp"))
+    train(TrainConfig(**TINY), tmp_path / "cut", resume=True, progress=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_constant_init_makes_units_identical(tmp_path):
+    config = TrainConfig(**{**TINY, "epochs": 1, "init": "constant", "augment": False})
+    train(config, tmp_path / "c", progress=False)
+    model = load_model(str(tmp_path / "c"), device="cpu")
+    w = model.module.features.conv2.weight
+    assert torch.equal(w[0], w[-1])  # symmetry survives gradient descent
+
+
+def test_snapshots_and_init_from_another_run(tmp_path):
+    train(TrainConfig(**{**TINY, "snapshots": [2, 5]}), tmp_path / "a", progress=False)
+    assert sorted(p.name for p in (tmp_path / "a" / "snapshots").iterdir()) == [
+        "step_0000002.pt",
+        "step_0000005.pt",
+    ]
+    donor = load_model(str(tmp_path / "a"), device="cpu").module.features.conv1.weight
+    config = TrainConfig(**{**TINY, "epochs": 1, "init": f"from:{tmp_path / 'a'}:1:frozen"})
+    train(config, tmp_path / "b", progress=False)
+    got = load_model(str(tmp_path / "b"), device="cpu").module.features.conv1.weight
+    assert torch.equal(donor, got)  # frozen: copied and never updated
