@@ -25,6 +25,16 @@ def test_run_folder_loads_back_and_classifies(tmp_path):
     with pytest.raises(FileExistsError):
         train(TrainConfig(**TINY), tmp_path / "run", progress=False)
 
+    from PIL import Image
+
+    from interp.cli import main
+
+    image = tmp_path / "scene.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
+    assert main(["layers", str(tmp_path / "run"), "--no-rf", "--quiet"]) == 0
+    assert main(["classify", str(tmp_path / "run"), str(image), "--quiet"]) == 0
+    assert main(["train", "--data", "digits", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
     full = tmp_path / "full"
