@@ -128,3 +128,18 @@ def test_preview_cli_writes_a_png(tmp_path, capsys):
 
     assert main(["data", "preview", "partsworld", "--n", "3", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "partsworld_preview.png").stat().st_size > 10_000
+
+
+def test_disk_cache_round_trips_and_is_used(tmp_path, monkeypatch):
+    pw = PartsWorld(20, 48, seed=4, cache_dir=tmp_path)
+    fresh = PartsWorld(20, 48, seed=4).sample(3)
+    first = pw.sample(3)
+    files = list(tmp_path.rglob("*.npz"))
+    assert len(files) == 1 and not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.setattr(PartsWorld, "_draw", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    again = pw.sample(3)  # served from disk, not redrawn
+    for s in (first, again):
+        assert np.array_equal(s.image, fresh.image) and s.label == fresh.label
+        assert s.masks.keys() == fresh.masks.keys()
+        assert all(np.array_equal(s.masks[k], fresh.masks[k]) for k in fresh.masks)
+    assert np.array_equal(pw[3][0].numpy(), fresh.image)

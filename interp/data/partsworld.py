@@ -22,8 +22,10 @@ come in four categories, as in Network Dissection's Broden:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -192,7 +194,9 @@ class PartsWorld(torch.utils.data.Dataset):
     """``n`` procedurally drawn scenes of ``size`` pixels, deterministic per ``(seed, i)``.
 
     ``dataset[i]`` gives ``(image tensor (3, H, W), label)`` for training;
-    :meth:`sample` gives the image, label and all concept masks.
+    :meth:`sample` gives the image, label and all concept masks. With ``cache_dir``, every
+    generated scene is also stored there (one ``.npz`` per scene, written atomically) and
+    read back instead of being drawn again.
     """
 
     classes = CLASSES
@@ -206,6 +210,7 @@ class PartsWorld(torch.utils.data.Dataset):
         distractors: tuple[int, int] = (2, 5),
         occlusion: float = 0.2,
         noise: float = 0.02,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.n = int(n)
         self.size = int(size)
@@ -215,6 +220,11 @@ class PartsWorld(torch.utils.data.Dataset):
         self.noise = noise
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self._xs, self._ys = xs + 0.5, ys + 0.5
+        self.cache: Path | None = None
+        if cache_dir is not None:  # one folder per world: every parameter is in its name
+            key = f"pw-s{seed}-{size}px-d{distractors[0]}_{distractors[1]}-o{occlusion}-n{noise}"
+            self.cache = Path(cache_dir) / key
+            self.cache.mkdir(parents=True, exist_ok=True)
 
     def __len__(self) -> int:
         return self.n
@@ -339,11 +349,28 @@ class PartsWorld(torch.utils.data.Dataset):
         return Sample(image=image, label=label, masks=masks)
 
     def sample(self, index: int) -> Sample:
-        """Image, label and every concept mask of scene ``index``."""
-        return self._draw(index, with_masks=True)
+        """Image, label and every concept mask of scene ``index`` (from the disk cache when
+        one is set and holds it; written there atomically otherwise)."""
+        if self.cache is None:
+            return self._draw(index, with_masks=True)
+        path = self.cache / f"{index:08d}.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                masks = {k[5:].replace("__", ":"): data[k] for k in data.files if k[:5] == "mask_"}
+                return Sample(image=data["image"], label=int(data["label"]), masks=masks)
+        sample = self._draw(index, with_masks=True)
+        from ..utils import atomic_path
+
+        arrays = {f"mask_{k.replace(':', '__')}": v for k, v in sample.masks.items()}
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, image=sample.image, label=sample.label, **arrays)
+        return sample
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        s = self._draw(int(index), with_masks=False)
+        if self.cache is not None:
+            s = self.sample(int(index))
+        else:
+            s = self._draw(int(index), with_masks=False)
         return torch.from_numpy(s.image), s.label
 
 
