@@ -1,30 +1,7 @@
 """``interp.objectives``: feature-visualization objectives (see
 :mod:`interp.featvis.objectives`)."""
 
-from .featvis.objectives import (
-    INPUT,
-    LOGITS,
-    Objective,
-    as_objective,
-    channel,
-    direction,
-    diversity,
-    l2,
-    logit,
-    neuron,
-    total_variation,
-)
+from .featvis import objectives as _objectives
+from .featvis.objectives import *  # noqa: F403
 
-__all__ = [
-    "INPUT",
-    "LOGITS",
-    "Objective",
-    "as_objective",
-    "channel",
-    "direction",
-    "diversity",
-    "l2",
-    "logit",
-    "neuron",
-    "total_variation",
-]
+__all__ = list(_objectives.__all__)

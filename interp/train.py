@@ -24,9 +24,9 @@ from torch import nn
 
 from .data.specs import DataSplits, load_data
 from .models.base import IMAGENET_MEAN, IMAGENET_STD, Model, Preprocessing
-from .models.checkpoints import CHECKPOINT_FORMAT, read_checkpoint
+from .models.checkpoints import read_checkpoint, save_checkpoint
 from .models.registry import load_model
-from .utils import atomic_path, atomic_write_text
+from .utils import atomic_write_text
 
 __all__ = ["TrainConfig", "train", "load_run"]
 
@@ -171,19 +171,15 @@ def _fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _save(path: Path, model: Model, config: TrainConfig, extra: dict[str, Any]) -> None:
-    state = {k: v.detach().cpu() for k, v in model.module.state_dict().items()}
-    doc = {
-        "format": CHECKPOINT_FORMAT,
-        "version": 1,
-        "arch": config.arch,
-        "arch_kwargs": model.info["arch_kwargs"],
-        "preprocessing": model.preprocessing.to_dict(),
-        "class_names": list(model.class_names or []),
-        "state_dict": state,
-        **extra,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(doc, tmp)
+    save_checkpoint(
+        path,
+        model.module,
+        arch=config.arch,
+        arch_kwargs=model.info["arch_kwargs"],
+        preprocessing=model.preprocessing.to_dict(),
+        class_names=list(model.class_names or []),
+        extra=extra,
+    )
 
 
 def train(

@@ -268,8 +268,7 @@ def _reference(
 ) -> torch.Tensor | None:
     if reference in (None, "none"):
         return None
-    refs = reference_images(upsample or size, reference, n=n, channels=model.preprocessing.channels)
-    return refs
+    return reference_images(upsample or size, reference, n=n, channels=model.preprocessing.channels)
 
 
 def visualize(
