@@ -225,6 +225,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder")
 
     p = sub.add_parser(
+        "hierarchy",
+        parents=[common],
+        help="the hierarchy check: edge, colour, part, object units per layer vs random init",
+        description="Measure every layer of MODEL with the edge probe (grating OSI), Network "
+        "Dissection and class selectivity, against the same architecture at random init "
+        "(BatchNorm statistics re-estimated on the probe images), and judge 'early edges, "
+        "later parts'. Writes hierarchy.json, profile.png, osi.png, detectors.png and "
+        "first_conv.png to OUT; finished networks are kept in OUT/stages and reused by a rerun.",
+    )
+    p.add_argument("model", help="model spec or run folder (see `interp models`)")
+    p.add_argument(
+        "--data",
+        default="partsworld",
+        help="partsworld, or broden:PATH (a folder in the Broden layout: index.csv, "
+        "label.csv, images/) [partsworld]",
+    )
+    p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
+    p.add_argument("--n", type=int, default=None, help="probe images [PartsWorld 1000; all]")
+    p.add_argument("--size", type=int, default=None, help="image size [model's, at most 128]")
+    p.add_argument("--control-seeds", default="0,1", help="seeds of the random-init controls [0,1]")
+    p.add_argument("--quantile", type=float, default=0.005, help="unit threshold quantile [0.005]")
+    p.add_argument("--iou", type=float, default=0.04, help="detector IoU threshold [0.04]")
+    p.add_argument("--osi-percentile", type=float, default=99.0, help="edge-unit rule [99]")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the verdict [1000]")
+    p.add_argument("--batch-size", type=int, default=32, help="[32]")
+    p.add_argument(
+        "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="[auto: bf16 on CUDA]"
+    )
+    p.add_argument("--out", type=Path, default=None, help="output folder [out/hierarchy-MODEL]")
+
+    p = sub.add_parser(
         "data",
         help="datasets: preview PartsWorld with its masks",
         description="Look at a dataset. `interp data preview partsworld --out DIR` writes a "
@@ -268,6 +299,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         raise InterpError(str(exc)) from exc
     print(f"test accuracy {metrics['test_acc']:.4f}; run in {args.out}")
+    return 0
+
+
+def _cmd_hierarchy(args: argparse.Namespace) -> int:
+    from .probes.hierarchy import hierarchy
+
+    model = _load(args)
+    out = args.out or Path("out") / f"hierarchy-{Path(str(args.model)).name.replace(':', '_')}"
+    seeds = [int(s) for s in args.control_seeds.split(",") if s.strip()]
+    layers = [x.strip() for x in args.layers.split(",")] if args.layers else None
+    result = hierarchy(
+        model,
+        args.data,
+        layers,
+        control_seeds=seeds,
+        n=args.n,
+        size=args.size,
+        quantile=args.quantile,
+        iou_threshold=args.iou,
+        osi_percentile=args.osi_percentile,
+        bootstrap=args.bootstrap,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        out=out,
+        progress=not args.quiet,
+    )
+    doc = result.to_json()
+    heads = ("edge(OSI)", "colour", "edge", "part", "object")
+    print(f"{'layer':<22} {'units':>5}  " + " ".join(f"{h:>9}" for h in heads))
+    for row in doc["layers"]:
+        f, c = row["fractions"], row["control_fractions"]
+        cells = [
+            f"{f.get(k, 0):.2f}/{c.get(k, 0):.2f}"
+            for k in ("edge_units", "colour", "edge", "part", "object")
+        ]
+        print(f"{row['layer']:<22} {row['units']:>5}  " + " ".join(f"{x:>9}" for x in cells))
+    print("(fractions of units: model/control)")
+    for name, why in doc["skipped_layers"].items():
+        print(f"skipped {name}: {why}")
+    print(f"verdict: {doc['verdict'].get('text', doc['verdict'].get('verdict'))}")
+    print(f"wrote {out}/ (hierarchy.json, profile.png, osi.png, detectors.png)")
     return 0
 
 
@@ -461,6 +533,7 @@ _COMMANDS = {
     "atlas": _cmd_atlas,
     "data": _cmd_data,
     "train": _cmd_train,
+    "hierarchy": _cmd_hierarchy,
 }
 
 

@@ -259,7 +259,7 @@ def load_checkpoint_model(path: str, options: LoadOptions) -> Model:
             model.class_names = list(obj["class_names"])
         model.name = path
         model.weights_source = source
-        model.info.update({"arch": arch, "format": CHECKPOINT_FORMAT})
+        model.info.update({"arch": arch, "arch_kwargs": arch_kwargs, "format": CHECKPOINT_FORMAT})
         return model
     raise CheckpointError(
         f"{path} holds weights but no architecture. Load it onto its architecture with "

@@ -1,0 +1,469 @@
+"""Network Dissection (Bau et al. 2017) on any dataset with concept masks, plus class selectivity.
+
+For every unit (channel) of every requested layer:
+
+1. **threshold** ``T`` = the top ``quantile`` (default 0.5%) of the unit's activations over the
+   whole dataset (every spatial position of every image). The quantile is kept exactly by a
+   streaming top-k per unit (``k = quantile * images * positions``), so memory is
+   ``quantile`` of the activations, not all of them; when ``k`` would pass ``max_topk`` the
+   values are a fixed random subsample of positions (an unbiased estimate of the quantile);
+2. **IoU**: the activation map is upsampled (bilinear) to the mask size and thresholded,
+   ``A = up > T``; for every concept ``c`` of category ``k``,
+   ``IoU = sum |A ∩ M_c| / sum |A ∪ M_c|`` over the images labelled for category ``k``;
+3. the unit's label is its highest-IoU concept; it is a **detector** of that concept when the
+   IoU passes ``iou_threshold`` (default 0.04).
+
+The data are streamed twice — thresholds, then IoU — and each pass runs every layer at once
+(one truncated forward pass per batch, stopped after the deepest layer asked for). The first
+pass also accumulates the per-class mean of every unit's spatially averaged, rectified
+activation, from which the **class selectivity index** (Morcos et al. 2018) follows:
+``SI = (mu_max - mu_rest) / (mu_max + mu_rest)``, ``mu_rest`` the mean over the other classes.
+
+Memory bound: ``sum over layers of units * k * 4`` bytes for the thresholds (``k`` as above,
+at most ``max_topk``), plus ``units * concepts`` counters and at most 2**22 upsampled values
+(16 MiB) at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..capture import ActivationCapture, resolve_layers
+from ..data.concepts import ConceptData, ConceptDataError, ConceptItem, load_concepts
+from ..models.base import Model
+from ..models.registry import as_model
+
+__all__ = [
+    "Dissection",
+    "LayerDissection",
+    "StreamingQuantile",
+    "IoUAccumulator",
+    "dissect",
+    "selectivity_index",
+]
+
+
+def selectivity_index(class_means: np.ndarray) -> np.ndarray:
+    """Class selectivity index per unit from ``(units, classes)`` non-negative class means.
+
+    ``(mu_max - mu_rest) / (mu_max + mu_rest)``: 0 when every class drives the unit equally,
+    1 when only one does. Units silent for every class get 0.
+    """
+    m = np.clip(np.asarray(class_means, dtype=np.float64), 0, None)
+    if m.shape[1] < 2:
+        raise ValueError("class selectivity needs at least two classes")
+    top = m.max(axis=1)
+    rest = (m.sum(axis=1) - top) / (m.shape[1] - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        si = np.where(top + rest > 0, (top - rest) / (top + rest), 0.0)
+    return si
+
+
+class StreamingQuantile:
+    """The exact top-``quantile`` value of each unit over a stream of ``(B, C, H, W)`` maps.
+
+    Keeps the ``k`` largest values per unit seen so far (``k = ceil(quantile * total)``,
+    ``total`` the number of values the stream will hold). With ``k > max_topk`` each position
+    is kept with probability ``max_topk / k`` (same positions for every unit, fixed seed) and the
+    quantile is taken over the kept values.
+    """
+
+    def __init__(
+        self, units: int, total: int, quantile: float, max_topk: int = 100_000, seed: int = 0
+    ):
+        if not 0 < quantile < 1:
+            raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+        self.quantile = quantile
+        self.k_full = max(1, math.ceil(quantile * total))
+        self.rate = min(1.0, max_topk / self.k_full)
+        self.capacity = self.k_full if self.rate == 1.0 else int(max_topk * 1.2) + 16
+        self.kept = 0
+        self.buffer = torch.empty(units, 0)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def update(self, act: torch.Tensor) -> None:
+        c = act.shape[1]
+        vals = act.detach().float().transpose(0, 1).reshape(c, -1)
+        if self.rate < 1.0:
+            keep = torch.rand(vals.shape[1], generator=self.generator) < self.rate
+            vals = vals[:, keep.to(vals.device)]
+        self.kept += vals.shape[1]
+        if self.buffer.device != vals.device:
+            self.buffer = self.buffer.to(vals.device)
+        merged = torch.cat([self.buffer, vals], dim=1)
+        if merged.shape[1] > self.capacity:
+            merged = merged.topk(self.capacity, dim=1, sorted=False).values
+        self.buffer = merged
+
+    @property
+    def sampled(self) -> bool:
+        return self.rate < 1.0
+
+    def thresholds(self) -> torch.Tensor:
+        """Per-unit threshold: the k-th largest value (units above it are the top quantile)."""
+        if self.kept == 0:
+            raise RuntimeError("no values were streamed")
+        k = self.k_full if not self.sampled else max(1, math.ceil(self.quantile * self.kept))
+        k = min(k, self.buffer.shape[1])
+        return self.buffer.topk(k, dim=1).values[:, -1]
+
+
+class IoUAccumulator:
+    """Sums of ``|A ∩ M|``, ``|A|`` per labelled category and ``|M|`` over a stream.
+
+    Args:
+        thresholds: ``(C,)`` per-unit thresholds.
+        concept_category: ``(K,)`` category index of every concept.
+        n_categories: number of categories.
+        mask_size: size the activation maps are upsampled to.
+        top_images: how many top images (by the unit's maximum activation) to remember.
+    """
+
+    def __init__(
+        self,
+        thresholds: torch.Tensor,
+        concept_category: np.ndarray,
+        n_categories: int,
+        mask_size: int,
+        top_images: int = 8,
+    ) -> None:
+        self.t = thresholds.float()
+        dev = self.t.device
+        units = len(self.t)
+        k = len(concept_category)
+        self.mask_size = mask_size
+        self.category = torch.as_tensor(concept_category, dtype=torch.long, device=dev)
+        self.inter = torch.zeros(units, k, dtype=torch.float64, device=dev)
+        self.act_area = torch.zeros(units, n_categories, dtype=torch.float64, device=dev)
+        self.mask_area = torch.zeros(k, dtype=torch.float64, device=dev)
+        self.m = top_images
+        self.top_val = torch.full((units, 0), -math.inf, device=dev)
+        self.top_idx = torch.zeros((units, 0), dtype=torch.long, device=dev)
+
+    def update(
+        self, act: torch.Tensor, items: Sequence[ConceptItem], indices: Sequence[int]
+    ) -> None:
+        """Add a batch: ``act`` ``(B, C, h, w)``, its items (masks) and dataset indices."""
+        dev = self.t.device
+        act = act.float().to(dev)
+        s = self.mask_size
+        labelled = torch.stack([it.labelled for it in items]).to(dev, torch.float64)
+        # a chunk of images at a time keeps the upsampled maps within ~2**22 values (16 MiB)
+        step = max(1, (1 << 22) // (act.shape[1] * s * s))
+        for start in range(0, len(items), step):
+            chunk = slice(start, start + step)
+            up = act[chunk]
+            if up.shape[-2:] != (s, s):
+                up = F.interpolate(up, size=(s, s), mode="bilinear", align_corners=False)
+            above = (up > self.t[None, :, None, None]).flatten(2).float()  # (b, C, S*S)
+            del up
+            self.act_area += above.sum(dim=2).double().T @ labelled[chunk]
+            for b, it in enumerate(items[chunk]):
+                if len(it.concepts) == 0:
+                    continue
+                masks = it.masks.to(dev).flatten(1).float()  # (P, S*S)
+                idx = it.concepts.to(dev)
+                self.inter.index_add_(1, idx, (above[b] @ masks.T).double())
+                self.mask_area.index_add_(0, idx, masks.sum(dim=1).double())
+        peak = act.flatten(2).amax(dim=2).T  # (C, B)
+        ids = torch.as_tensor(list(indices), device=dev).expand_as(peak)
+        vals = torch.cat([self.top_val, peak], dim=1)
+        idxs = torch.cat([self.top_idx, ids], dim=1)
+        keep = vals.topk(min(self.m, vals.shape[1]), dim=1)
+        self.top_val, self.top_idx = keep.values, idxs.gather(1, keep.indices)
+
+    def iou(self) -> np.ndarray:
+        """``(C, K)`` IoU of every unit with every concept (0 where the union is empty)."""
+        union = self.act_area[:, self.category] + self.mask_area[None, :] - self.inter
+        iou = torch.where(union > 0, self.inter / union.clamp_min(1e-12), torch.zeros_like(union))
+        return iou.cpu().numpy()
+
+
+@dataclass
+class LayerDissection:
+    """Dissection of one layer: per-unit thresholds, IoU with every concept, selectivity."""
+
+    layer: str
+    concepts: list[str]
+    categories: list[str]
+    concept_category: np.ndarray  # (K,) index into categories
+    thresholds: np.ndarray  # (C,)
+    iou: np.ndarray  # (C, K)
+    iou_threshold: float
+    quantile: float
+    top_images: np.ndarray  # (C, m) dataset indices, highest maximum activation first
+    class_means: np.ndarray | None = None  # (C, classes) of the rectified spatial mean
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def units(self) -> int:
+        return len(self.thresholds)
+
+    @property
+    def best_concept(self) -> np.ndarray:
+        """Index of every unit's highest-IoU concept."""
+        return self.iou.argmax(axis=1)
+
+    @property
+    def best_iou(self) -> np.ndarray:
+        return self.iou.max(axis=1)
+
+    @property
+    def is_detector(self) -> np.ndarray:
+        """Whether each unit's best IoU passes the detector threshold."""
+        return self.best_iou > self.iou_threshold
+
+    @property
+    def unit_category(self) -> np.ndarray:
+        """Category index of every unit's label, -1 for units that are not detectors."""
+        cat = self.concept_category[self.best_concept]
+        return np.where(self.is_detector, cat, -1)
+
+    def labels(self) -> list[str | None]:
+        """Every unit's concept (``category:name``) or ``None`` when it detects nothing."""
+        return [
+            self.concepts[c] if d else None
+            for c, d in zip(self.best_concept, self.is_detector, strict=True)
+        ]
+
+    @property
+    def selectivity(self) -> np.ndarray | None:
+        """Class selectivity index per unit (``None`` without class labels)."""
+        if self.class_means is None or self.class_means.shape[1] < 2:
+            return None
+        return selectivity_index(self.class_means)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per category: detector units and unique concepts detected."""
+        cats = self.unit_category
+        best = self.best_concept
+        out = {}
+        for i, name in enumerate(self.categories):
+            sel = cats == i
+            out[name] = {"units": int(sel.sum()), "unique": int(len(np.unique(best[sel])))}
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly per-layer summary."""
+        counts = self.counts()
+        si = self.selectivity
+        top = np.argsort(-self.best_iou)[:5]
+        return {
+            "layer": self.layer,
+            "units": self.units,
+            "detectors": int(self.is_detector.sum()),
+            "by_category": counts,
+            "fraction_by_category": {
+                k: round(v["units"] / max(1, self.units), 4) for k, v in counts.items()
+            },
+            "best_iou_quantiles_50_90_max": np.quantile(self.best_iou, [0.5, 0.9, 1.0])
+            .round(4)
+            .tolist(),
+            "top_units": [
+                {
+                    "unit": int(u),
+                    "concept": self.concepts[self.best_concept[u]],
+                    "iou": round(float(self.best_iou[u]), 4),
+                }
+                for u in top
+            ],
+            "selectivity": None
+            if si is None
+            else {
+                "mean": round(float(si.mean()), 4),
+                "quantiles_10_50_90": np.quantile(si, [0.1, 0.5, 0.9]).round(4).tolist(),
+                "fraction_above_0.5": round(float((si > 0.5).mean()), 4),
+            },
+            **self.info,
+        }
+
+
+class Dissection(dict):
+    """``{layer: LayerDissection}`` plus ``skipped`` (layer -> why) and the data's name."""
+
+    def __init__(self, *args: Any, skipped: dict[str, str] | None = None, data: str = ""):
+        super().__init__(*args)
+        self.skipped = dict(skipped or {})
+        self.data = data
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, data: ConceptData, masks: bool) -> None:
+        self.data, self.masks = data, masks
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[int, ConceptItem]:
+        return i, self.data.item(i, masks=self.masks)
+
+
+def _collate(batch: list[tuple[int, ConceptItem]]) -> tuple[list[int], list[ConceptItem]]:
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def stream_activations(
+    model: Model,
+    layers: Sequence[str],
+    data: ConceptData,
+    *,
+    masks: bool,
+    batch_size: int = 32,
+    precision: str = "auto",
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "",
+) -> Iterator[tuple[list[int], list[ConceptItem], dict[str, torch.Tensor]]]:
+    """Yield ``(indices, items, {layer: activations})`` over ``data``, one truncated pass per
+    batch for all ``layers``. Hooks and the model's state are restored when the iterator ends
+    or is closed."""
+    loader = torch.utils.data.DataLoader(
+        _Items(data, masks),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
+    device = model.device
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    with torch.no_grad(), ActivationCapture(model.module, list(layers)) as cap:
+        for indices, items in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            x = model.normalize(torch.stack([it.image for it in items])).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                acts = cap.run(x)
+            yield indices, items, acts
+
+
+def _spatial_layers(
+    model: Model, layers: Sequence[str], data: ConceptData
+) -> tuple[list[str], dict[str, str]]:
+    """Split ``layers`` into those with 4-D outputs and the rest (with the reason)."""
+    item = data.item(0, masks=False)
+    with torch.no_grad():
+        from ..capture import capture
+
+        acts = capture(model, model.normalize(item.image[None]).to(model.device), list(layers))
+    keep, skipped = [], {}
+    for name, a in acts.items():
+        if isinstance(a, torch.Tensor) and a.dim() == 4:
+            keep.append(name)
+        else:
+            shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+            skipped[name] = f"output {shape} is not a 4-D (N, C, H, W) map"
+    return keep, skipped
+
+
+def dissect(
+    model: Model,
+    data: ConceptData | str = "partsworld",
+    layers: str | Sequence[str] | None = None,
+    *,
+    quantile: float = 0.005,
+    iou_threshold: float = 0.04,
+    batch_size: int = 32,
+    top_images: int = 8,
+    max_topk: int = 100_000,
+    precision: str = "auto",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> Dissection:
+    """Network Dissection of ``layers`` over ``data`` (see the module docstring).
+
+    Args:
+        model: the model (its preprocessing turns the [0, 1] images into input).
+        data: a :class:`~interp.data.concepts.ConceptData` or a spec (``partsworld``,
+            ``broden:PATH``).
+        layers: layer names (default: the network's blocks, as the atlas uses).
+        quantile: the activation quantile a unit's region is cut at (0.005: the top 0.5%).
+        iou_threshold: a unit detects its best concept when the IoU exceeds this.
+        batch_size: images per forward pass.
+        top_images: images kept per unit (highest maximum activation), for figures.
+        max_topk: bound on values kept per unit for the quantile (see :class:`StreamingQuantile`).
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
+        num_workers: DataLoader workers producing images and masks.
+        progress: show progress bars.
+
+    Returns:
+        ``{layer: LayerDissection}`` (a :class:`Dissection`); layers whose output is not a
+        4-D map are skipped and listed, with the reason, in its ``skipped``.
+    """
+    model = as_model(model)
+    if isinstance(data, str):
+        data = load_concepts(data, size=model.input_size[0])
+    if layers is None:
+        from ..featvis.jobs import default_layers
+
+        layers = default_layers(model)
+    names = resolve_layers(model, layers)
+    names, skipped = _spatial_layers(model, names, data)
+    if not names:
+        raise ConceptDataError(
+            "none of the layers has a 4-D (N, C, H, W) output, which dissection needs: "
+            + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        )
+    n = len(data)
+    n_classes = len(data.class_names)
+    kw = {"batch_size": batch_size, "precision": precision, "num_workers": num_workers}
+
+    # pass 1: thresholds (exact streaming quantile) and class means for selectivity
+    quant: dict[str, StreamingQuantile] = {}
+    sums: dict[str, torch.Tensor] = {}
+    class_count = torch.zeros(max(1, n_classes), dtype=torch.float64)
+    for _, items, acts in stream_activations(
+        model, names, data, masks=False, progress=progress, desc="dissect 1/2", **kw
+    ):
+        labels = torch.tensor([it.label for it in items])
+        for name, a in acts.items():
+            a = a.float()
+            if name not in quant:
+                b, c, h, w = a.shape
+                quant[name] = StreamingQuantile(c, n * h * w, quantile, max_topk, seed=0)
+                sums[name] = torch.zeros(c, max(1, n_classes), dtype=torch.float64)
+            quant[name].update(a)
+            if n_classes and (labels >= 0).all():
+                means = a.clamp_min(0).mean(dim=(2, 3)).double().cpu()  # (B, C)
+                sums[name].index_add_(1, labels, means.T)
+        if n_classes and (labels >= 0).all():
+            class_count.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
+
+    # pass 2: IoU with every concept
+    cat_of = data.category_of()
+    accs = {
+        name: IoUAccumulator(
+            q.thresholds(), cat_of, len(data.categories), data.mask_size, top_images
+        )
+        for name, q in quant.items()
+    }
+    for indices, items, acts in stream_activations(
+        model, names, data, masks=True, progress=progress, desc="dissect 2/2", **kw
+    ):
+        for name, a in acts.items():
+            accs[name].update(a, items, indices)
+
+    results = Dissection(skipped=skipped, data=data.name)
+    have_classes = n_classes >= 2 and bool((class_count > 0).all())
+    for name in names:
+        acc = accs[name]
+        means = (sums[name] / class_count.clamp_min(1)).numpy() if have_classes else None
+        results[name] = LayerDissection(
+            layer=name,
+            concepts=data.concept_names(),
+            categories=list(data.categories),
+            concept_category=cat_of,
+            thresholds=acc.t.cpu().numpy(),
+            iou=acc.iou(),
+            iou_threshold=iou_threshold,
+            quantile=quantile,
+            top_images=acc.top_idx.cpu().numpy(),
+            class_means=means,
+            info={"quantile_sampled": quant[name].sampled},
+        )
+    return results

@@ -1,0 +1,178 @@
+"""Figures of the hierarchy check: profile by depth, OSI distributions, top detectors, filters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_profile", "plot_osi", "plot_detectors", "plot_filters"]
+
+CATEGORY_COLOURS = {
+    "colour": "#e6a23c",
+    "color": "#e6a23c",
+    "edge": "#4c78a8",
+    "texture": "#9d755d",
+    "material": "#bab0ac",
+    "part": "#54a24b",
+    "object": "#e45756",
+    "scene": "#b279a2",
+}
+
+
+def _short(name: str, limit: int = 16) -> str:
+    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
+
+
+def plot_profile(doc: dict[str, Any]) -> plt.Figure:
+    """Stacked bars of detector fractions by category per layer, model above control, with the
+    edge-unit (OSI) fraction as a line (cf. Network Dissection, Fig. 5)."""
+    rows = doc["layers"]
+    names = [_short(r["layer"]) for r in rows]
+    cats = [c for c in rows[0]["fractions"] if c != "edge_units"]
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.55 * len(rows) + 2), 6.4), sharex=True)
+    for ax, key, title in (
+        (axes[0], "fractions", f"{doc['model']}"),
+        (axes[1], "control_fractions", "random-init control (mean over seeds)"),
+    ):
+        bottom = np.zeros(len(rows))
+        for c in cats:
+            vals = np.array([r[key][c] for r in rows])
+            ax.bar(
+                x, vals, bottom=bottom, color=CATEGORY_COLOURS.get(c, None), label=f"{c} detectors"
+            )
+            bottom += vals
+        edge = np.array([r[key]["edge_units"] for r in rows])
+        ax.plot(x, edge, "k.-", label="edge units (OSI rule)")
+        ax.set_ylabel("fraction of units")
+        ax.set_ylim(0, max(0.05, float(max(bottom.max(), edge.max())) * 1.15))
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left", ncol=2)
+    axes[1].set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+    v = doc["verdict"]
+    fig.suptitle(
+        f"early edges, later parts: {v.get('verdict', '?')} "
+        f"(bootstrap support {v.get('bootstrap_support', float('nan')):.0%})",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_osi(
+    layers: Sequence[str],
+    osi: dict[str, np.ndarray],
+    control_osi: Sequence[dict[str, np.ndarray]],
+    thresholds: dict[str, float],
+    title: str,
+) -> plt.Figure:
+    """Per-layer OSI distributions, model next to control, with the edge-unit threshold."""
+    n = len(layers)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n + 2), 3.6))
+    pos = np.arange(n)
+    model = [osi[name] for name in layers]
+    ctl = [np.concatenate([c[name] for c in control_osi]) for name in layers]
+    b1 = ax.boxplot(model, positions=pos - 0.18, widths=0.3, patch_artist=True, showfliers=False)
+    b2 = ax.boxplot(ctl, positions=pos + 0.18, widths=0.3, patch_artist=True, showfliers=False)
+    for patch in b1["boxes"]:
+        patch.set_facecolor("#4c78a8")
+    for patch in b2["boxes"]:
+        patch.set_facecolor("#cccccc")
+    ax.plot(pos, [thresholds[name] for name in layers], "r_", markersize=14, mew=2)
+    ax.set_xticks(pos, [_short(name) for name in layers], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("orientation selectivity (OSI)")
+    ax.set_ylim(0, 1)
+    ax.legend(
+        [b1["boxes"][0], b2["boxes"][0], plt.Line2D([], [], color="r", marker="_", ls="")],
+        ["model", "random-init control", "edge-unit threshold"],
+        fontsize=7,
+        loc="upper right",
+    )
+    ax.set_title(f"{title}: OSI per layer (boxes: quartiles, whiskers 1.5 IQR)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_detectors(examples: dict[str, list[dict[str, Any]]], title: str) -> plt.Figure:
+    """Rows of top detectors per category: top images with the concept mask tinted and the
+    unit's region (activation above its threshold) outlined."""
+    rows = [(cat, e) for cat, exs in examples.items() for e in exs]
+    if not rows:
+        fig, ax = plt.subplots(figsize=(5, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no detectors", ha="center", va="center")
+        return fig
+    cols = max(len(e["images"]) for _, e in rows)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.7 * cols + 1.8, 1.75 * len(rows)), squeeze=False
+    )
+    for r, (cat, e) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(e["images"]):
+                continue
+            img = np.clip(e["images"][c], 0, 1)
+            mask = e["masks"][c]
+            if img.shape[:2] != mask.shape:
+                from PIL import Image
+
+                pil = Image.fromarray((img * 255).astype(np.uint8)).resize(mask.shape[::-1])
+                img = np.asarray(pil) / 255.0
+            tint = img.copy()
+            colour = np.array(matplotlib.colors.to_rgb(CATEGORY_COLOURS.get(cat, "#ff00ff")))
+            tint[mask] = 0.45 * tint[mask] + 0.55 * colour
+            ax.imshow(tint)
+            if e["regions"][c].any():
+                ax.contour(
+                    e["regions"][c].astype(float), levels=[0.5], colors="white", linewidths=1.2
+                )
+            if c == 0:
+                ax.text(
+                    -0.08,
+                    0.5,
+                    f"{e['concept']}\n{_short(e['layer'], 14)} #{e['unit']}\nIoU {e['iou']:.2f}",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="center",
+                    fontsize=7,
+                )
+    fig.suptitle(
+        f"{title}: top detectors per category (tint: concept mask; white: unit's top-0.5% region)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_filters(weights: np.ndarray, filters: Any, title: str) -> plt.Figure:
+    """The first conv's filters (each scaled to [0, 1]) with Gabor R^2 and colour fraction."""
+    n = weights.shape[0]
+    cols = min(16, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 1.05 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        w = weights[i]
+        w = (w - w.min()) / (w.max() - w.min() + 1e-12)
+        img = w.transpose(1, 2, 0) if w.shape[0] == 3 else w[0]
+        ax.imshow(img, cmap=None if w.shape[0] == 3 else "gray", interpolation="nearest")
+        r2 = filters.gabor_r2[i]
+        label = f"c{filters.colour_fraction[i]:.2f}"
+        if not np.isnan(r2):
+            label = f"R²{r2:.2f} " + label
+        ax.set_title(label, fontsize=5)
+    fig.suptitle(
+        f"{title}: first conv ({filters.layer}); R²: Gabor fit, c: colour fraction", fontsize=8
+    )
+    fig.tight_layout()
+    return fig
