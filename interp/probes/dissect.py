@@ -8,7 +8,10 @@ For every unit (channel) of every requested layer:
    ``quantile`` of the activations, not all of them; when ``k`` would pass ``max_topk`` the
    values are a fixed random subsample of positions (an unbiased estimate of the quantile);
 2. **IoU**: the activation map is upsampled (bilinear) to the mask size and thresholded,
-   ``A = up > T``; for every concept ``c`` of category ``k``,
+   ``A = up > T`` (``up >= T`` when the values tied at ``T`` are few, see
+   :meth:`StreamingQuantile.inclusive`: a plateau of equal top values, as a saturated ReLU6
+   gives, is the region, but a unit zero almost everywhere is not credited with every zero);
+   for every concept ``c`` of category ``k``,
    ``IoU = sum |A ∩ M_c| / sum |A ∪ M_c|`` over the images labelled for category ``k``;
 3. the unit's label is its highest-IoU concept; it is a **detector** of that concept when the
    IoU passes ``iou_threshold`` (default 0.04).
@@ -84,7 +87,8 @@ class StreamingQuantile:
         self.quantile = quantile
         self.k_full = max(1, math.ceil(quantile * total))
         self.rate = min(1.0, max_topk / self.k_full)
-        self.capacity = self.k_full if self.rate == 1.0 else int(max_topk * 1.2) + 16
+        # twice k: enough to tell how far a plateau of values tied at the threshold reaches
+        self.capacity = 2 * (self.k_full if self.rate == 1.0 else int(max_topk * 1.2) + 16)
         self.kept = 0
         self.buffer = torch.empty(units, 0)
         self.generator = torch.Generator().manual_seed(seed)
@@ -107,13 +111,27 @@ class StreamingQuantile:
     def sampled(self) -> bool:
         return self.rate < 1.0
 
+    def _k(self) -> int:
+        k = self.k_full if not self.sampled else max(1, math.ceil(self.quantile * self.kept))
+        return min(k, self.buffer.shape[1])
+
     def thresholds(self) -> torch.Tensor:
-        """Per-unit threshold: the k-th largest value (units above it are the top quantile)."""
+        """Per-unit threshold ``T``: the k-th largest value."""
         if self.kept == 0:
             raise RuntimeError("no values were streamed")
-        k = self.k_full if not self.sampled else max(1, math.ceil(self.quantile * self.kept))
-        k = min(k, self.buffer.shape[1])
-        return self.buffer.topk(k, dim=1).values[:, -1]
+        return self.buffer.topk(self._k(), dim=1).values[:, -1]
+
+    def inclusive(self) -> torch.Tensor:
+        """Per unit: whether values equal to ``T`` belong to its region.
+
+        They do when the values ``>= T`` number at most ``2k`` (a plateau of tied top values,
+        e.g. a saturated ReLU6); otherwise (a unit constant over more than twice the quantile,
+        such as one that is zero almost everywhere) only values ``> T`` do.
+        """
+        t = self.thresholds()
+        at_least = (self.buffer >= t[:, None]).sum(dim=1)
+        full = self.buffer.shape[1] >= self.capacity
+        return ~((at_least >= self.buffer.shape[1]) & full) & (at_least <= 2 * self._k())
 
 
 class IoUAccumulator:
@@ -134,8 +152,12 @@ class IoUAccumulator:
         n_categories: int,
         mask_size: int,
         top_images: int = 8,
+        inclusive: torch.Tensor | None = None,
     ) -> None:
         self.t = thresholds.float()
+        self.inclusive = (
+            torch.zeros(len(self.t), dtype=torch.bool) if inclusive is None else inclusive.bool()
+        ).to(self.t.device)
         dev = self.t.device
         units = len(self.t)
         k = len(concept_category)
@@ -163,7 +185,9 @@ class IoUAccumulator:
             up = act[chunk]
             if up.shape[-2:] != (s, s):
                 up = F.interpolate(up, size=(s, s), mode="bilinear", align_corners=False)
-            above = (up > self.t[None, :, None, None]).flatten(2).float()  # (b, C, S*S)
+            t = self.t[None, :, None, None]
+            inc = self.inclusive[None, :, None, None]
+            above = torch.where(inc, up >= t, up > t).flatten(2).float()  # (b, C, S*S)
             del up
             self.act_area += above.sum(dim=2).double().T @ labelled[chunk]
             for b, it in enumerate(items[chunk]):
@@ -201,7 +225,14 @@ class LayerDissection:
     quantile: float
     top_images: np.ndarray  # (C, m) dataset indices, highest maximum activation first
     class_means: np.ndarray | None = None  # (C, classes) of the rectified spatial mean
+    inclusive: np.ndarray | None = None  # (C,) whether values equal to the threshold count
     info: dict[str, Any] = field(default_factory=dict)
+
+    def region(self, up: torch.Tensor, unit: int) -> torch.Tensor:
+        """The unit's region in an upsampled activation map ``up`` of that unit."""
+        t = float(self.thresholds[unit])
+        inclusive = self.inclusive is not None and bool(self.inclusive[unit])
+        return up >= t if inclusive else up > t
 
     @property
     def units(self) -> int:
@@ -438,7 +469,12 @@ def dissect(
     cat_of = data.category_of()
     accs = {
         name: IoUAccumulator(
-            q.thresholds(), cat_of, len(data.categories), data.mask_size, top_images
+            q.thresholds(),
+            cat_of,
+            len(data.categories),
+            data.mask_size,
+            top_images,
+            inclusive=q.inclusive(),
         )
         for name, q in quant.items()
     }
@@ -459,6 +495,7 @@ def dissect(
             categories=list(data.categories),
             concept_category=cat_of,
             thresholds=acc.t.cpu().numpy(),
+            inclusive=acc.inclusive.cpu().numpy(),
             iou=acc.iou(),
             iou_threshold=iou_threshold,
             quantile=quantile,

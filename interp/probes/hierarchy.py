@@ -213,6 +213,8 @@ class NetworkProbes:
             arrays[f"{name}/osi"] = self.osi[name]
             arrays[f"{name}/pref"] = self.preferred_orientation[name]
             arrays[f"{name}/thresholds"] = d.thresholds
+            if d.inclusive is not None:
+                arrays[f"{name}/inclusive"] = d.inclusive
             arrays[f"{name}/iou"] = d.iou
             arrays[f"{name}/top_images"] = d.top_images
             if d.class_means is not None:
@@ -265,6 +267,7 @@ class NetworkProbes:
                 quantile=meta["quantile"],
                 top_images=arrays[f"{name}/top_images"],
                 class_means=arrays.get(f"{name}/class_means"),
+                inclusive=arrays.get(f"{name}/inclusive"),
             )
         filters = None
         if meta["filters"] is not None:
@@ -717,7 +720,7 @@ def detector_examples(
         up = torch.nn.functional.interpolate(
             act, size=(data.mask_size,) * 2, mode="bilinear", align_corners=False
         )[:, 0].cpu()
-        region = (up > float(d.thresholds[u])).numpy()
+        region = d.region(up, u).numpy()
         masks = []
         for it in items:
             hit = (it.concepts == concept).nonzero()

@@ -1,0 +1,170 @@
+"""Hierarchy check: first-conv filter analysis on planted filters, the random-init control,
+the verdict rule on hand-made profiles, and an end-to-end run with resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import torch
+from conftest import all_hooks
+from torch import nn
+
+import interp
+from interp.data.concepts import PartsWorldConcepts
+from interp.probes.dissect import dissect
+from interp.probes.filters import analyse_filters, colour_fraction, fit_gabor, gabor
+from interp.probes.hierarchy import (
+    NetworkProbes,
+    default_hierarchy_layers,
+    hierarchy,
+    random_control,
+    verdict,
+)
+
+
+def test_gabor_fit_recovers_planted_gabors_not_noise():
+    rng = np.random.default_rng(0)
+    for theta in (0.0, 0.8, 2.0):
+        patch = gabor(np.array([1.0, 0.5, -0.3, 1.4, 2.0, theta, 0.22, 0.7, 0.0]), 7)
+        params, r2 = fit_gabor(patch + rng.normal(0, 0.02, patch.shape))
+        assert r2 > 0.95
+        # same orientation modulo pi (the carrier's direction)
+        assert abs(math.sin(params[5] - theta)) < 0.15
+    noise = [fit_gabor(rng.normal(size=(7, 7)))[1] for _ in range(8)]
+    assert np.median(noise) < 0.6
+
+
+def test_colour_fraction_known_answers():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(5, 5))
+    grey = np.stack([base] * 3)
+    opponent = np.stack([base, -base, 0 * base])
+    w = np.stack([grey, opponent, rng.normal(size=(3, 5, 5))])
+    cf = colour_fraction(w)
+    assert cf[0] < 1e-12 and abs(cf[1] - 1) < 1e-12 and 0.3 < cf[2] < 0.95
+
+
+def test_analyse_filters_on_a_planted_first_layer():
+    conv = nn.Conv2d(3, 3, 7, bias=False)
+    rng = np.random.default_rng(2)
+    with torch.no_grad():
+        g = gabor(np.array([1.0, 0, 0, 1.5, 1.5, 0.3, 0.2, 0.0, 0.0]), 7)
+        conv.weight[0] = torch.tensor(np.stack([g] * 3), dtype=torch.float32)  # grey Gabor
+        conv.weight[1] = torch.tensor(np.stack([g, -g, 0 * g]), dtype=torch.float32)  # colour
+        conv.weight[2] = torch.tensor(rng.normal(size=(3, 7, 7)), dtype=torch.float32)
+    fa = analyse_filters(nn.Sequential(conv, nn.ReLU()))
+    assert fa.gabor_r2[0] > 0.98 and fa.gabor_r2[1] > 0.98 and fa.gabor_r2[2] < 0.8
+    assert fa.colour_fraction[0] < 0.01 and fa.colour_fraction[1] > 0.99
+    small = analyse_filters(nn.Sequential(nn.Conv2d(3, 4, 3)))
+    assert np.isnan(small.gabor_r2).all() and "not fitted" in small.note
+
+
+def test_random_control_same_architecture_fresh_weights_bn_reestimated():
+    model = interp.load_model("simplecnn", weights="none", seed=11, width=0.25)
+    with torch.no_grad():
+        for p in model.module.parameters():
+            p.add_(1.0)  # "trained": differs from any fresh init
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    data = PartsWorldConcepts(n=24, size=64)
+    c1, notes = random_control(model, 0, data, bn_images=24, batch_size=8)
+    c2, _ = random_control(model, 0, data, bn_images=24, batch_size=8)
+    c3, _ = random_control(model, 1)
+    s1, s2, s3 = (c.module.state_dict() for c in (c1, c2, c3))
+    assert s1.keys() == before.keys()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)  # fixed seed: same control
+    w = "features.conv1.weight"
+    assert not torch.equal(s1[w], s3[w]) and not torch.equal(s1[w], before[w])
+    assert any("BatchNorm statistics re-estimated on 24" in n for n in notes)
+    assert not torch.allclose(s1["features.bn1.running_mean"], torch.zeros(8))
+    assert torch.allclose(s3["features.bn1.running_mean"], torch.zeros(8))  # not re-estimated
+    assert all(torch.equal(v, model.module.state_dict()[k]) for k, v in before.items())
+    assert not c1.module.training
+
+
+def _units(edge_peak: int, part_peak: int, layers: int = 4, n: int = 200, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(layers):
+        pe = 0.6 if i == edge_peak else 0.1
+        pp = 0.5 if i == part_peak else 0.05
+        out[f"l{i}"] = {
+            "edge": rng.random(n) < pe,
+            "category": np.where(rng.random(n) < pp, 2, -1),
+            "si": rng.random(n),
+        }
+    return out
+
+
+def _control(layers: int = 4, n: int = 200, seed: int = 9):
+    rng = np.random.default_rng(seed)
+    return {
+        f"l{i}": {
+            "edge": rng.random(n) < 0.01,
+            "category": np.where(rng.random(n) < 0.01, 0, -1),
+            "si": rng.random(n),
+        }
+        for i in range(layers)
+    }
+
+
+def test_verdict_rule_on_known_profiles():
+    cats = ["colour", "edge", "part", "object"]
+    layers = [f"l{i}" for i in range(4)]
+    good = verdict(_units(0, 3), [_control()], layers, cats, bootstrap=200)
+    assert good["verdict"] == "holds" and good["bootstrap_support"] >= 0.95
+    assert good["edge_peak"] == "l0" and good["part_peak"] == "l3"
+    bad = verdict(_units(3, 0), [_control()], layers, cats, bootstrap=200)
+    assert bad["verdict"] == "does not hold"
+    assert "edge units do not peak before part detectors" in bad["failed_conditions"]
+    # a model no different from its control does not pass
+    same = verdict(_control(seed=3), [_control()], layers, cats, bootstrap=200)
+    assert same["verdict"] != "holds"
+
+
+def test_default_layers_start_with_the_first_conv_activation(lite0):
+    names = default_hierarchy_layers(lite0)
+    assert names[0] == "_act_stem" and names[1] == "_blocks.0" and names[-1] == "_blocks.15"
+    pw = interp.load_model("simplecnn", weights="none")
+    assert default_hierarchy_layers(pw)[0] == "features.relu1"
+
+
+def test_random_partsworld_cnn_has_almost_no_part_or_object_detectors():
+    """Network Dissection found 2 detectors among 256 units of a random AlexNet's conv5."""
+    model = interp.load_model("simplecnn", weights="none", seed=0)
+    data = PartsWorldConcepts(n=160, size=64)
+    res = dissect(model, data, ["features.relu4", "features.relu5"], progress=False)
+    units = sum(d.units for d in res.values())
+    high = sum(d.counts()["part"]["units"] + d.counts()["object"]["units"] for d in res.values())
+    assert units == 160 and high <= 0.05 * units
+
+
+def test_hierarchy_end_to_end_with_resume(tmp_path):
+    model = interp.load_model("simplecnn", weights="none", seed=3, width=0.25, input_size=32)
+    layers = ["features.relu1", "features.relu3", "features.relu5", "fc"]
+    data = PartsWorldConcepts(n=48, size=32)
+    before = all_hooks(model.module)
+    kw = {"control_seeds": (0, 1), "bootstrap": 50, "batch_size": 16, "progress": False}
+    result = hierarchy(model, data, layers, out=tmp_path, **kw)
+    assert all_hooks(model.module) == before and not model.module.training
+    doc = json.loads((tmp_path / "hierarchy.json").read_text())
+    assert [r["layer"] for r in doc["layers"]] == layers[:3]
+    assert "fc" in doc["skipped_layers"]
+    assert doc["verdict"]["verdict"] in ("holds", "does not hold", "inconclusive")
+    assert "99" in doc["rules"]["edge_unit"]
+    assert any("BatchNorm statistics re-estimated" in n for n in doc["control"]["notes"])
+    row = doc["layers"][0]
+    assert set(row["fractions"]) == {"edge_units", "colour", "edge", "part", "object"}
+    assert 0 <= row["control_fractions"]["edge_units"] <= 0.1  # ~1% by construction
+    for name in ("profile.png", "osi.png", "detectors.png", "first_conv.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    stages = sorted((tmp_path / "stages").glob("*.npz"))
+    assert len(stages) == 3
+    stamps = [p.stat().st_mtime_ns for p in stages]
+    again = hierarchy(model, data, layers, out=tmp_path, **kw)  # reuses every stage
+    assert [p.stat().st_mtime_ns for p in stages] == stamps
+    assert np.array_equal(again.model.osi["features.relu1"], result.model.osi["features.relu1"])
+    loaded = NetworkProbes.load(stages[0])
+    assert loaded.layers == layers[:3]
+    assert not list(tmp_path.rglob("*.tmp"))
