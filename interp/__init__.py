@@ -9,6 +9,7 @@ The public API::
     acts = interp.capture(model, x, ["_blocks.3"])            # forward stops after _blocks.3
     top5 = interp.classify(model, ["cat.png"])
     result = interp.render_channels(model, "_blocks.5", range(16))   # feature visualizations
+    h = interp.hierarchy(model, data="partsworld", control="random-init")  # edges -> parts?
 """
 
 from . import objectives
@@ -29,6 +30,7 @@ from .errors import (
 from .featvis import RenderResult, atlas, render, render_channels, visualize
 from .inventory import LayerInfo, layers
 from .models import Model, Preprocessing, list_models, load_model, save_checkpoint
+from .probes import dissect, edge_probe, hierarchy
 
 __version__ = "0.1.0"
 
@@ -51,6 +53,9 @@ __all__ = [
     "atlas",
     "capture",
     "classify",
+    "dissect",
+    "edge_probe",
+    "hierarchy",
     "layer_names",
     "layers",
     "list_models",

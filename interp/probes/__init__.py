@@ -1,5 +1,24 @@
-"""Probes that measure what units respond to (edges first; dissection and selectivity next)."""
+"""Probes: measurements of what units respond to, each validated on known answers."""
 
+from .dissect import Dissection, LayerDissection, dissect, selectivity_index
 from .edges import EdgeResult, edge_probe, gratings, orientation_selectivity
+from .filters import FilterAnalysis, analyse_filters, colour_fraction, fit_gabor
+from .hierarchy import HierarchyResult, hierarchy, random_control
 
-__all__ = ["EdgeResult", "edge_probe", "gratings", "orientation_selectivity"]
+__all__ = [
+    "Dissection",
+    "EdgeResult",
+    "FilterAnalysis",
+    "HierarchyResult",
+    "LayerDissection",
+    "analyse_filters",
+    "colour_fraction",
+    "dissect",
+    "edge_probe",
+    "fit_gabor",
+    "gratings",
+    "hierarchy",
+    "orientation_selectivity",
+    "random_control",
+    "selectivity_index",
+]

@@ -696,7 +696,7 @@ def detector_examples(
     dissection: Dissection,
     category: str,
     *,
-    units: int = 4,
+    units: int = 2,
     images: int = 3,
 ) -> list[dict[str, Any]]:
     """The ``units`` best detectors of ``category`` (all layers), each with its top images,

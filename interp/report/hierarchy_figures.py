@@ -37,6 +37,10 @@ def plot_profile(doc: dict[str, Any]) -> plt.Figure:
     cats = [c for c in rows[0]["fractions"] if c != "edge_units"]
     x = np.arange(len(rows))
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.55 * len(rows) + 2), 6.4), sharex=True)
+    top = 0.05
+    for key in ("fractions", "control_fractions"):
+        stacked = [sum(r[key][c] for c in cats) for r in rows]
+        top = max(top, *stacked, *(r[key]["edge_units"] for r in rows))
     for ax, key, title in (
         (axes[0], "fractions", f"{doc['model']}"),
         (axes[1], "control_fractions", "random-init control (mean over seeds)"),
@@ -51,7 +55,7 @@ def plot_profile(doc: dict[str, Any]) -> plt.Figure:
         edge = np.array([r[key]["edge_units"] for r in rows])
         ax.plot(x, edge, "k.-", label="edge units (OSI rule)")
         ax.set_ylabel("fraction of units")
-        ax.set_ylim(0, max(0.05, float(max(bottom.max(), edge.max())) * 1.15))
+        ax.set_ylim(0, min(1.0, top * 1.1))
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=7, loc="upper left", ncol=2)
@@ -101,54 +105,54 @@ def plot_osi(
 
 
 def plot_detectors(examples: dict[str, list[dict[str, Any]]], title: str) -> plt.Figure:
-    """Rows of top detectors per category: top images with the concept mask tinted and the
-    unit's region (activation above its threshold) outlined."""
-    rows = [(cat, e) for cat, exs in examples.items() for e in exs]
-    if not rows:
+    """One row per category, its best detectors side by side: each unit's top images with the
+    concept mask tinted and the unit's region (activation above its threshold) outlined."""
+    cats = [c for c, exs in examples.items() if exs]
+    if not cats:
         fig, ax = plt.subplots(figsize=(5, 1.2))
         ax.axis("off")
         ax.text(0.5, 0.5, "no detectors", ha="center", va="center")
         return fig
-    cols = max(len(e["images"]) for _, e in rows)
+    per_unit = max(len(e["images"]) for c in cats for e in examples[c])
+    units = max(len(examples[c]) for c in cats)
+    cols = per_unit * units
     fig, axes = plt.subplots(
-        len(rows), cols, figsize=(1.7 * cols + 1.8, 1.75 * len(rows)), squeeze=False
+        len(cats), cols, figsize=(1.45 * cols, 1.75 * len(cats) + 0.5), squeeze=False
     )
-    for r, (cat, e) in enumerate(rows):
-        for c in range(cols):
-            ax = axes[r, c]
+    for r, cat in enumerate(cats):
+        colour = np.array(matplotlib.colors.to_rgb(CATEGORY_COLOURS.get(cat, "#ff00ff")))
+        for ax in axes[r]:
             ax.axis("off")
-            if c >= len(e["images"]):
-                continue
-            img = np.clip(e["images"][c], 0, 1)
-            mask = e["masks"][c]
-            if img.shape[:2] != mask.shape:
-                from PIL import Image
+        for j, e in enumerate(examples[cat]):
+            for c, img in enumerate(e["images"]):
+                ax = axes[r, j * per_unit + c]
+                img = np.clip(img, 0, 1)
+                mask = e["masks"][c]
+                if img.shape[:2] != mask.shape:
+                    from PIL import Image
 
-                pil = Image.fromarray((img * 255).astype(np.uint8)).resize(mask.shape[::-1])
-                img = np.asarray(pil) / 255.0
-            tint = img.copy()
-            colour = np.array(matplotlib.colors.to_rgb(CATEGORY_COLOURS.get(cat, "#ff00ff")))
-            tint[mask] = 0.45 * tint[mask] + 0.55 * colour
-            ax.imshow(tint)
-            if e["regions"][c].any():
-                ax.contour(
-                    e["regions"][c].astype(float), levels=[0.5], colors="white", linewidths=1.2
-                )
-            if c == 0:
-                ax.text(
-                    -0.08,
-                    0.5,
-                    f"{e['concept']}\n{_short(e['layer'], 14)} #{e['unit']}\nIoU {e['iou']:.2f}",
-                    transform=ax.transAxes,
-                    ha="right",
-                    va="center",
-                    fontsize=7,
-                )
+                    pil = Image.fromarray((img * 255).astype(np.uint8)).resize(mask.shape[::-1])
+                    img = np.asarray(pil) / 255.0
+                tint = img.copy()
+                tint[mask] = 0.45 * tint[mask] + 0.55 * colour
+                ax.imshow(tint)
+                if e["regions"][c].any():
+                    ax.contour(
+                        e["regions"][c].astype(float), levels=[0.5], colors="white", linewidths=1
+                    )
+                if c == 0:
+                    where = f"{_short(e['layer'], 14)} #{e['unit']}"
+                    ax.set_title(
+                        f"{e['concept']}  IoU {e['iou']:.2f}\n{where}",
+                        fontsize=7,
+                        loc="left",
+                    )
     fig.suptitle(
-        f"{title}: top detectors per category (tint: concept mask; white: unit's top-0.5% region)",
+        f"{title}: best detectors per category (tint: concept mask; white outline: the unit's "
+        "top-0.5% region)",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
 
 
