@@ -273,3 +273,13 @@ def test_ties_at_the_threshold():
     # unit 2's threshold is now 0 (only 4 values fire): strict, so its region is where it fires
     assert q2.thresholds().tolist() == [6.0, 1.0, 0.0]
     assert q2.inclusive().tolist() == [True, False, False]
+
+
+def test_upsample_matches_interpolate():
+    from interp.probes.dissect import upsample
+
+    g = torch.Generator().manual_seed(3)
+    for h, w, s in ((2, 2, 64), (7, 5, 16), (16, 16, 64), (32, 32, 16), (8, 8, 8)):
+        x = torch.randn(2, 3, h, w, generator=g)
+        want = torch.nn.functional.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+        assert torch.allclose(upsample(x, s), want, atol=1e-5)

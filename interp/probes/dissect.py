@@ -6,8 +6,10 @@ For every unit (channel) of every requested layer:
    whole dataset (every spatial position of every image). The quantile is kept exactly by a
    streaming top-k per unit (``k = quantile * images * positions``), so memory is
    ``quantile`` of the activations, not all of them; when ``k`` would pass ``max_topk`` the
-   values are a fixed random subsample of positions (an unbiased estimate of the quantile);
-2. **IoU**: the activation map is upsampled (bilinear) to the mask size and thresholded,
+   values are a fixed random subsample of positions (an unbiased estimate of the
+   quantile);
+2. **IoU**: the activation map is upsampled (bilinear, :func:`upsample`) to the mask size and
+   thresholded,
    ``A = up > T`` (``up >= T`` when the values tied at ``T`` are few, see
    :meth:`StreamingQuantile.inclusive`: a plateau of equal top values, as a saturated ReLU6
    gives, is the region, but a unit zero almost everywhere is not credited with every zero);
@@ -29,6 +31,7 @@ at most ``max_topk``), plus ``units * concepts`` counters and at most 2**22 upsa
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture, resolve_layers
@@ -51,7 +53,35 @@ __all__ = [
     "IoUAccumulator",
     "dissect",
     "selectivity_index",
+    "upsample",
 ]
+
+
+@functools.lru_cache(maxsize=64)
+def _interp_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """``(n_out, n_in)`` weights of 1-D linear interpolation with ``align_corners=False``."""
+    dst = torch.arange(n_out, dtype=torch.float64)
+    src = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    lam = src - i0
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    m[rows, i0] += 1 - lam
+    m[rows, i1] += lam
+    return m.float()
+
+
+def upsample(act: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of ``(B, C, h, w)`` maps to ``size`` x ``size`` (``align_corners=False``,
+    as ``F.interpolate``; the same values within 1e-6) as two small matrix products, several
+    times faster than ``F.interpolate`` on CPU for the small maps of deep layers."""
+    h, w = act.shape[-2:]
+    if (h, w) == (size, size):
+        return act
+    rh = _interp_matrix(h, size).to(act.device)
+    rw = _interp_matrix(w, size).to(act.device)
+    return rh @ (act @ rw.T)
 
 
 def selectivity_index(class_means: np.ndarray) -> np.ndarray:
@@ -158,6 +188,9 @@ class IoUAccumulator:
         self.inclusive = (
             torch.zeros(len(self.t), dtype=torch.bool) if inclusive is None else inclusive.bool()
         ).to(self.t.device)
+        # ">= T" is "> the float just below T": one comparison serves both kinds of unit
+        below = torch.nextafter(self.t, torch.tensor(-math.inf, device=self.t.device))
+        self._cut = torch.where(self.inclusive, below, self.t)[None, :, None, None]
         dev = self.t.device
         units = len(self.t)
         k = len(concept_category)
@@ -182,12 +215,8 @@ class IoUAccumulator:
         step = max(1, (1 << 22) // (act.shape[1] * s * s))
         for start in range(0, len(items), step):
             chunk = slice(start, start + step)
-            up = act[chunk]
-            if up.shape[-2:] != (s, s):
-                up = F.interpolate(up, size=(s, s), mode="bilinear", align_corners=False)
-            t = self.t[None, :, None, None]
-            inc = self.inclusive[None, :, None, None]
-            above = torch.where(inc, up >= t, up > t).flatten(2).float()  # (b, C, S*S)
+            up = upsample(act[chunk], s)
+            above = (up > self._cut).flatten(2).float()  # (b, C, S*S)
             del up
             self.act_area += above.sum(dim=2).double().T @ labelled[chunk]
             for b, it in enumerate(items[chunk]):

@@ -44,7 +44,7 @@ from ..data.concepts import ConceptData, load_concepts
 from ..models.base import Model
 from ..models.registry import as_model, build_random, list_models, load_model
 from ..utils import atomic_path, atomic_write_text
-from .dissect import Dissection, LayerDissection, dissect
+from .dissect import Dissection, LayerDissection, dissect, upsample
 from .edges import edge_probe
 from .filters import FilterAnalysis, analyse_filters
 
@@ -717,9 +717,7 @@ def detector_examples(
         items = [data.item(i) for i in idx]
         x = model.normalize(torch.stack([it.image for it in items])).to(model.device)
         act = capture(model, x, [name])[name].float()[:, u : u + 1]
-        up = torch.nn.functional.interpolate(
-            act, size=(data.mask_size,) * 2, mode="bilinear", align_corners=False
-        )[:, 0].cpu()
+        up = upsample(act, data.mask_size)[:, 0].cpu()
         region = d.region(up, u).numpy()
         masks = []
         for it in items:
