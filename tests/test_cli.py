@@ -114,3 +114,23 @@ def test_unreadable_image(tmp_path, capsys):
 def test_parser_defaults():
     args = build_parser().parse_args(["layers", "efficientnet_lite0"])
     assert args.device == "auto" and args.weights == "default" and not args.quiet
+
+
+def test_hierarchy_command_end_to_end_and_errors(tmp_path, capsys):
+    out = tmp_path / "h"
+    args = ["hierarchy", "simplecnn", "--weights", "none", "--data", "partsworld", "--n", "32"]
+    args += ["--size", "32", "--layers", "features.relu1,features.relu5,fc", "--quiet"]
+    args += ["--control-seeds", "0", "--bootstrap", "20", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "features.relu5" in text and "verdict:" in text and "skipped fc" in text
+    doc = json.loads((out / "hierarchy.json").read_text())
+    assert doc["settings"]["images"] == 32 and doc["control"]["seeds"] == [0]
+    assert (out / "profile.png").is_file()
+    bad = ["hierarchy", "simplecnn", "--weights", "none", "--quiet"]
+    assert main([*bad, "--data", f"broden:{tmp_path / 'nowhere'}"]) == 2
+    assert "index.csv" in capsys.readouterr().err
+    assert main([*bad, "--data", "imagenet"]) == 2
+    assert "broden:PATH" in capsys.readouterr().err
+    assert main([*bad, "--layers", "features.conv9"]) == 2
+    assert "features.conv" in capsys.readouterr().err

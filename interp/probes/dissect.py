@@ -530,6 +530,9 @@ def dissect(
             quantile=quantile,
             top_images=acc.top_idx.cpu().numpy(),
             class_means=means,
-            info={"quantile_sampled": quant[name].sampled},
+            info={
+                "quantile_sampled": quant[name].sampled,
+                "values_kept_per_unit": quant[name].capacity,
+            },
         )
     return results

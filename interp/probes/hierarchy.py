@@ -237,6 +237,7 @@ class NetworkProbes:
             "quantile": first.quantile,
             "skipped": self.dissection.skipped,
             "data": self.dissection.data,
+            "info": {name: self.dissection[name].info for name in self.layers},
             "filters": None
             if self.filters is None
             else {
@@ -268,6 +269,7 @@ class NetworkProbes:
                 top_images=arrays[f"{name}/top_images"],
                 class_means=arrays.get(f"{name}/class_means"),
                 inclusive=arrays.get(f"{name}/inclusive"),
+                info=dict(meta.get("info", {}).get(name, {})),
             )
         filters = None
         if meta["filters"] is not None:
@@ -515,6 +517,10 @@ class HierarchyResult:
             )
         return rows
 
+    def _kept(self, layer: str) -> int:
+        d = self.model.dissection[layer]
+        return int(d.info.get("values_kept_per_unit", 0))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model_name,
@@ -538,6 +544,16 @@ class HierarchyResult:
             "control": {
                 "seeds": [c.seed for c in self.controls],
                 "notes": sorted({n for c in self.controls for n in c.notes}),
+            },
+            "memory": {
+                "threshold_buffers_mib": round(
+                    sum(self.model.dissection[n].units * self._kept(n) * 4 for n in self.layers)
+                    / 2**20,
+                    2,
+                ),
+                "bound": "units x 2k float32 values per layer for the thresholds (k = quantile "
+                "x images x positions, at most 2 x 1.2 x 100,000 with subsampling), units x "
+                "concepts counters, and 2**22 upsampled values at a time",
             },
             "skipped_layers": self.model.dissection.skipped,
             "verdict": self.verdict,
