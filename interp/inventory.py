@@ -133,7 +133,11 @@ def _measure_rf(
             _, _, h, w = act.shape
             cy, cx = h // 2, w // 2
             ny, nx = min(cy + 1, h - 1), min(cx + 1, w - 1)
-            total = total + act[2 * i, :, cy, cx].sum() + act[2 * i + 1, :, ny, nx].sum()
+            # random positive channel weights: channels that mirror each other (w and -w)
+            # must not cancel in the sum
+            mix = torch.rand(act.shape[1], generator=gen).to(act.device, act.dtype) + 0.5
+            total = total + (act[2 * i, :, cy, cx] * mix).sum()
+            total = total + (act[2 * i + 1, :, ny, nx] * mix).sum()
             units.append((cy, cx, ny, nx))
         if not total.requires_grad:
             continue

@@ -1,0 +1,258 @@
+"""Attribution with captum: which input pixels drive a class or a unit.
+
+``attribute(model, image, method, target)`` wraps captum's ``Saliency``,
+``IntegratedGradients``, ``LayerGradCam`` and ``LayerConductance`` / ``NeuronConductance``
+(no hand-written gradients). Targets are a class (index or name) or a unit
+(``"LAYER:CHANNEL"``, the spatial mean of that channel's activation; the forward pass stops
+after that layer). The model's train/eval mode and ``requires_grad`` flags are restored and no
+hook survives, also when a call raises.
+
+Maps are ``(H, W)`` at the input's resolution: saliency is the largest absolute gradient over
+colour channels (Simonyan et al. 2014); integrated gradients and conductance are summed over
+channels (signed; integrated gradients satisfy completeness: they sum to the output's change
+from the baseline); Grad-CAM is upsampled bilinearly from its layer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .capture import ActivationCapture, get_module, preserved_state, resolve_layer
+from .errors import ChannelError, InterpError
+from .models.base import Model
+from .models.registry import as_model
+from .utils import atomic_path
+
+__all__ = ["METHODS", "Attribution", "attribute", "parse_target", "save_attribution"]
+
+METHODS = ("saliency", "ig", "gradcam", "conductance")
+
+
+class AttributionError(InterpError, ValueError):
+    """A bad method, target or layer for an attribution."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A class (``layer`` is None) or a unit (``layer``, ``channel``)."""
+
+    index: int
+    layer: str | None = None
+    label: str = ""
+
+
+def parse_target(model: Model, target: int | str | None, image: torch.Tensor) -> Target:
+    """``None`` (the predicted class), a class index or name, or ``LAYER:CHANNEL``."""
+    if target is None:
+        with torch.no_grad(), preserved_state(model.module):
+            index = int(model.module(image).argmax(dim=1)[0])
+        return Target(index, None, f"class {index} ({model.class_name(index)}, predicted)")
+    if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
+        index = int(target)
+        return Target(index, None, f"class {index} ({model.class_name(index)})")
+    text = str(target)
+    if ":" in text:
+        name, _, channel = text.rpartition(":")
+        if channel.strip().isdigit():
+            layer = resolve_layer(model, name)
+            return Target(int(channel), layer, f"unit {layer}:{int(channel)}")
+    index = model.class_index(text)
+    return Target(index, None, f"class {index} ({model.class_name(index)})")
+
+
+class _UnitForward(nn.Module):
+    """``x -> (N, 1)``: the spatial mean of one channel of ``layer`` (truncated forward)."""
+
+    def __init__(self, module: nn.Module, layer: str, channel: int) -> None:
+        super().__init__()
+        self.inner = module
+        self.layer = layer
+        self.channel = channel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with ActivationCapture(self.inner, [self.layer], eval_mode=False, detach=False) as cap:
+            act = cap.run(x)[self.layer]
+        if not (isinstance(act, torch.Tensor) and act.dim() >= 2):
+            raise AttributionError(f"layer {self.layer} has no channel dimension to target")
+        if not 0 <= self.channel < act.shape[1]:
+            raise ChannelError(
+                f"channel {self.channel} is out of range for {self.layer} "
+                f"({act.shape[1]} channels: 0-{act.shape[1] - 1})"
+            )
+        a = act[:, self.channel]
+        return a.flatten(1).mean(dim=1, keepdim=True)
+
+
+@dataclass
+class Attribution:
+    """An attribution map and what it explains."""
+
+    method: str
+    target: str
+    map: np.ndarray  # (H, W)
+    raw: np.ndarray  # captum's output for the input (C, H, W) or the layer map
+    image: np.ndarray  # (H, W, 3) in [0, 1], what the model saw
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _last_spatial_layer(model: Model) -> str:
+    from .featvis.jobs import default_layers
+
+    layers = default_layers(model)
+    if not layers:
+        raise AttributionError("no spatial layer found for Grad-CAM; give one with layer=")
+    return layers[-1]
+
+
+def _as_input(model: Model, image: Any) -> torch.Tensor:
+    from .data.images import to_input
+
+    if isinstance(image, torch.Tensor):
+        x = image if image.dim() == 4 else image[None]
+        if x.shape[1] != model.preprocessing.channels:
+            raise AttributionError(
+                f"image has {x.shape[1]} channels, the model takes {model.preprocessing.channels}"
+            )
+        return model.normalize(x.float())
+    return to_input(image, model.preprocessing)
+
+
+def attribute(
+    model: Model | nn.Module,
+    image: Any,
+    method: str = "saliency",
+    target: int | str | None = None,
+    *,
+    layer: str | None = None,
+    baseline: float | torch.Tensor | None = None,
+    n_steps: int = 50,
+    internal_batch_size: int | None = 16,
+) -> Attribution:
+    """Attribute ``target`` for ``image`` with captum (module docstring).
+
+    Args:
+        model: the model.
+        image: a path, PIL image, array, or ``(C, H, W)``/``(1, C, H, W)`` tensor in [0, 1]
+            (files are resized and centre-cropped as for classification).
+        method: ``saliency``, ``ig`` (integrated gradients), ``gradcam`` or ``conductance``.
+        target: class index or name, ``"LAYER:CHANNEL"`` for a unit, or ``None`` (predicted
+            class).
+        layer: Grad-CAM's and conductance's layer (default: the last block for a class, the
+            unit's own layer for a unit).
+        baseline: pixel value (in [0, 1]) or input tensor for ig/conductance (default 0:
+            black).
+        n_steps, internal_batch_size: integration steps and their batch size.
+    """
+    import captum.attr as ca
+
+    model = as_model(model)
+    if method not in METHODS:
+        raise AttributionError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    x = _as_input(model, image).to(model.device)
+    pixels = model.preprocessing.denormalize(x.detach().cpu())[0].clamp(0, 1)
+    shown = pixels.permute(1, 2, 0).numpy()
+    if shown.shape[2] == 1:
+        shown = np.repeat(shown, 3, axis=2)
+    info: dict[str, Any] = {}
+    with preserved_state(model.module, eval_mode=True, freeze=True):
+        tgt = parse_target(model, target, x)
+        if tgt.layer is None:
+            forward: nn.Module = model.module
+            captum_target: int = tgt.index
+        else:
+            forward = _UnitForward(model.module, tgt.layer, tgt.index)
+            captum_target = 0
+        if baseline is None or isinstance(baseline, int | float):
+            value = 0.0 if baseline is None else float(baseline)
+            base = model.normalize(torch.full_like(pixels[None], value)).to(model.device)
+        else:
+            base = _as_input(model, baseline).to(model.device)
+        x = x.clone().requires_grad_(True)
+        if method == "saliency":
+            raw = ca.Saliency(forward).attribute(x, target=captum_target, abs=True)
+            heat = raw.amax(dim=1)[0]
+        elif method == "ig":
+            raw, delta = ca.IntegratedGradients(forward).attribute(
+                x,
+                baselines=base,
+                target=captum_target,
+                n_steps=n_steps,
+                internal_batch_size=internal_batch_size,
+                return_convergence_delta=True,
+            )
+            heat = raw.sum(dim=1)[0]
+            with torch.no_grad():
+                out = forward(torch.cat([x, base]))[:, captum_target]
+            info.update(
+                {
+                    "sum": float(raw.detach().sum()),
+                    "output_difference": float(out[0] - out[1]),
+                    "convergence_delta": float(delta.abs().max()),
+                }
+            )
+        else:
+            name = layer or tgt.layer or _last_spatial_layer(model)
+            name = resolve_layer(model, name)
+            sub = get_module(model, name)
+            info["layer"] = name
+            if method == "gradcam":
+                raw = ca.LayerGradCam(forward, sub).attribute(
+                    x, target=captum_target, relu_attributions=True
+                )
+                heat = ca.LayerAttribution.interpolate(raw, x.shape[-2:], "bilinear")[0, 0]
+            elif tgt.layer is None:
+                raw = ca.LayerConductance(forward, sub).attribute(
+                    x,
+                    baselines=base,
+                    target=captum_target,
+                    n_steps=n_steps,
+                    internal_batch_size=internal_batch_size,
+                )
+                summed = raw.sum(dim=1, keepdim=True)
+                heat = ca.LayerAttribution.interpolate(summed, x.shape[-2:], "bilinear")[0, 0]
+            else:
+                with torch.no_grad(), ActivationCapture(model.module, [tgt.layer]) as cap:
+                    act = cap.run(x.detach())[tgt.layer][0, tgt.index]
+                y, xx = divmod(int(act.flatten().argmax()), act.shape[-1])
+                info["neuron"] = [tgt.index, y, xx]
+                raw = ca.NeuronConductance(forward, get_module(model, tgt.layer)).attribute(
+                    x,
+                    neuron_selector=(tgt.index, y, xx),
+                    baselines=base,
+                    target=captum_target,
+                    n_steps=n_steps,
+                    internal_batch_size=internal_batch_size,
+                )
+                heat = raw.sum(dim=1)[0]
+    return Attribution(
+        method=method,
+        target=tgt.label,
+        map=heat.detach().float().cpu().numpy(),
+        raw=raw.detach().float().cpu().numpy()[0],
+        image=shown,
+        info=info,
+    )
+
+
+def save_attribution(result: Attribution, out: str | os.PathLike[str], stem: str) -> list[Path]:
+    """``stem.png`` (image, map, overlay) and ``stem.npy`` (the map) in ``out``, atomically."""
+    from .report.figures import save_figure
+    from .report.unit_figures import plot_attribution
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    npy = folder / f"{stem}.npy"
+    with atomic_path(npy, suffix=".npy") as tmp, open(tmp, "wb") as handle:
+        np.save(handle, result.map)
+    png = save_figure(
+        plot_attribution(result.image, result.map, f"{result.method}: {result.target}"),
+        folder / f"{stem}.png",
+    )
+    return [png, npy]

@@ -1,0 +1,328 @@
+"""Dataset examples: the real images that excite each unit most, and where in them.
+
+People predict which image activates a unit better from natural dataset examples than from
+feature visualizations (Borowski et al., ICLR 2021), so interp shows both. One streaming pass
+over a dataset serves every requested layer at once (one truncated forward per batch); for
+every unit it keeps the top-``k`` images by the unit's maximal activation over positions
+(optionally also the bottom-``k`` by its minimum), the position of that maximum, and the
+receptive-field box around it. Memory is ``O(units * k)``, not ``O(dataset)``.
+
+With ``dedup`` (default), an image *source* contributes at most one entry to a unit's top-k:
+for ``photos`` the source is the photo, so one photo's many crops cannot fill it; for other
+datasets every image is its own source.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .capture import ActivationCapture, resolve_layers
+from .errors import InterpError
+from .models.base import Model
+from .models.registry import as_model
+from .utils import atomic_write_text
+
+__all__ = ["LayerExamples", "RunningTopK", "examples", "examples_data", "save_examples"]
+
+
+class RunningTopK:
+    """The ``k`` largest values per unit over a stream, with their item, source and position;
+    with ``dedup``, at most one entry per source (its best). Ties keep the earlier item.
+    ``largest=False`` keeps the ``k`` smallest instead. Rows with fewer than ``k`` entries
+    (few sources so far) are padded with item ``-1``.
+    """
+
+    def __init__(self, units: int, k: int, *, largest: bool = True, dedup: bool = True):
+        self.k, self.largest, self.dedup = int(k), largest, dedup
+        self.key = torch.full((units, 0), -math.inf)  # value, or -value for the smallest
+        self.items = torch.empty(units, 0, dtype=torch.long)
+        self.sources = torch.empty(units, 0, dtype=torch.long)
+        self.positions = torch.empty(units, 0, dtype=torch.long)
+
+    def update(
+        self,
+        values: torch.Tensor,
+        items: torch.Tensor,
+        sources: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> None:
+        """Add a batch: ``values``/``positions`` ``(units, B)``, ``items``/``sources`` ``(B,)``."""
+        units = values.shape[0]
+        new = values.detach().float().cpu()
+        key = torch.cat([self.key, new if self.largest else -new], dim=1)
+        its = torch.cat([self.items, items.cpu().expand(units, -1)], dim=1)
+        srcs = torch.cat([self.sources, sources.cpu().expand(units, -1)], dim=1)
+        pos = torch.cat([self.positions, positions.cpu()], dim=1)
+        order = torch.argsort(key, dim=1, descending=True, stable=True)
+        key, its, srcs, pos = (t.gather(1, order) for t in (key, its, srcs, pos))
+        if self.dedup:
+            # a stable sort by source keeps the best-first order inside each source's group;
+            # every entry after the first of its group is dropped (key -inf sorts it last)
+            by_src = torch.argsort(srcs, dim=1, stable=True)
+            grouped = srcs.gather(1, by_src)
+            first = torch.ones_like(grouped, dtype=torch.bool)
+            first[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
+            keep = torch.zeros_like(first).scatter_(1, by_src, first) & (its >= 0)
+            key = key.masked_fill(~keep, -math.inf)
+            order = torch.argsort(key, dim=1, descending=True, stable=True)
+            key, its, srcs, pos = (t.gather(1, order) for t in (key, its, srcs, pos))
+        key, its, srcs, pos = (t[:, : self.k] for t in (key, its, srcs, pos))
+        invalid = torch.isinf(key) & (key < 0)
+        self.key = key
+        self.items = its.masked_fill(invalid, -1)
+        self.sources = srcs.masked_fill(invalid, -1)
+        self.positions = pos.masked_fill(invalid, -1)
+
+    @property
+    def values(self) -> torch.Tensor:
+        """``(units, k)`` activation values (``nan`` where a row has fewer entries)."""
+        v = self.key if self.largest else -self.key
+        return v.masked_fill(self.items < 0, math.nan)
+
+
+def examples_data(
+    spec: str | Dataset, *, size: int | None = None, n: int | None = None, seed: int = 0
+) -> Dataset:
+    """A dataset of ``(image in [0, 1], label)`` for a spec: ``photos`` (random crops of the
+    skimage photos, default 1,000 at ``size``), ``partsworld`` (default 2,000 scenes of a world
+    no ``interp train`` run saw), or any :func:`~interp.data.load_data` spec (its test split).
+    """
+    if not isinstance(spec, str):
+        return spec
+    if spec == "photos":
+        from .data.photos import PhotoCrops
+
+        return PhotoCrops(n or 1000, size or 224, seed=seed)
+    if spec == "partsworld":
+        from .data.partsworld import PartsWorld
+
+        return PartsWorld(n or 2000, size or 64, seed=3 + 1_000_003 * seed)
+    from .data import load_data
+
+    test = load_data(spec, size=size, seed=seed).test
+    if n is not None and n < len(test):
+        test = torch.utils.data.Subset(test, range(n))
+    return test
+
+
+def _source(data: Dataset, index: int) -> int:
+    fn = getattr(data, "source", None)
+    return int(fn(index)) if callable(fn) else index
+
+
+@dataclass
+class LayerExamples:
+    """Top (and optionally bottom) dataset examples of every unit of one layer."""
+
+    layer: str
+    k: int
+    grid: tuple[int, int]  # the layer's (h, w)
+    image_size: tuple[int, int]
+    rf_size: int
+    top: RunningTopK
+    bottom: RunningTopK | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def units(self) -> int:
+        return int(self.top.items.shape[0])
+
+    def box(self, position: int) -> list[int]:
+        """Receptive-field box ``[x0, y0, x1, y1]`` (input pixels, clipped) of a position."""
+        h, w = self.grid
+        big_h, big_w = self.image_size
+        y, x = divmod(int(position), w)
+        cy = (y + 0.5) * big_h / h - 0.5
+        cx = (x + 0.5) * big_w / w - 0.5
+        half = self.rf_size / 2.0
+        return [
+            max(0, int(math.floor(cx - half + 0.5))),
+            max(0, int(math.floor(cy - half + 0.5))),
+            min(big_w, int(math.floor(cx + half + 0.5))),
+            min(big_h, int(math.floor(cy + half + 0.5))),
+        ]
+
+    def unit(self, channel: int, which: str = "top") -> list[dict[str, Any]]:
+        """The examples of one unit: item, source, value, position (y, x) and box."""
+        keeper = self.top if which == "top" else self.bottom
+        if keeper is None:
+            raise ValueError("bottom examples were not collected (bottom=True)")
+        out = []
+        w = self.grid[1]
+        for j in range(keeper.items.shape[1]):
+            item = int(keeper.items[channel, j])
+            if item < 0:
+                continue
+            pos = int(keeper.positions[channel, j])
+            out.append(
+                {
+                    "item": item,
+                    "source": int(keeper.sources[channel, j]),
+                    "value": round(float(keeper.values[channel, j]), 5),
+                    "position": list(divmod(pos, w)),
+                    "box": self.box(pos),
+                }
+            )
+        return out
+
+
+def examples(
+    model: Model,
+    data: str | Dataset = "photos",
+    layers: str | Sequence[str] | None = None,
+    *,
+    k: int = 9,
+    bottom: bool = False,
+    dedup: bool = True,
+    n: int | None = None,
+    size: int | None = None,
+    batch_size: int = 32,
+    precision: str = "auto",
+    num_workers: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, LayerExamples]:
+    """Top-``k`` dataset examples of every unit of ``layers`` (module docstring).
+
+    Args:
+        model: the model.
+        data: ``photos``, ``partsworld``, a data spec, or a dataset of ``(image, label)``.
+        layers: layer names (default: the network's blocks).
+        k: examples per unit.
+        bottom: also keep the ``k`` images with the most negative minimum.
+        dedup: at most one example per source (photo) in a unit's list.
+        n, size, seed: dataset size, image size (default: the model's input size for photos)
+            and seed, for spec strings.
+        batch_size, precision, num_workers: as for dissection (bf16 autocast on CUDA).
+        progress: progress bar.
+    """
+    from .inventory import layers as inventory
+
+    model = as_model(model)
+    if size is None and data == "photos":
+        size = model.input_size[0]
+    dataset = examples_data(data, size=size, n=n, seed=seed)
+    if layers is None:
+        from .featvis.jobs import default_layers
+
+        layers = default_layers(model)
+    names = resolve_layers(model, layers)
+    first = dataset[0][0]
+    infos = {i.name: i for i in inventory(model, names=names, input_size=tuple(first.shape[-2:]))}
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    device = model.device
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    results: dict[str, LayerExamples] = {}
+    skipped: dict[str, str] = {}
+    start = 0
+    with torch.no_grad(), ActivationCapture(model.module, names) as cap:
+        for images, _ in tqdm(loader, desc="examples", disable=not progress, leave=False):
+            b = len(images)
+            idx = torch.arange(start, start + b)
+            src = torch.tensor([_source(dataset, i) for i in range(start, start + b)])
+            start += b
+            x = model.normalize(images).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                acts = cap.run(x)
+            for name, a in acts.items():
+                if not (isinstance(a, torch.Tensor) and a.dim() == 4):
+                    skipped[name] = "output is not a 4-D (N, C, H, W) map"
+                    continue
+                flat = a.float().flatten(2)  # (B, C, h*w)
+                if name not in results:
+                    info = infos[name]
+                    rf = info.rf_size[0] if info.rf_size else int(first.shape[-1])
+                    results[name] = LayerExamples(
+                        layer=name,
+                        k=k,
+                        grid=(int(a.shape[2]), int(a.shape[3])),
+                        image_size=(int(first.shape[-2]), int(first.shape[-1])),
+                        rf_size=int(rf),
+                        top=RunningTopK(a.shape[1], k, dedup=dedup),
+                        bottom=RunningTopK(a.shape[1], k, largest=False, dedup=dedup)
+                        if bottom
+                        else None,
+                    )
+                hi, hi_pos = flat.max(dim=2)
+                results[name].top.update(hi.T, idx, src, hi_pos.T)
+                if bottom:
+                    lo, lo_pos = flat.min(dim=2)
+                    results[name].bottom.update(lo.T, idx, src, lo_pos.T)  # type: ignore[union-attr]
+    if not results:
+        raise InterpError("none of the layers has a 4-D (N, C, H, W) output: " + ", ".join(skipped))
+    for r in results.values():
+        r.info = {"images": start, "dedup": dedup, "skipped": skipped}
+    return results
+
+
+def _crop(image: torch.Tensor, box: Sequence[int], size: int = 64) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    part = image[:, y0:y1, x0:x1]
+    part = torch.nn.functional.interpolate(
+        part[None], size=(size, size), mode="bilinear", align_corners=False
+    )[0]
+    arr = part.clamp(0, 1).permute(1, 2, 0).numpy()
+    return arr if arr.shape[2] == 3 else np.repeat(arr, 3, axis=2)
+
+
+def save_examples(
+    results: dict[str, LayerExamples],
+    data: Dataset,
+    out: str | Path,
+    *,
+    units: Sequence[int] | None = None,
+    per_figure: int = 16,
+    title: str = "",
+) -> dict[str, Any]:
+    """Write ``examples.json`` and per layer grid PNGs (one row per unit, its top-k crops with
+    their activation values; ``per_figure`` units per PNG)."""
+    from .report.figures import save_figure
+    from .report.unit_figures import plot_examples_grid
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {"layers": []}
+    for name, r in results.items():
+        chosen = list(range(r.units)) if units is None else [u for u in units if u < r.units]
+        entry: dict[str, Any] = {
+            "layer": name,
+            "grid": list(r.grid),
+            "rf_size": r.rf_size,
+            "units": {},
+            "figures": [],
+        }
+        for u in chosen:
+            entry["units"][str(u)] = {"top": r.unit(u)}
+            if r.bottom is not None:
+                entry["units"][str(u)]["bottom"] = r.unit(u, "bottom")
+        folder = out / name.replace("/", "_")
+        folder.mkdir(exist_ok=True)
+        cache: dict[int, torch.Tensor] = {}
+        for start in range(0, len(chosen), per_figure):
+            rows = []
+            for u in chosen[start : start + per_figure]:
+                crops = []
+                for e in entry["units"][str(u)]["top"]:
+                    if e["item"] not in cache:
+                        cache[e["item"]] = data[e["item"]][0]
+                    crops.append((_crop(cache[e["item"]], e["box"]), e["value"]))
+                rows.append((u, crops))
+            last = chosen[min(len(chosen), start + per_figure) - 1]
+            path = folder / f"units_{chosen[start]:04d}-{last:04d}.png"
+            save_figure(plot_examples_grid(rows, f"{title} {name}".strip(), r.rf_size), path)
+            entry["figures"].append(str(path.relative_to(out)))
+        doc["layers"].append(entry)
+    atomic_write_text(out / "examples.json", json.dumps(doc, indent=1))
+    return doc

@@ -1,0 +1,115 @@
+"""Dataset examples: the streaming top-k equals brute force, a planted patch detector finds the
+images with the patch and its receptive-field box holds it, hooks never survive."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from conftest import Boom, all_hooks
+from torch import nn
+
+from interp import Model, Preprocessing
+from interp.examples import RunningTopK, examples, save_examples
+
+
+def _brute(values, sources, k, largest, dedup):
+    out = []
+    for row in values:
+        order = sorted(range(len(row)), key=lambda i: (-row[i] if largest else row[i], i))
+        seen, keep = set(), []
+        for i in order:
+            if dedup and sources[i] in seen:
+                continue
+            seen.add(sources[i])
+            keep.append(i)
+            if len(keep) == k:
+                break
+        out.append(keep + [-1] * (k - len(keep)))
+    return out
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("dedup", [True, False])
+def test_running_topk_equals_brute_force(largest, dedup):
+    g = torch.Generator().manual_seed(0)
+    n, units, k = 61, 5, 7
+    values = torch.randint(0, 12, (units, n), generator=g).float()  # many ties
+    sources = torch.randint(0, 9, (n,), generator=g)
+    top = RunningTopK(units, k, largest=largest, dedup=dedup)
+    for start in range(0, n, 8):
+        sl = slice(start, min(n, start + 8))
+        idx = torch.arange(n)[sl]
+        top.update(values[:, sl], idx, sources[sl], torch.zeros(units, len(idx), dtype=torch.long))
+    want = _brute(values.tolist(), sources.tolist(), k, largest, dedup)
+    assert top.items.tolist() == want
+
+
+def _patch_world(n: int = 40, size: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    patch = np.zeros((3, 5, 5), dtype=np.float32)
+    patch[0, ::2, ::2] = 1.0  # a red checkerboard on black
+    patch[2, 1::2, 1::2] = 1.0
+    images, where = [], {}
+    for i in range(n):
+        img = rng.uniform(0.4, 0.6, (3, size, size)).astype(np.float32)
+        if i % 5 == 2:
+            y, x = rng.integers(0, size - 5, 2)
+            img[:, y : y + 5, x : x + 5] = patch
+            where[i] = (int(x), int(y))
+        images.append(torch.from_numpy(img))
+    dataset = [(im, 0) for im in images]
+    return dataset, patch, where
+
+
+def _matched(patch: np.ndarray, size: int = 32) -> Model:
+    conv = nn.Conv2d(3, 2, 5, padding=2, bias=False)
+    w = torch.from_numpy(patch - patch.mean())
+    with torch.no_grad():
+        conv.weight[0] = w
+        conv.weight[1] = -w
+    pre = Preprocessing(mean=(0.0,) * 3, std=(1.0,) * 3, input_size=(size, size))
+    return Model(nn.Sequential(OrderedDict(conv=conv)).eval(), "matched", pre)
+
+
+def test_planted_patch_detector_finds_the_patch(tmp_path):
+    dataset, patch, where = _patch_world()
+    model = _matched(patch)
+    res = examples(model, dataset, ["conv"], k=len(where), bottom=True, progress=False)
+    r = res["conv"]
+    assert r.rf_size == 5 and r.grid == (32, 32)
+    top = r.unit(0)
+    assert sorted(e["item"] for e in top) == sorted(where)
+    for e in top:
+        x, y = where[e["item"]]
+        x0, y0, x1, y1 = e["box"]
+        assert x0 <= x and y0 <= y and x1 >= x + 5 and y1 >= y + 5  # the crop holds the patch
+        assert (x1 - x0, y1 - y0) == (5, 5)
+    # unit 1 is the negated filter: its most negative responses are the same images
+    assert sorted(e["item"] for e in r.unit(1, "bottom")) == sorted(where)
+    doc = save_examples(res, dataset, tmp_path, title="matched")
+    assert (tmp_path / "examples.json").is_file()
+    assert (tmp_path / doc["layers"][0]["figures"][0]).stat().st_size > 1000
+    assert all_hooks(model.module) == 0
+
+
+def test_examples_restore_state_and_hooks_on_error():
+    dataset, patch, _ = _patch_world(n=10)
+    module = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 2, 3), boom=Boom())).train()
+    model = Model(module, "boom", Preprocessing(input_size=(32, 32)))
+    flags = [p.requires_grad for p in module.parameters()]
+    with pytest.raises(RuntimeError, match="boom"):
+        examples(model, dataset, ["boom"], progress=False)
+    assert all_hooks(module) == 0 and module.training
+    assert [p.requires_grad for p in module.parameters()] == flags
+
+
+def test_photo_examples_are_deduplicated_by_photo(lite0):
+    res = examples(lite0, "photos", ["_blocks.2"], k=5, n=24, size=96, progress=False)
+    r = res["_blocks.2"]
+    for u in range(r.units):
+        sources = [e["source"] for e in r.unit(u)]
+        assert len(sources) == len(set(sources)) == 5
+    assert all_hooks(lite0.module) == 0
