@@ -256,6 +256,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder [out/hierarchy-MODEL]")
 
     p = sub.add_parser(
+        "examples",
+        parents=[common],
+        help="top dataset examples of every unit (one streaming pass for all layers)",
+        description="For every unit of the layers, the top-k images by the unit's maximal "
+        "activation (one per photo unless --no-dedup), the position of the maximum and the "
+        "receptive-field crop around it. Writes examples.json and, per layer, grid PNGs (one "
+        "row per unit). DATA: photos (random crops of the skimage photos), partsworld, "
+        "digits, folder:PATH, torchvision:NAME.",
+    )
+    p.add_argument("model", help="model spec or run folder")
+    p.add_argument("--data", default="photos", help="[photos]")
+    p.add_argument("--layers", default=None, help="comma-separated layers [every block]")
+    p.add_argument("--k", type=int, default=9, help="examples per unit [9]")
+    p.add_argument("--n", type=int, default=None, help="images [photos 1000, partsworld 2000]")
+    p.add_argument("--size", type=int, default=None, help="image size [model's for photos]")
+    p.add_argument("--bottom", action="store_true", help="also the k most negative images")
+    p.add_argument("--no-dedup", action="store_true", help="allow several crops of a photo")
+    p.add_argument("--units", default=None, help="units with grid PNGs, e.g. 0:32 [all]")
+    p.add_argument("--batch-size", type=int, default=32, help="[32]")
+    p.add_argument("--out", type=Path, default=None, help="output folder [out/examples-MODEL]")
+
+    p = sub.add_parser(
+        "attribute",
+        parents=[common],
+        help="attribution maps with captum (saliency, ig, gradcam, conductance)",
+        description="Which input pixels drive a class or a unit: captum's Saliency, "
+        "IntegratedGradients, LayerGradCam, LayerConductance/NeuronConductance. Writes "
+        "<method>.png (image, map, overlay) and <method>.npy (the map).",
+    )
+    p.add_argument("model", help="model spec or run folder")
+    p.add_argument("image", help="image file")
+    p.add_argument("--method", choices=["saliency", "ig", "gradcam", "conductance"], default="ig")
+    p.add_argument(
+        "--target", default=None, help="class index or name, or LAYER:CHANNEL [predicted class]"
+    )
+    p.add_argument("--layer", default=None, help="gradcam/conductance layer [last block]")
+    p.add_argument("--steps", type=int, default=50, help="integration steps [50]")
+    p.add_argument("--out", type=Path, default=Path("out/attribution"), help="output folder")
+
+    p = sub.add_parser(
+        "unit",
+        parents=[common],
+        help="a unit card: feature visualization, dataset examples, attributions, scores",
+        description="One PNG card for LAYER:CHANNEL: its feature visualization, its top "
+        "dataset examples with where it fires and which pixels drive it (captum), its edge "
+        "probe scores and, with --hierarchy, its dissection label and selectivity.",
+    )
+    p.add_argument("model", help="model spec or run folder")
+    p.add_argument("unit", help="LAYER:CHANNEL, e.g. _blocks.5:12")
+    p.add_argument("--data", default="photos", help="[photos]")
+    p.add_argument("--n", type=int, default=300, help="images searched for examples [300]")
+    p.add_argument("--k", type=int, default=6, help="examples on the card [6]")
+    p.add_argument("--method", choices=["saliency", "ig", "gradcam", "conductance"], default="ig")
+    p.add_argument("--hierarchy", type=Path, default=None, help="an `interp hierarchy` --out")
+    p.add_argument("--steps", type=int, default=256, help="feature visualization steps [256]")
+    p.add_argument("--out", type=Path, default=Path("out/units"), help="output folder")
+
+    p = sub.add_parser(
         "data",
         help="datasets: preview PartsWorld with its masks",
         description="Look at a dataset. `interp data preview partsworld --out DIR` writes a "
@@ -306,7 +364,7 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
     from .probes.hierarchy import hierarchy
 
     model = _load(args)
-    out = args.out or Path("out") / f"hierarchy-{Path(str(args.model)).name.replace(':', '_')}"
+    out = args.out or _model_dir(args, "hierarchy")
     seeds = [int(s) for s in args.control_seeds.split(",") if s.strip()]
     layers = [x.strip() for x in args.layers.split(",")] if args.layers else None
     result = hierarchy(
@@ -340,6 +398,87 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
         print(f"skipped {name}: {why}")
     print(f"verdict: {doc['verdict'].get('text', doc['verdict'].get('verdict'))}")
     print(f"wrote {out}/ (hierarchy.json, profile.png, osi.png, detectors.png)")
+    return 0
+
+
+def _model_dir(args: argparse.Namespace, what: str) -> Path:
+    return Path("out") / f"{what}-{Path(str(args.model)).name.replace(':', '_')}"
+
+
+def _cmd_examples(args: argparse.Namespace) -> int:
+    from .examples import examples, examples_data, save_examples
+    from .featvis.jobs import parse_channels
+
+    model = _load(args)
+    out = args.out or _model_dir(args, "examples")
+    size = args.size or (model.input_size[0] if args.data == "photos" else None)
+    dataset = examples_data(args.data, size=size, n=args.n, seed=args.seed)
+    layers = [x.strip() for x in args.layers.split(",")] if args.layers else None
+    results = examples(
+        model,
+        dataset,
+        layers,
+        k=args.k,
+        bottom=args.bottom,
+        dedup=not args.no_dedup,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    units = None
+    if args.units:
+        units = parse_channels(args.units, max(r.units for r in results.values()))
+    doc = save_examples(results, dataset, out, units=units, title=model.name)
+    for entry in doc["layers"]:
+        print(
+            f"{entry['layer']:<22} {len(entry['units']):>4} units  RF {entry['rf_size']:>3} px  "
+            f"{len(entry['figures'])} grid PNG(s) in {out / entry['layer']}"
+        )
+    print(f"{len(dataset)} images; wrote {out}/examples.json")
+    return 0
+
+
+def _cmd_attribute(args: argparse.Namespace) -> int:
+    from .attribution import attribute, save_attribution
+
+    model = _load(args)
+    result = attribute(
+        model, args.image, args.method, target=args.target, layer=args.layer, n_steps=args.steps
+    )
+    paths = save_attribution(result, args.out, args.method)
+    print(f"{args.method}: {result.target}")
+    if "output_difference" in result.info:
+        i = result.info
+        print(
+            f"completeness: attributions sum to {i['sum']:.4f}, output change from the "
+            f"baseline {i['output_difference']:.4f}"
+        )
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _cmd_unit(args: argparse.Namespace) -> int:
+    from .card import unit_card
+
+    model = _load(args)
+    doc = unit_card(
+        model,
+        args.unit,
+        args.out,
+        data=args.data,
+        n=args.n,
+        k=args.k,
+        method=args.method,
+        hierarchy=args.hierarchy,
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    s = doc["scores"]
+    print(f"{doc['layer']}:{doc['channel']}  OSI {s['osi']:.2f}", end="")
+    h = s.get("hierarchy") or {}
+    if "label" in h:
+        print(f"  label {h['label'] or 'none'} (IoU {h['iou']:.3f})", end="")
+    print(f"\nwrote {Path(args.out) / doc['png']}")
     return 0
 
 
@@ -534,6 +673,9 @@ _COMMANDS = {
     "data": _cmd_data,
     "train": _cmd_train,
     "hierarchy": _cmd_hierarchy,
+    "examples": _cmd_examples,
+    "attribute": _cmd_attribute,
+    "unit": _cmd_unit,
 }
 
 

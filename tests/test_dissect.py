@@ -267,7 +267,8 @@ def test_ties_at_the_threshold():
     q = StreamingQuantile(3, 400, 0.01)
     q.update(acts)
     assert q.thresholds().tolist() == [6.0, 1.0, 2.0]
-    assert q.inclusive().tolist() == [False, False, True]  # 12 > 2k = 8: strict for unit 0
+    # unit 0: 12 tied values > 2k = 8, but they are its maximum (saturation), within 10k
+    assert q.inclusive().tolist() == [True, False, True]
     q2 = StreamingQuantile(3, 400, 0.02)  # k = 8: the 12 tied values are within 2k
     q2.update(acts)
     # unit 2's threshold is now 0 (only 4 values fire): strict, so its region is where it fires
@@ -283,3 +284,14 @@ def test_upsample_matches_interpolate():
         x = torch.randn(2, 3, h, w, generator=g)
         want = torch.nn.functional.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
         assert torch.allclose(upsample(x, s), want, atol=1e-5)
+
+
+def test_saturated_plateau_is_the_region_unless_too_broad():
+    acts = torch.zeros(10, 2, 10, 10)
+    acts[:, 0, 0, :3] = 6.0  # 30 saturated values, k = 5: a plateau 6x the quantile
+    acts[:, 1, :5] = 6.0  # 500 saturated values: 100x the quantile, fires everywhere
+    q = StreamingQuantile(2, 1000, 0.005)
+    q.update(acts[:4])
+    q.update(acts[4:])
+    assert q.at_top.tolist() == [30, 500]
+    assert q.inclusive().tolist() == [True, False]

@@ -110,17 +110,27 @@ class StreamingQuantile:
     """
 
     def __init__(
-        self, units: int, total: int, quantile: float, max_topk: int = 100_000, seed: int = 0
+        self,
+        units: int,
+        total: int,
+        quantile: float,
+        max_topk: int = 100_000,
+        seed: int = 0,
+        max_plateau: float = 10.0,
     ):
         if not 0 < quantile < 1:
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
         self.quantile = quantile
+        self.max_plateau = max_plateau
         self.k_full = max(1, math.ceil(quantile * total))
         self.rate = min(1.0, max_topk / self.k_full)
         # twice k: enough to tell how far a plateau of values tied at the threshold reaches
         self.capacity = 2 * (self.k_full if self.rate == 1.0 else int(max_topk * 1.2) + 16)
         self.kept = 0
         self.buffer = torch.empty(units, 0)
+        # running maximum per unit and how many values equal it (a saturated plateau's size)
+        self.top = torch.full((units,), -math.inf)
+        self.at_top = torch.zeros(units, dtype=torch.long)
         self.generator = torch.Generator().manual_seed(seed)
 
     def update(self, act: torch.Tensor) -> None:
@@ -132,6 +142,14 @@ class StreamingQuantile:
         self.kept += vals.shape[1]
         if self.buffer.device != vals.device:
             self.buffer = self.buffer.to(vals.device)
+            self.top, self.at_top = self.top.to(vals.device), self.at_top.to(vals.device)
+        if vals.shape[1]:
+            peak = vals.amax(dim=1)
+            count = (vals == peak[:, None]).sum(dim=1)
+            self.at_top = torch.where(
+                peak > self.top, count, self.at_top + torch.where(peak == self.top, count, 0)
+            )
+            self.top = torch.maximum(self.top, peak)
         merged = torch.cat([self.buffer, vals], dim=1)
         if merged.shape[1] > self.capacity:
             merged = merged.topk(self.capacity, dim=1, sorted=False).values
@@ -154,14 +172,19 @@ class StreamingQuantile:
     def inclusive(self) -> torch.Tensor:
         """Per unit: whether values equal to ``T`` belong to its region.
 
-        They do when the values ``>= T`` number at most ``2k`` (a plateau of tied top values,
-        e.g. a saturated ReLU6); otherwise (a unit constant over more than twice the quantile,
-        such as one that is zero almost everywhere) only values ``> T`` do.
+        They do when the values ``>= T`` number at most ``2k``, and when ``T`` is the unit's
+        maximum (a saturated plateau, as ReLU6 gives) held by at most ``max_plateau * k``
+        values; otherwise only values ``> T`` do: a unit that is zero almost everywhere is not
+        credited with every zero, and one saturated over more than ``max_plateau`` times the
+        quantile (5% of positions by default) fires too broadly to localize anything.
         """
         t = self.thresholds()
+        k = self._k()
         at_least = (self.buffer >= t[:, None]).sum(dim=1)
         full = self.buffer.shape[1] >= self.capacity
-        return ~((at_least >= self.buffer.shape[1]) & full) & (at_least <= 2 * self._k())
+        few = ~((at_least >= self.buffer.shape[1]) & full) & (at_least <= 2 * k)
+        saturated = (t == self.top) & (self.at_top <= self.max_plateau * k)
+        return few | saturated
 
 
 class IoUAccumulator:

@@ -1,0 +1,209 @@
+"""The unit card: one unit shown three ways on one PNG.
+
+* its **feature visualization** (what an optimized image that excites it looks like);
+* its **top dataset examples** (receptive-field crops with activations), each with where in the
+  image it fires (its activation map, upsampled) and which input pixels drive it (an
+  attribution of the unit through captum, integrated gradients by default);
+* its **scores**: the edge probe's OSI and preferred orientation, and — when a hierarchy check
+  of the model is given (``hierarchy=DIR``, the ``--out`` of ``interp hierarchy``) — its
+  Network Dissection label with IoU, whether it is an edge unit by that run's rule, and its
+  class selectivity.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attribution import attribute
+from .capture import capture, resolve_layer
+from .errors import ChannelError, InterpError
+from .examples import _crop, examples, examples_data
+from .models.base import Model
+from .models.registry import as_model
+from .utils import atomic_write_text
+
+__all__ = ["unit_card", "parse_unit"]
+
+
+def parse_unit(model: Model, unit: str) -> tuple[str, int]:
+    """``"LAYER:CHANNEL"`` -> (dotted layer, channel), with the channel range checked."""
+    name, sep, channel = str(unit).rpartition(":")
+    if not sep or not channel.strip().isdigit():
+        raise InterpError(f"give the unit as LAYER:CHANNEL (e.g. _blocks.5:12), not {unit!r}")
+    layer = resolve_layer(model, name)
+    with torch.no_grad():
+        act = capture(model, model.example_input(1), [layer])[layer]
+    c = int(channel)
+    if not (isinstance(act, torch.Tensor) and act.dim() == 4):
+        raise InterpError(f"layer {layer} has no 4-D (N, C, H, W) output")
+    if not 0 <= c < act.shape[1]:
+        raise ChannelError(
+            f"channel {c} is out of range for {layer} ({act.shape[1]} channels: "
+            f"0-{act.shape[1] - 1})"
+        )
+    return layer, c
+
+
+def _hierarchy_scores(folder: Path, layer: str, channel: int) -> dict[str, Any]:
+    from .probes.hierarchy import NetworkProbes
+
+    stages = sorted((folder / "stages").glob("model-*.npz"))
+    doc_path = folder / "hierarchy.json"
+    if not stages:
+        raise InterpError(f"{folder} holds no hierarchy check (no stages/model-*.npz)")
+    probes = NetworkProbes.load(stages[-1])
+    if layer not in probes.layers:
+        return {"note": f"the hierarchy check in {folder} did not measure {layer}"}
+    d = probes.dissection[layer]
+    out: dict[str, Any] = {
+        "label": d.labels()[channel],
+        "best_concept": d.concepts[int(d.best_concept[channel])],
+        "iou": round(float(d.best_iou[channel]), 4),
+        "osi": round(float(probes.osi[layer][channel]), 4),
+    }
+    si = d.selectivity
+    if si is not None:
+        out["selectivity"] = round(float(si[channel]), 4)
+    if doc_path.is_file():
+        doc = json.loads(doc_path.read_text())
+        row = next((r for r in doc["layers"] if r["layer"] == layer), None)
+        if row is not None:
+            out["edge_unit"] = bool(probes.osi[layer][channel] > row["edge_threshold_osi"])
+            out["edge_threshold_osi"] = row["edge_threshold_osi"]
+    return out
+
+
+def unit_card(
+    model: Model,
+    unit: str,
+    out: str | Path,
+    *,
+    data: str = "photos",
+    n: int | None = 300,
+    size: int | None = None,
+    k: int = 6,
+    method: str = "ig",
+    n_steps: int = 32,
+    hierarchy: str | Path | None = None,
+    steps: int = 256,
+    featvis_size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``out/card_<layer>_<channel>.png`` and ``.json`` for ``unit`` (``LAYER:CHANNEL``).
+
+    Args:
+        model: the model.
+        unit: ``"LAYER:CHANNEL"``.
+        out: output folder.
+        data, n, size: dataset for the examples (default: 300 random photo crops).
+        k: dataset examples shown.
+        method: attribution method for "drives" (``ig``, ``saliency``, ``gradcam``,
+            ``conductance``).
+        n_steps: integration steps of ig/conductance.
+        hierarchy: folder of an ``interp hierarchy`` run of this model, for the label and scores.
+        steps, featvis_size: feature visualization settings.
+    """
+    from .featvis.render import render_channels
+    from .probes.edges import edge_probe
+    from .report.figures import save_figure
+    from .report.unit_figures import heat_overlay, plot_unit_card
+
+    model = as_model(model)
+    layer, channel = parse_unit(model, unit)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    vis = render_channels(
+        model, layer, [channel], steps=steps, size=featvis_size, seed=seed, progress=progress
+    )
+    featvis = vis.images[0].permute(1, 2, 0).numpy()
+    if featvis.shape[2] == 1:
+        featvis = np.repeat(featvis, 3, axis=2)
+
+    if size is None and data == "photos":
+        size = model.input_size[0]
+    dataset = examples_data(data, size=size, n=n, seed=seed)
+    found = examples(model, dataset, [layer], k=k, progress=progress)[layer]
+    rows = []
+    for e in found.unit(channel):
+        img = dataset[e["item"]][0]
+        shown = img.permute(1, 2, 0).numpy()
+        shown = np.repeat(shown, 3, axis=2) if shown.shape[2] == 1 else shown
+        with torch.no_grad():
+            act = capture(model, model.normalize(img[None]).to(model.device), [layer])[layer]
+        amap = act[:, channel : channel + 1].float()
+        up = torch.nn.functional.interpolate(
+            amap, size=img.shape[-2:], mode="bilinear", align_corners=False
+        )[0, 0].cpu()
+        attr = attribute(model, img, method, target=f"{layer}:{channel}", n_steps=n_steps)
+        rows.append(
+            {
+                "crop": _crop(img, e["box"], 96),
+                "value": e["value"],
+                "fires": heat_overlay(shown, up.numpy()),
+                "drives": heat_overlay(shown, attr.map),
+                "entry": e,
+            }
+        )
+
+    edge = edge_probe(model, [layer])[layer]
+    scores: dict[str, Any] = {
+        "osi": round(float(edge.osi[channel]), 4),
+        "preferred_orientation_deg": float(edge.preferred_orientation[channel]),
+        "preferred_frequency_cpp": float(edge.preferred_frequency[channel]),
+    }
+    if hierarchy is not None:
+        scores["hierarchy"] = _hierarchy_scores(Path(hierarchy), layer, channel)
+    lines = [
+        f"model    {model.name}",
+        f"unit     {layer}:{channel}   (RF {found.rf_size} px, "
+        f"grid {found.grid[0]}x{found.grid[1]})",
+        f"edges    OSI {scores['osi']:.2f}, prefers "
+        f"{scores['preferred_orientation_deg']:.0f} deg at "
+        f"{scores['preferred_frequency_cpp']:.3f} cycles/px",
+    ]
+    h = scores.get("hierarchy")
+    if h and "label" in h:
+        label = h["label"] or f"no detector (best {h['best_concept']})"
+        lines.append(f"label    {label}, IoU {h['iou']:.3f}")
+        if "edge_unit" in h:
+            lines.append(
+                f"         edge unit: {'yes' if h['edge_unit'] else 'no'} "
+                f"(OSI > {h['edge_threshold_osi']:.2f}, the control's 99th percentile)"
+            )
+        if "selectivity" in h:
+            lines.append(f"classes  selectivity index {h['selectivity']:.2f}")
+    elif h:
+        lines.append(h.get("note", ""))
+    else:
+        lines.append("label    (run `interp hierarchy` and pass --hierarchy for labels)")
+    lines.append(f"examples top {len(rows)} of {len(dataset)} ({data}); rows: crop, fires, drives")
+    lines.append(f"drives   {method} attribution of the unit's mean activation (captum)")
+    card = {
+        "title": f"{model.name}  {layer}:{channel}",
+        "featvis": featvis,
+        "examples": rows,
+        "lines": lines,
+    }
+    stem = f"card_{layer.replace('/', '_')}_{channel}"
+    png = save_figure(plot_unit_card(card), folder / f"{stem}.png")
+    doc = {
+        "model": model.name,
+        "layer": layer,
+        "channel": channel,
+        "rf_size": found.rf_size,
+        "featvis_value": float(vis.values[0]),
+        "scores": scores,
+        "examples": [r["entry"] for r in rows],
+        "data": data,
+        "method": method,
+        "png": png.name,
+    }
+    atomic_write_text(folder / f"{stem}.json", json.dumps(doc, indent=1))
+    return doc
