@@ -68,13 +68,17 @@ def parse_target(model: Model, target: int | str | None, image: torch.Tensor) ->
 
 
 class _UnitForward(nn.Module):
-    """``x -> (N, 1)``: the spatial mean of one channel of ``layer`` (truncated forward)."""
+    """``x -> (N, 1)``: the spatial mean of one channel of ``layer`` (or its value at one
+    ``position``), by a truncated forward."""
 
-    def __init__(self, module: nn.Module, layer: str, channel: int) -> None:
+    def __init__(
+        self, module: nn.Module, layer: str, channel: int, position: tuple[int, int] | None = None
+    ) -> None:
         super().__init__()
         self.inner = module
         self.layer = layer
         self.channel = channel
+        self.position = position
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with ActivationCapture(self.inner, [self.layer], eval_mode=False, detach=False) as cap:
@@ -87,6 +91,9 @@ class _UnitForward(nn.Module):
                 f"({act.shape[1]} channels: 0-{act.shape[1] - 1})"
             )
         a = act[:, self.channel]
+        if self.position is not None:
+            y, x = self.position
+            return a[:, y, x][:, None]
         return a.flatten(1).mean(dim=1, keepdim=True)
 
 
@@ -134,6 +141,7 @@ def attribute(
     baseline: float | torch.Tensor | None = None,
     n_steps: int = 50,
     internal_batch_size: int | None = 16,
+    position: tuple[int, int] | None = None,
 ) -> Attribution:
     """Attribute ``target`` for ``image`` with captum (module docstring).
 
@@ -149,6 +157,8 @@ def attribute(
         baseline: pixel value (in [0, 1]) or input tensor for ig/conductance (default 0:
             black).
         n_steps, internal_batch_size: integration steps and their batch size.
+        position: for a unit target, ``(y, x)`` in the layer's map: attribute the unit's value
+            there instead of its spatial mean.
     """
     import captum.attr as ca
 
@@ -167,7 +177,7 @@ def attribute(
             forward: nn.Module = model.module
             captum_target: int = tgt.index
         else:
-            forward = _UnitForward(model.module, tgt.layer, tgt.index)
+            forward = _UnitForward(model.module, tgt.layer, tgt.index, position)
             captum_target = 0
         if baseline is None or isinstance(baseline, int | float):
             value = 0.0 if baseline is None else float(baseline)

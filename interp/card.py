@@ -3,7 +3,8 @@
 * its **feature visualization** (what an optimized image that excites it looks like);
 * its **top dataset examples** (receptive-field crops with activations), each with where in the
   image it fires (its activation map, upsampled) and which input pixels drive it (an
-  attribution of the unit through captum, integrated gradients by default);
+  attribution through captum of the unit's value at its peak in that image, integrated
+  gradients by default);
 * its **scores**: the edge probe's OSI and preferred orientation, and — when a hierarchy check
   of the model is given (``hierarchy=DIR``, the ``--out`` of ``interp hierarchy``) — its
   Network Dissection label with IoU, whether it is an edge unit by that run's rule, and its
@@ -141,7 +142,14 @@ def unit_card(
         up = torch.nn.functional.interpolate(
             amap, size=img.shape[-2:], mode="bilinear", align_corners=False
         )[0, 0].cpu()
-        attr = attribute(model, img, method, target=f"{layer}:{channel}", n_steps=n_steps)
+        attr = attribute(
+            model,
+            img,
+            method,
+            target=f"{layer}:{channel}",
+            n_steps=n_steps,
+            position=tuple(e["position"]) if method in ("ig", "saliency") else None,
+        )
         rows.append(
             {
                 "crop": _crop(img, e["box"], 96),
@@ -183,8 +191,12 @@ def unit_card(
         lines.append(h.get("note", ""))
     else:
         lines.append("label    (run `interp hierarchy` and pass --hierarchy for labels)")
-    lines.append(f"examples top {len(rows)} of {len(dataset)} ({data}); rows: crop, fires, drives")
-    lines.append(f"drives   {method} attribution of the unit's mean activation (captum)")
+    source = data if isinstance(data, str) else "dataset"
+    lines.append(
+        f"examples top {len(rows)} of {len(dataset)} ({source}); rows: crop, fires, drives"
+    )
+    what = "at its peak" if method in ("ig", "saliency") else "(mean activation)"
+    lines.append(f"drives   {method} attribution of the unit {what} (captum)")
     card = {
         "title": f"{model.name}  {layer}:{channel}",
         "featvis": featvis,
@@ -201,7 +213,7 @@ def unit_card(
         "featvis_value": float(vis.values[0]),
         "scores": scores,
         "examples": [r["entry"] for r in rows],
-        "data": data,
+        "data": data if isinstance(data, str) else f"{type(data).__name__} of {len(dataset)}",
         "method": method,
         "png": png.name,
     }

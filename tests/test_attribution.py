@@ -94,3 +94,15 @@ def test_state_restored_when_the_model_raises():
             attribute(model, torch.rand(3, 16, 16), method, target=0, layer="conv")
         assert all_hooks(module) == 0 and module.training
         assert module.conv.weight.requires_grad and not module.conv.bias.requires_grad
+
+
+def test_unit_target_at_a_position_equals_the_direct_gradient():
+    model = _model()
+    img = _image()
+    res = attribute(model, img, "saliency", target="2:5", position=(3, 4))
+    x = model.normalize(img[None]).requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.module[:3](x)[0, 5, 3, 4], x)
+    assert np.allclose(res.map, grad.abs().amax(dim=1)[0].numpy(), atol=1e-6)
+    # a single position of a 3x3 conv stack sees only its receptive field
+    seen = np.argwhere(res.map > 0)
+    assert seen[:, 0].min() >= 3 * 2 - 3 and seen[:, 0].max() <= 3 * 2 + 3

@@ -134,3 +134,43 @@ def test_hierarchy_command_end_to_end_and_errors(tmp_path, capsys):
     assert "broden:PATH" in capsys.readouterr().err
     assert main([*bad, "--layers", "features.conv9"]) == 2
     assert "features.conv" in capsys.readouterr().err
+
+
+def test_examples_attribute_and_unit_commands(tmp_path, photo_dir, capsys):
+    common = ["efficientnet_lite0", "--quiet"]
+    out = tmp_path / "ex"
+    args = ["examples", *common, "--data", "photos", "--n", "16", "--size", "96"]
+    assert (
+        main([*args, "--layers", "_blocks.1", "--k", "3", "--units", "0:4", "--out", str(out)]) == 0
+    )
+    doc = json.loads((out / "examples.json").read_text())
+    assert len(doc["layers"][0]["units"]) == 4 and len(doc["layers"][0]["figures"]) == 1
+    capsys.readouterr()
+    image = str(photo_dir / "chelsea.png")
+    att = tmp_path / "att"
+    assert (
+        main(
+            [
+                "attribute",
+                *common,
+                image,
+                "--method",
+                "ig",
+                "--steps",
+                "16",
+                "--target",
+                "tabby",
+                "--out",
+                str(att),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "class 281 (tabby)" in text and "completeness" in text
+    assert (att / "ig.png").is_file() and (att / "ig.npy").is_file()
+    unit = ["unit", *common, "_blocks.5:3", "--n", "12", "--k", "3", "--steps", "8"]
+    assert main([*unit, "--method", "saliency", "--out", str(tmp_path / "u")]) == 0
+    assert (tmp_path / "u" / "card__blocks.5_3.png").is_file()
+    assert main(["unit", *common, "_blocks.5:999", "--out", str(tmp_path / "u")]) == 2
+    assert "out of range" in capsys.readouterr().err

@@ -113,3 +113,21 @@ def test_photo_examples_are_deduplicated_by_photo(lite0):
         sources = [e["source"] for e in r.unit(u)]
         assert len(sources) == len(set(sources)) == 5
     assert all_hooks(lite0.module) == 0
+
+
+def test_unit_card_for_a_planted_unit(tmp_path):
+    from interp.card import unit_card
+
+    dataset, patch, where = _patch_world()
+    model = _matched(patch)
+    doc = unit_card(
+        model, "conv:0", tmp_path, data=dataset, k=4, steps=8, featvis_size=32, progress=False
+    )
+    assert {e["item"] for e in doc["examples"]} <= set(where)
+    assert doc["rf_size"] == 5 and 0 <= doc["scores"]["osi"] <= 1
+    assert (tmp_path / doc["png"]).stat().st_size > 5000
+    assert all_hooks(model.module) == 0
+    from interp import ChannelError
+
+    with pytest.raises(ChannelError):
+        unit_card(model, "conv:7", tmp_path, data=dataset, steps=8, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,5 +92,7 @@ def plot_unit_card(card: dict[str, Any]) -> plt.Figure:
             if j == 0 or r == 0:
                 ax.set_title(label if r == 0 else f"{label}", fontsize=7, pad=2)
     fig.suptitle(card["title"], fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    with warnings.catch_warnings():  # long text lines can defeat tight_layout: harmless
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
