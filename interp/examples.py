@@ -190,6 +190,7 @@ def examples(
     precision: str = "auto",
     num_workers: int = 0,
     seed: int = 0,
+    receptive_fields: dict[str, int] | None = None,
     progress: bool = True,
 ) -> dict[str, LayerExamples]:
     """Top-``k`` dataset examples of every unit of ``layers`` (module docstring).
@@ -204,6 +205,8 @@ def examples(
         n, size, seed: dataset size, image size (default: the model's input size for photos)
             and seed, for spec strings.
         batch_size, precision, num_workers: as for dissection (bf16 autocast on CUDA).
+        receptive_fields: ``{layer: RF size}`` when known (otherwise measured once, with the
+            layer inventory, at the dataset's image size).
         progress: progress bar.
     """
     from .inventory import layers as inventory
@@ -218,7 +221,9 @@ def examples(
         layers = default_layers(model)
     names = resolve_layers(model, layers)
     first = dataset[0][0]
-    infos = {i.name: i for i in inventory(model, names=names, input_size=tuple(first.shape[-2:]))}
+    if receptive_fields is None or any(n not in receptive_fields for n in names):
+        found = inventory(model, names=names, input_size=tuple(first.shape[-2:]))
+        receptive_fields = {i.name: i.rf_size[0] for i in found if i.rf_size}
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
     )
@@ -242,8 +247,7 @@ def examples(
                     continue
                 flat = a.float().flatten(2)  # (B, C, h*w)
                 if name not in results:
-                    info = infos[name]
-                    rf = info.rf_size[0] if info.rf_size else int(first.shape[-1])
+                    rf = receptive_fields.get(name) or int(first.shape[-1])
                     results[name] = LayerExamples(
                         layer=name,
                         k=k,
