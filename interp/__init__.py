@@ -13,6 +13,7 @@ The public API::
 """
 
 from . import objectives
+from .attribution import attribute
 from .capture import ActivationCapture, capture, layer_names, resolve_layer
 from .classify import Prediction, classify
 from .device import resolve_device
@@ -27,6 +28,7 @@ from .errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
+from .examples import examples
 from .featvis import RenderResult, atlas, render, render_channels, visualize
 from .inventory import LayerInfo, layers
 from .models import Model, Preprocessing, list_models, load_model, save_checkpoint
@@ -51,10 +53,12 @@ __all__ = [
     "UnknownModelError",
     "WeightsUnavailableError",
     "atlas",
+    "attribute",
     "capture",
     "classify",
     "dissect",
     "edge_probe",
+    "examples",
     "hierarchy",
     "layer_names",
     "layers",

@@ -155,7 +155,7 @@ def unit_card(
                 "crop": _crop(img, e["box"], 96),
                 "value": e["value"],
                 "fires": heat_overlay(shown, up.numpy()),
-                "drives": heat_overlay(shown, attr.map),
+                "drives": heat_overlay(shown, attr.map, attribution=True),
                 "entry": e,
             }
         )

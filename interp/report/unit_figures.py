@@ -15,12 +15,25 @@ import numpy as np  # noqa: E402
 __all__ = ["heat_overlay", "plot_attribution", "plot_examples_grid", "plot_unit_card"]
 
 
-def heat_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """``image`` (H, W, 3) in [0, 1] blended with ``heat`` (H, W) through the ``inferno`` map
-    (heat scaled by its largest absolute value; negative values shown as zero)."""
-    h = np.clip(heat / (np.abs(heat).max() + 1e-12), 0, 1)
+def heat_overlay(
+    image: np.ndarray, heat: np.ndarray, alpha: float = 0.6, *, attribution: bool = False
+) -> np.ndarray:
+    """``image`` (H, W, 3) in [0, 1] blended with ``heat`` (H, W) through ``inferno``.
+
+    Activation maps are scaled by their maximum (negative values shown as zero). Attribution
+    maps (``attribution=True``) are pixel-level and speckled: their absolute value is smoothed
+    (Gaussian, sigma 1.5 px) and scaled by its 99.5th percentile, for display only.
+    """
+    if attribution:
+        from scipy.ndimage import gaussian_filter
+
+        h = gaussian_filter(np.abs(heat).astype(np.float64), 1.5)
+        h = np.clip(h / (np.quantile(h, 0.995) + 1e-12), 0, 1)
+    else:
+        h = np.clip(heat / (np.abs(heat).max() + 1e-12), 0, 1)
     coloured = plt.get_cmap("inferno")(h)[..., :3]
-    return np.clip((1 - alpha) * image + alpha * coloured, 0, 1)
+    weight = alpha * h[..., None] ** 0.5 if attribution else alpha
+    return np.clip((1 - weight) * image * (0.55 if attribution else 1) + weight * coloured, 0, 1)
 
 
 def plot_examples_grid(
@@ -58,8 +71,8 @@ def plot_attribution(image: np.ndarray, heat: np.ndarray, title: str) -> plt.Fig
     im = axes[1].imshow(heat, cmap="RdBu_r", vmin=-lim, vmax=lim)
     axes[1].set_title("attribution", fontsize=9)
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
-    axes[2].imshow(heat_overlay(image, heat))
-    axes[2].set_title("overlay (positive part)", fontsize=9)
+    axes[2].imshow(heat_overlay(image, heat, attribution=True))
+    axes[2].set_title("overlay (|attribution|, smoothed)", fontsize=9)
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
