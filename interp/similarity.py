@@ -1,0 +1,171 @@
+"""Representational similarity: CKA (linear and unbiased, full and minibatch) and unit matching.
+
+* **Linear CKA** (Kornblith et al. 2019): for centred features ``X (n, p)``, ``Y (n, q)``,
+  ``CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)``, equivalently the normalized Frobenius
+  product of the centred Gram matrices ``HKH`` and ``HLH`` (``K = X X^T``). Invariant to
+  orthogonal transforms and isotropic scaling of either side, not to arbitrary invertible maps.
+* **Unbiased CKA** uses the unbiased HSIC estimator of Song et al. (2012) on Gram matrices with
+  zeroed diagonals; the **minibatch CKA** of Nguyen et al. (2021) averages unbiased HSIC terms
+  over minibatches and only then normalizes (it is *not* the mean of per-batch CKA values), so
+  it converges to the full-data unbiased value while holding one batch at a time.
+* **Unit matching** (Li et al. 2016): the correlation of every unit of one network with every
+  unit of another over the same inputs (all spatial positions as samples), and the one-to-one
+  assignment maximizing the total correlation (Hungarian algorithm).
+
+Everything works on Gram matrices where it can, so a layer of any width costs ``n x n``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CorrelationAccumulator",
+    "MinibatchCKA",
+    "cka_from_grams",
+    "gram",
+    "hsic_unbiased",
+    "linear_cka",
+    "match_units",
+    "unbiased_cka",
+]
+
+
+def _as64(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(len(x), -1)
+
+
+def gram(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The linear Gram matrix ``X X^T`` of features ``(n, ...)`` (flattened per example)."""
+    f = _as64(x)
+    return f @ f.T
+
+
+def _centre(k: np.ndarray) -> np.ndarray:
+    mean_rows = k.mean(axis=0, keepdims=True)
+    return k - mean_rows - mean_rows.T + k.mean()
+
+
+def linear_cka(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
+    """Linear CKA between features ``x (n, ...)`` and ``y (n, ...)`` (feature-space form)."""
+    fx, fy = _as64(x), _as64(y)
+    fx = fx - fx.mean(axis=0)
+    fy = fy - fy.mean(axis=0)
+    cross = np.linalg.norm(fy.T @ fx) ** 2
+    return float(cross / (np.linalg.norm(fx.T @ fx) * np.linalg.norm(fy.T @ fy)))
+
+
+def cka_from_grams(k: np.ndarray, l: np.ndarray, unbiased: bool = False) -> float:  # noqa: E741
+    """CKA from two ``n x n`` Gram matrices (biased/linear, or with the unbiased HSIC)."""
+    if unbiased:
+        kl, kk, ll = hsic_unbiased(k, l), hsic_unbiased(k, k), hsic_unbiased(l, l)
+        return float(kl / np.sqrt(kk * ll))
+    kc, lc = _centre(k), _centre(l)
+    return float((kc * lc).sum() / (np.linalg.norm(kc) * np.linalg.norm(lc)))
+
+
+def hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    """Unbiased HSIC (Song et al. 2012) of two Gram matrices (``n >= 4``)."""
+    n = k.shape[0]
+    if n < 4:
+        raise ValueError("the unbiased HSIC needs at least 4 examples")
+    kt = k - np.diag(np.diag(k))
+    lt = l - np.diag(np.diag(l))
+    one_k = kt.sum(axis=0)
+    one_l = lt.sum(axis=0)
+    term = (kt * lt).sum() + one_k.sum() * one_l.sum() / ((n - 1) * (n - 2))
+    term -= 2.0 / (n - 2) * (one_k @ one_l)
+    return float(term / (n * (n - 3)))
+
+
+def unbiased_cka(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
+    """CKA with the unbiased HSIC estimator, on the full data."""
+    return cka_from_grams(gram(x), gram(y), unbiased=True)
+
+
+class MinibatchCKA:
+    """Minibatch CKA (Nguyen et al. 2021) between every pair of two sets of layers.
+
+    ``update(xs, ys)`` with lists of features of one minibatch (same examples); ``value()``
+    gives the ``(len(xs), len(ys))`` matrix of CKA computed from the averaged unbiased HSIC.
+    """
+
+    def __init__(self) -> None:
+        self.kl: np.ndarray | None = None
+        self.kk: np.ndarray | None = None
+        self.ll: np.ndarray | None = None
+        self.batches = 0
+
+    def update(self, xs: list, ys: list) -> None:
+        ks = [gram(x) for x in xs]
+        ls = [gram(y) for y in ys]
+        kl = np.array([[hsic_unbiased(k, l) for l in ls] for k in ks])  # noqa: E741
+        kk = np.array([hsic_unbiased(k, k) for k in ks])
+        ll = np.array([hsic_unbiased(l, l) for l in ls])  # noqa: E741
+        if self.kl is None:
+            self.kl, self.kk, self.ll = kl, kk, ll
+        else:
+            self.kl += kl
+            self.kk += kk  # type: ignore[operator]
+            self.ll += ll  # type: ignore[operator]
+        self.batches += 1
+
+    def value(self) -> np.ndarray:
+        if self.kl is None:
+            raise RuntimeError("no minibatch was added")
+        return self.kl / np.sqrt(np.outer(self.kk, self.ll))
+
+
+class CorrelationAccumulator:
+    """Pearson correlation between every unit of ``a`` and every unit of ``b`` over a stream
+    of samples (rows), from running sums (exact; float64)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sa = self.sb = self.saa = self.sbb = self.sab = None
+
+    def update(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> None:
+        """``a (samples, units_a)``, ``b (samples, units_b)``."""
+        a, b = _as64(a), _as64(b)
+        if self.sa is None:
+            self.sa, self.sb = a.sum(0), b.sum(0)
+            self.saa, self.sbb = (a * a).sum(0), (b * b).sum(0)
+            self.sab = a.T @ b
+        else:
+            self.sa += a.sum(0)
+            self.sb += b.sum(0)
+            self.saa += (a * a).sum(0)
+            self.sbb += (b * b).sum(0)
+            self.sab += a.T @ b
+        self.n += len(a)
+
+    def value(self) -> np.ndarray:
+        """``(units_a, units_b)`` correlations; 0 where a unit is constant."""
+        n = self.n
+        ma, mb = self.sa / n, self.sb / n
+        cov = self.sab / n - np.outer(ma, mb)
+        va = np.clip(self.saa / n - ma**2, 0, None)
+        vb = np.clip(self.sbb / n - mb**2, 0, None)
+        den = np.sqrt(np.outer(va, vb))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 1e-12, cov / den, 0.0)
+
+
+def match_units(corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of units maximizing total correlation (Hungarian algorithm).
+
+    Returns ``(partner, r)``: for every row unit its matched column unit and their correlation
+    (rows beyond the number of columns get ``-1`` and ``nan``).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(-corr)
+    partner = np.full(corr.shape[0], -1)
+    r = np.full(corr.shape[0], np.nan)
+    partner[rows] = cols
+    r[rows] = corr[rows, cols]
+    return partner, r
