@@ -1,0 +1,84 @@
+"""Shared pieces of the experiments: small PartsWorld CNN runs (resumable) and output helpers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..utils import atomic_write_text
+
+__all__ = ["CNN_LAYERS", "RunSpec", "ensure_run", "write_json"]
+
+
+#: the probed layers of SimpleCNN: the five ReLUs, then the logits
+CNN_LAYERS = [f"features.relu{i}" for i in range(1, 6)]
+
+
+@dataclass
+class RunSpec:
+    """A CPU-sized PartsWorld CNN (``interp train`` settings); the defaults train in ~1 min."""
+
+    size: int = 48
+    n: int = 6000
+    epochs: int = 6
+    width: float = 0.5
+    snapshots: tuple[int, ...] = (5, 20, 50, 100, 200)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def folder(self, runs: Path, seed: int, width: float | None = None) -> Path:
+        """The run folder of ``seed`` (and ``width``) under ``runs``: every setting in its
+        name, so experiments that need the same network share it."""
+        w = self.width if width is None else width
+        return runs / f"pw-{self.size}px-n{self.n}-e{self.epochs}-w{w}-s{seed}"
+
+    def config(self, seed: int, **overrides: Any):  # noqa: ANN201
+        from ..train import TrainConfig
+
+        kw: dict[str, Any] = {
+            "arch": "simplecnn",
+            "data": "partsworld",
+            "size": self.size,
+            "n": self.n,
+            "epochs": self.epochs,
+            "width": self.width,
+            "seed": seed,
+            "snapshots": list(self.snapshots),
+        }
+        kw.update(self.extra)
+        kw.update(overrides)
+        return TrainConfig(**kw)
+
+
+def ensure_run(folder: Path, config: Any, progress: bool = False) -> dict[str, Any]:
+    """Train ``config`` into ``folder`` unless it is finished there (then reuse it); an
+    interrupted run resumes from its last epoch. Returns its metrics."""
+    from ..train import train
+
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        done = json.loads(metrics.read_text())
+        if done.get("test_acc") is not None:
+            return done
+    resume = (folder / "checkpoint.pt").is_file()
+    return train(config, folder, resume=resume, device="cpu", progress=progress)
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(doc, indent=1, default=_default))
+
+
+def _default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, set | frozenset):
+        return sorted(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -1,0 +1,189 @@
+"""``axis-alignment``: are individual units special, or only the subspace they span?
+
+A layer's output ``z`` is replaced by ``Q z`` for a random orthogonal ``Q`` (a 1x1 "rotation"
+module after it) and the next convolution's weights by ``W Q^T``, so the network computes the
+same function (checked: largest change of the logits) while the rotated layer's *units* are
+now mixtures of the old ones. Network Dissection is rerun on the rotated units: if units were
+only an arbitrary basis of a meaningful subspace, rotated units would be as interpretable;
+Bau et al. (2017) found about 80% fewer unique detectors after rotating AlexNet's conv5. A
+random *permutation* (an orthogonal matrix that keeps the axes) is the instrument's control:
+it must leave the detectors unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..models.base import Model
+from ._common import RunSpec, ensure_run, write_json
+
+__all__ = ["Rotation", "axis_alignment", "random_orthogonal", "rotate_layer"]
+
+
+class Rotation(nn.Module):
+    """``z -> Q z`` over channels (a 1x1 convolution by an orthogonal matrix)."""
+
+    def __init__(self, q: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("q", q)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("dc,bchw->bdhw", self.q.to(x.dtype), x)
+
+
+def random_orthogonal(n: int, seed: int, permutation: bool = False) -> torch.Tensor:
+    """A Haar-random orthogonal ``n x n`` matrix (QR with sign fix), or a random permutation."""
+    g = torch.Generator().manual_seed(seed)
+    if permutation:
+        return torch.eye(n, dtype=torch.float64)[torch.randperm(n, generator=g)]
+    a = torch.randn(n, n, generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+def rotate_layer(model: Model, layer: str, next_conv: str, q: torch.Tensor) -> Model:
+    """A copy of ``model`` whose ``layer`` output is rotated by ``q`` (new module
+    ``<layer>.rotate``) and whose ``next_conv`` weights compensate (``W Q^T``)."""
+    module = copy.deepcopy(model.module)
+    parent_name, _, child = layer.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    original = getattr(parent, child)
+    setattr(parent, child, nn.Sequential(OrderedDict(act=original, rotate=Rotation(q.float()))))
+    conv = module.get_submodule(next_conv)
+    if not isinstance(conv, nn.Conv2d) or conv.in_channels != q.shape[0]:
+        raise ValueError(f"{next_conv} must be a Conv2d taking {q.shape[0]} channels")
+    with torch.no_grad():
+        w = conv.weight.double()
+        conv.weight.copy_(torch.einsum("ocij,dc->odij", w, q.to(w)).to(conv.weight.dtype))
+    out = copy.copy(model)
+    out.module = module.eval()
+    return out
+
+
+def axis_alignment(
+    out: str | Path,
+    *,
+    spec: RunSpec | None = None,
+    seed: int = 0,
+    layers: tuple[tuple[str, str], ...] = (
+        ("features.relu3", "features.conv4"),
+        ("features.relu4", "features.conv5"),
+    ),
+    rotations: int = 3,
+    dissect_images: int = 500,
+    runs: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Dissect each layer before and after random rotations (and a permutation control);
+    writes ``axis_alignment.json`` and ``axis_alignment.png`` to ``out``."""
+    from ..data.concepts import PartsWorldConcepts
+    from ..models.registry import load_model
+    from ..probes.dissect import dissect
+
+    spec = spec or RunSpec()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(runs) if runs is not None else out / "runs"
+    folder = spec.folder(runs_dir, seed)
+    ensure_run(folder, spec.config(seed))
+    model = load_model(str(folder), device="cpu")
+    data = PartsWorldConcepts(n=dissect_images, size=spec.size)
+    probe = torch.stack([data.item(i, masks=False).image for i in range(64)])
+    with torch.no_grad():
+        reference = model.module(model.normalize(probe)).double()
+
+    def unique(d: Any) -> dict[str, Any]:
+        counts = d.counts()
+        return {
+            "detectors": int(d.is_detector.sum()),
+            "unique": int(sum(v["unique"] for v in counts.values())),
+            "by_category": counts,
+            "mean_best_iou": round(float(d.best_iou.mean()), 4),
+        }
+
+    base = dissect(model, data, [name for name, _ in layers], progress=False)
+    results: dict[str, Any] = {}
+    jobs = [
+        (name, nxt, kind, r)
+        for name, nxt in layers
+        for kind in ("rotation", "permutation")
+        for r in range(rotations if kind == "rotation" else 1)
+    ]
+    per_layer: dict[str, dict[str, Any]] = {
+        name: {"original": unique(base[name]), "rotation": [], "permutation": []}
+        for name, _ in layers
+    }
+    for name, nxt, kind, r in tqdm(jobs, desc="rotations", disable=not progress):
+        units = base[name].units
+        q = random_orthogonal(units, seed=1000 * (r + 1) + units, permutation=kind != "rotation")
+        rotated = rotate_layer(model, name, nxt, q)
+        with torch.no_grad():
+            logits = rotated.module(rotated.normalize(probe)).double()
+        change = float((logits - reference).abs().max())
+        dis = dissect(rotated, data, [f"{name}.rotate"], progress=False)[f"{name}.rotate"]
+        per_layer[name][kind].append({"seed": r, "max_logit_change": change, **unique(dis)})
+    for name, entry in per_layer.items():
+        orig = entry["original"]["unique"]
+        rot = [x["unique"] for x in entry["rotation"]]
+        entry["unique_after_rotation_mean"] = float(np.mean(rot))
+        entry["unique_drop"] = round(1 - float(np.mean(rot)) / orig, 4) if orig else None
+        results[name] = entry
+    summary: dict[str, Any] = {
+        "run": {"size": spec.size, "n": spec.n, "epochs": spec.epochs, "seed": seed},
+        "dissect_images": dissect_images,
+        "layers": results,
+        "bau_2017_alexnet_conv5_drop": 0.8,
+    }
+    summary["findings"] = []
+    for name, e in results.items():
+        changes = [x["max_logit_change"] for x in e["rotation"] + e["permutation"]]
+        perm = e["permutation"][0]["unique"]
+        drop = e["unique_drop"]
+        summary["findings"].append(
+            f"Rotating {name} (the network's output changes by at most {max(changes):.1e}) "
+            f"takes its unique detectors from {e['original']['unique']} to "
+            f"{e['unique_after_rotation_mean']:.1f} on average over {rotations} rotations "
+            f"({'a drop of ' + format(drop, '.0%') if drop is not None else 'no detectors'}; "
+            f"Bau et al.: ~80% for AlexNet conv5); detector units "
+            f"{e['original']['detectors']} -> "
+            f"{np.mean([x['detectors'] for x in e['rotation']]):.1f}; a permutation keeps "
+            f"{perm} (control)."
+        )
+    write_json(out / "axis_alignment.json", summary)
+    _figure(out, summary)
+    return summary
+
+
+def _figure(out: Path, summary: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..report.figures import save_figure
+
+    layers = list(summary["layers"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    x = np.arange(len(layers))
+    orig = [summary["layers"][n]["original"]["unique"] for n in layers]
+    perm = [summary["layers"][n]["permutation"][0]["unique"] for n in layers]
+    rot = [[r["unique"] for r in summary["layers"][n]["rotation"]] for n in layers]
+    ax.bar(x - 0.25, orig, width=0.25, label="original units")
+    ax.bar(x, perm, width=0.25, label="permuted (control)")
+    ax.bar(x + 0.25, [np.mean(r) for r in rot], width=0.25, label="random rotation (mean)")
+    for i, r in enumerate(rot):
+        ax.plot([i + 0.25] * len(r), r, "k.", ms=4)
+    ax.set_xticks(x, layers)
+    ax.set_ylabel("unique concepts detected")
+    ax.legend(fontsize=7)
+    ax.set_title("Axis alignment: same function, rotated basis", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out / "axis_alignment.png")

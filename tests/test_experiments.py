@@ -1,0 +1,96 @@
+"""Experiments' instruments: the rotation keeps the function, a permutation keeps detectors,
+layer identification and redundancy counts on planted cases, and tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+import interp
+from interp.data.concepts import PartsWorldConcepts
+from interp.experiments._common import RunSpec
+from interp.experiments.axis_alignment import random_orthogonal, rotate_layer
+from interp.experiments.convergence import convergence, layer_identification
+from interp.experiments.redundancy import layer_redundancy
+from interp.probes.dissect import dissect
+
+TINY = RunSpec(size=32, n=192, epochs=1, width=0.25, snapshots=(1,))
+
+
+def _cnn(seed: int = 0):
+    return interp.load_model("simplecnn", weights="none", seed=seed, width=0.25, input_size=32)
+
+
+def test_rotation_keeps_the_function():
+    model = _cnn()
+    x = model.example_input(4)
+    q = random_orthogonal(24, seed=3)
+    assert torch.allclose(q @ q.T, torch.eye(24, dtype=torch.float64), atol=1e-12)
+    rotated = rotate_layer(model, "features.relu4", "features.conv5", q)
+    with torch.no_grad():
+        a = model.module(model.normalize(x))
+        b = rotated.module(rotated.normalize(x))
+        assert (a - b).abs().max() < 1e-5
+        m64, r64 = model.module.double(), rotated.module.double()
+        d = (m64(model.normalize(x).double()) - r64(model.normalize(x).double())).abs().max()
+    assert d < 1e-6  # what is left is the float32 rounding of the compensated weights
+    model.module.float()
+    # the rotated units differ from the original ones
+    acts = interp.capture(rotated, model.normalize(x).double(), ["features.relu4.rotate"])
+    orig = interp.capture(model.module.double(), model.normalize(x).double(), ["features.relu4"])
+    assert not torch.allclose(acts["features.relu4.rotate"], orig["features.relu4"])
+
+
+def test_a_permutation_keeps_the_detectors():
+    model = _cnn(1)
+    data = PartsWorldConcepts(n=48, size=32)
+    base = dissect(model, data, ["features.relu4"], progress=False)["features.relu4"]
+    q = random_orthogonal(base.units, seed=4, permutation=True)
+    perm = rotate_layer(model, "features.relu4", "features.conv5", q)
+    moved = dissect(perm, data, ["features.relu4.rotate"], progress=False)
+    d = moved["features.relu4.rotate"]
+    order = q.argmax(dim=1).numpy()  # new unit i is old unit order[i]
+    assert np.allclose(d.best_iou, base.best_iou[order], atol=1e-6)
+    assert d.counts() == base.counts()
+
+
+def test_layer_identification_on_planted_similarities():
+    cka = np.full((3, 3, 4, 4), 0.2)
+    for i in range(4):
+        cka[:, :, i, i] = 0.9
+    assert layer_identification(cka) == 1.0
+    cka[0, 1, 2, 3] = 0.95  # one miss out of 3*2*4 cases
+    assert layer_identification(cka) == 1 - 1 / 24
+
+
+def test_redundancy_counts_planted_duplicates_and_reciprocal_pairs():
+    model = _cnn(2)
+    conv = model.module.features.conv3
+    with torch.no_grad():
+        conv.weight[1] = conv.weight[0]  # a duplicate
+        conv.weight[3] = -conv.weight[2]  # a sign-flipped twin
+    model.module.features.bn3.running_mean.zero_()
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    r = layer_redundancy(model, images)["features.conv3"]
+    assert r["near_duplicate_pairs"] >= 1 and r["filter_cosine_above_0.9"] >= 1
+    assert r["negative_reciprocal_r_below_-0.9"] >= 1 and r["filter_cosine_below_-0.9"] >= 1
+
+
+def test_convergence_end_to_end_tiny(tmp_path):
+    s = convergence(
+        tmp_path,
+        seeds=2,
+        spec=TINY,
+        probe_images=24,
+        minibatch=12,
+        match_images=8,
+        dissect_images=16,
+        progress=False,
+    )
+    doc = json.loads((tmp_path / "convergence.json").read_text())
+    assert doc["layer_identification_linear"] == s["layer_identification_linear"]
+    assert np.asarray(doc["cka_linear_cross_seed"]).shape == (6, 6)
+    assert (tmp_path / "convergence.png").stat().st_size > 1000
+    assert len(s["findings"]) >= 3
