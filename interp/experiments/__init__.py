@@ -1,0 +1,1 @@
+"""Experiments on why units specialize."""
