@@ -314,6 +314,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/units"), help="output folder")
 
     p = sub.add_parser(
+        "experiment",
+        parents=[common],
+        help="why units specialize: multiclass-lab, symmetry, convergence, redundancy, "
+        "axis-alignment, transfer, all",
+        description="Run one experiment (JSON + PNGs in OUT) or all of them (OUT/<name>/, "
+        "networks shared in OUT/runs, finished experiments reused; OUT/summary.md answers "
+        "the question in sentences with their numbers and figures).",
+    )
+    p.add_argument(
+        "name",
+        choices=[
+            "multiclass-lab",
+            "symmetry",
+            "convergence",
+            "redundancy",
+            "axis-alignment",
+            "transfer",
+            "all",
+        ],
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="multiclass-lab: network seeds [100]; convergence: networks [5]; "
+        "axis-alignment: rotations [3]",
+    )
+    p.add_argument("--runs", type=Path, default=None, help="trained networks [OUT/runs]")
+    p.add_argument("--force", action="store_true", help="all: rerun finished experiments")
+    p.add_argument("--out", type=Path, default=None, help="output folder [out/experiments]")
+
+    p = sub.add_parser(
         "data",
         help="datasets: preview PartsWorld with its masks",
         description="Look at a dataset. `interp data preview partsworld --out DIR` writes a "
@@ -479,6 +511,27 @@ def _cmd_unit(args: argparse.Namespace) -> int:
     if "label" in h:
         print(f"  label {h['label'] or 'none'} (IoU {h['iou']:.3f})", end="")
     print(f"\nwrote {Path(args.out) / doc['png']}")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments.suite import experiment_all, run_experiment
+
+    progress = not args.quiet
+    if args.name == "all":
+        out = args.out or Path("out/experiments")
+        summary = experiment_all(out, force=args.force, progress=progress)
+        for block in summary["questions"]:
+            print(f"\n{block['question']}")
+            for a in block["answers"]:
+                print(f"  - [{a['experiment']}] {a['finding']}")
+        print(f"\nwrote {out}/summary.md, summary.json and a folder per experiment")
+        return 0
+    out = args.out or Path("out/experiments") / args.name
+    summary = run_experiment(args.name, out, seeds=args.seeds, runs=args.runs, progress=progress)
+    for finding in summary.get("findings", []):
+        print(f"- {finding}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -676,6 +729,7 @@ _COMMANDS = {
     "examples": _cmd_examples,
     "attribute": _cmd_attribute,
     "unit": _cmd_unit,
+    "experiment": _cmd_experiment,
 }
 
 
