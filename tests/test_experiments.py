@@ -94,3 +94,35 @@ def test_convergence_end_to_end_tiny(tmp_path):
     assert np.asarray(doc["cka_linear_cross_seed"]).shape == (6, 6)
     assert (tmp_path / "convergence.png").stat().st_size > 1000
     assert len(s["findings"]) >= 3
+
+
+def test_suite_summary_and_resume(tmp_path, monkeypatch):
+    from interp.experiments import suite
+
+    calls = []
+
+    def fake(name):
+        def run(out, seeds, runs, progress):
+            calls.append(name)
+            out.mkdir(parents=True, exist_ok=True)
+            doc = {"findings": [f"{name} measured {len(name)}."]}
+            (out / suite.EXPERIMENTS[name][1]).write_text(json.dumps(doc))
+            (out / "figure.png").write_bytes(b"png")
+            return doc
+
+        return run
+
+    table = {k: (fake(k), v[1], v[2]) for k, v in suite.EXPERIMENTS.items()}
+    monkeypatch.setattr(suite, "EXPERIMENTS", table)
+    summary = suite.experiment_all(tmp_path, progress=False)
+    assert len(calls) == len(table)
+    md = (tmp_path / "summary.md").read_text()
+    for question, names in suite.QUESTIONS:
+        assert question in md
+        for n in names:
+            assert f"{n} measured {len(n)}." in md and f"]({n}/figure.png)" in md
+    assert json.loads((tmp_path / "summary.json").read_text())["questions"] == summary["questions"]
+    suite.experiment_all(tmp_path, progress=False)  # finished experiments are reused
+    assert len(calls) == len(table)
+    suite.experiment_all(tmp_path, force=True, progress=False)
+    assert len(calls) == 2 * len(table)

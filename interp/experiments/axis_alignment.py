@@ -151,15 +151,23 @@ def axis_alignment(
             f"Rotating {name} (the network's output changes by at most {max(changes):.1e}) "
             f"takes its unique detectors from {e['original']['unique']} to "
             f"{e['unique_after_rotation_mean']:.1f} on average over {rotations} rotations "
-            f"({'a drop of ' + format(drop, '.0%') if drop is not None else 'no detectors'}; "
+            f"({_change(drop)}; "
             f"Bau et al.: ~80% for AlexNet conv5); detector units "
             f"{e['original']['detectors']} -> "
-            f"{np.mean([x['detectors'] for x in e['rotation']]):.1f}; a permutation keeps "
-            f"{perm} (control)."
+            f"{np.mean([x['detectors'] for x in e['rotation']]):.1f}, mean best IoU "
+            f"{e['original']['mean_best_iou']:.3f} -> "
+            f"{np.mean([x['mean_best_iou'] for x in e['rotation']]):.3f}; a permutation keeps "
+            f"{perm} unique concepts (control)."
         )
     write_json(out / "axis_alignment.json", summary)
     _figure(out, summary)
     return summary
+
+
+def _change(drop: float | None) -> str:
+    if drop is None:
+        return "no detectors to begin with"
+    return f"a drop of {drop:.0%}" if drop >= 0 else f"a rise of {-drop:.0%}"
 
 
 def _figure(out: Path, summary: dict[str, Any]) -> None:

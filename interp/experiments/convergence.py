@@ -216,9 +216,11 @@ def convergence(
         f"{ident_lin:.1%} of cases (minibatch unbiased CKA: {ident_mb:.1%}; chance "
         f"{1 / nl:.0%}; Kornblith et al. 2019: 99.3% on CIFAR-10 CNNs)"
         + (f"; the misses are {', '.join(sorted(set(misses)))}." if misses else "."),
-        f"Same-layer CKA across seeds falls from {diag_lin[0]:.2f} ({LAYERS[0]}) to "
-        f"{diag_lin.min():.2f} ({LAYERS[int(diag_lin.argmin())]}) and is "
-        f"{diag_lin[-1]:.2f} at the logits: early layers are the most alike.",
+        f"Same-layer linear CKA across seeds is highest at {LAYERS[int(diag_lin.argmax())]} "
+        f"({diag_lin.max():.2f}) and lowest at {LAYERS[int(diag_lin.argmin())]} "
+        f"({diag_lin.min():.2f}); by layer: "
+        + ", ".join(f"{n.split('.')[-1]} {v:.2f}" for n, v in zip(LAYERS, diag_lin, strict=True))
+        + ".",
         f"Unit by unit, the median one-to-one matched correlation is "
         f"{matching[first]['matched_r_quantiles_10_50_90'][1]:.2f} in {first} and "
         f"{matching[last]['matched_r_quantiles_10_50_90'][1]:.2f} in {last}; "

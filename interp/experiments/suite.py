@@ -115,16 +115,17 @@ def experiment_all(
     out.mkdir(parents=True, exist_ok=True)
     runs = out / "runs"
     results: dict[str, Any] = {}
-    timing: dict[str, float] = {}
+    timing: dict[str, float | str] = {}
     for name, (_, filename, _) in EXPERIMENTS.items():
         folder = out / name
         done = folder / filename
         start = time.perf_counter()
         if done.is_file() and not force:
             results[name] = json.loads(done.read_text())
+            timing[name] = "reused"
         else:
             results[name] = run_experiment(name, folder, runs=runs, progress=progress)
-        timing[name] = round(time.perf_counter() - start, 1)
+            timing[name] = round(time.perf_counter() - start, 1)
     summary = {
         "questions": [
             {
