@@ -346,6 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder [out/experiments]")
 
     p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="the whole job on one static page: inventory, atlas, examples, hierarchy",
+        description="Build OUT/index.html (static, works from file://) and report.json: the "
+        "hierarchy verdict and profile, one section per layer with unit cards (feature "
+        "visualization, dataset examples, scores), the experiments' answers when given. Every "
+        "stage is cached: a rerun reuses finished stages (--force redoes them).",
+    )
+    p.add_argument("model", help="model spec or run folder")
+    p.add_argument("--data", default="partsworld", help="hierarchy data [partsworld]")
+    p.add_argument("--examples-data", default=None, help="[photos for ImageNet-sized models]")
+    p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
+    p.add_argument("--experiments", type=Path, default=None, help="an `experiment all` --out")
+    p.add_argument("--quick", action="store_true", help="tiny settings (a few minutes)")
+    p.add_argument("--force", action="store_true", help="redo every stage")
+    p.add_argument("--out", type=Path, default=None, help="output folder [out/report-MODEL]")
+
+    p = sub.add_parser(
         "data",
         help="datasets: preview PartsWorld with its masks",
         description="Look at a dataset. `interp data preview partsworld --out DIR` writes a "
@@ -532,6 +550,27 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     for finding in summary.get("findings", []):
         print(f"- {finding}")
     print(f"wrote {out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report.page import report
+
+    model = _load(args)
+    out = args.out or _model_dir(args, "report")
+    layers = [x.strip() for x in args.layers.split(",")] if args.layers else None
+    page = report(
+        model,
+        out,
+        data=args.data,
+        examples_data=args.examples_data,
+        layers=layers,
+        quick=args.quick,
+        force=args.force,
+        experiments=args.experiments,
+        progress=not args.quiet,
+    )
+    print(f"report: {page.resolve()}")
     return 0
 
 
@@ -730,6 +769,7 @@ _COMMANDS = {
     "attribute": _cmd_attribute,
     "unit": _cmd_unit,
     "experiment": _cmd_experiment,
+    "report": _cmd_report,
 }
 
 
