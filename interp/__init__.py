@@ -10,9 +10,10 @@ The public API::
     top5 = interp.classify(model, ["cat.png"])
     result = interp.render_channels(model, "_blocks.5", range(16))   # feature visualizations
     h = interp.hierarchy(model, data="partsworld", control="random-init")  # edges -> parts?
+    interp.report(model, "out/report")                        # all of it on one static page
 """
 
-from . import objectives
+from . import objectives, report
 from .attribution import attribute
 from .capture import ActivationCapture, capture, layer_names, resolve_layer
 from .classify import Prediction, classify
@@ -67,6 +68,7 @@ __all__ = [
     "objectives",
     "render",
     "render_channels",
+    "report",
     "resolve_device",
     "resolve_layer",
     "save_checkpoint",

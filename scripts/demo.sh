@@ -1,41 +1,63 @@
 #!/usr/bin/env bash
-# The main job on the embedded default model (EfficientNet-Lite0, ImageNet weights):
-# its layer inventory with measured receptive fields, a classification of the photos that
-# ship with scikit-image, and a feature-visualization atlas of all 16 blocks (4 units each,
-# checked against natural crops; resumable) and the hierarchy check (edges -> parts ->
-# objects per layer against a random-init control, on PartsWorld). Creates .venv on a fresh
-# clone.
-#   ./scripts/demo.sh [--device auto|cpu|cuda] [--quiet]    (output: out/demo/)
+# The main job: the question "why do units specialize?" answered for one pretrained and one
+# fresh model, as two static report pages.
+#   1. efficientnet_lite0 (embedded ImageNet weights): layer inventory, classification of the
+#      photos inside scikit-image, then `interp report` (atlas, dataset examples, hierarchy
+#      check against random-init controls, unit cards);
+#   2. a PartsWorld CNN: the experiments on why units specialize (`interp experiment all`,
+#      which trains the networks it needs), then `interp report` of one of those networks
+#      with the experiments' answers on its page.
+# Every stage is cached: a rerun reuses finished work. Creates .venv on a fresh clone.
+#   ./scripts/demo.sh [--quick] [--device auto|cpu|cuda] [--quiet]     (output: out/demo/)
+# Default: about 15 minutes on 2 CPU cores; --quick (tiny settings, a smoke test): 2-3 minutes.
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$root"
+quick=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--quick" ]; then quick=1; else args+=("$a"); fi
+done
 out="${INTERP_DEMO_OUT:-out/demo}"
-mkdir -p "$out/layers" "$out/classify" "$out/atlas" "$out/hierarchy"
-echo "== layer inventory of efficientnet_lite0" >&2
-interp layers efficientnet_lite0 --out "$out/layers" "$@" > /dev/null
-echo "== classifying the skimage.data photos" >&2
-interp classify efficientnet_lite0 --photos --top 5 --out "$out/classify" "$@" > "$out/classify/predictions.txt"
-head -n 12 "$out/classify/predictions.txt"
-echo "== feature-visualization atlas (16 blocks x 4 units; about a minute on 2 CPU cores)" >&2
-interp atlas efficientnet_lite0 --per-layer 4 --steps 128 --size 96 --out "$out/atlas" "$@" \
-  > "$out/atlas/summary.txt"
-tail -n 1 "$out/atlas/summary.txt"
-echo "== hierarchy check against two random-init controls (about 4 minutes on 2 CPU cores)" >&2
-interp hierarchy efficientnet_lite0 --data partsworld --out "$out/hierarchy" "$@" \
-  > "$out/hierarchy/summary.txt"
-grep '^verdict' "$out/hierarchy/summary.txt"
+[ "$quick" = 1 ] && out="${INTERP_DEMO_OUT:-out/demo-quick}"
+mkdir -p "$out/classify"
+report_flags=()
+[ "$quick" = 1 ] && report_flags+=(--quick)
+
+echo "== efficientnet_lite0: classifying the skimage.data photos" >&2
+interp classify efficientnet_lite0 --photos --top 5 --out "$out/classify" "${args[@]}" \
+  > "$out/classify/predictions.txt"
+head -n 6 "$out/classify/predictions.txt"
+
+echo "== efficientnet_lite0: report (atlas, examples, hierarchy check, unit cards)" >&2
+interp report efficientnet_lite0 --out "$out/lite0" "${report_flags[@]}" "${args[@]}"
+
+echo "== PartsWorld CNN: why units specialize (experiments; trains the networks it needs)" >&2
+if [ "$quick" = 1 ]; then
+  pw="$out/pw-run"
+  if [ ! -f "$pw/metrics.json" ] || ! grep -q test_acc "$pw/metrics.json"; then
+    resume=()
+    [ -f "$pw/checkpoint.pt" ] && resume=(--resume)
+    interp train --arch simplecnn --data partsworld --n 600 --size 32 --epochs 2 --width 0.5 \
+      --out "$pw" "${resume[@]}" "${args[@]}" > /dev/null
+  fi
+  interp experiment multiclass-lab --seeds 20 --out "$out/experiments/multiclass-lab" \
+    "${args[@]}" > /dev/null
+  experiments=()
+else
+  interp experiment all --out "$out/experiments" "${args[@]}" > "$out/experiments.txt"
+  pw="$out/experiments/runs/pw-48px-n6000-e6-w0.5-s0"
+  experiments=(--experiments "$out/experiments")
+fi
+
+echo "== PartsWorld CNN: report" >&2
+interp report "$pw" --out "$out/pw" "${experiments[@]}" "${report_flags[@]}" "${args[@]}"
+
 cat <<MSG
 
 demo output is in $root/$out:
-  layers/layers.txt        every module: type, output shape, receptive field, stride
-  layers/layers.json       the same as JSON, with the model summary
-  layers/layers.png        receptive field, stride and width by depth
-  classify/predictions.png the photos with their top-3 ImageNet classes
-  classify/predictions.json, predictions.txt
-  atlas/overview.png       what units of each block respond to, early (top) to late (bottom)
-  atlas/<block>/grid.png   each block's units: value reached vs. best natural crop
-  atlas/index.json         every unit's objective value and natural-crop maximum
-  hierarchy/profile.png    edge units and colour/edge/part/object detectors per layer,
-                           model vs. random-init control, with the verdict
-  hierarchy/osi.png, detectors.png, first_conv.png, hierarchy.json, summary.txt
+  lite0/index.html         the report on EfficientNet-Lite0 (open it in a browser)
+  pw/index.html            the report on the PartsWorld CNN$([ "$quick" = 1 ] || echo ", with the experiments' answers")
+  classify/predictions.txt the photos' top-5 ImageNet classes
+  experiments/             $([ "$quick" = 1 ] && echo "the course lab (quick)" || echo "summary.md: the answers to the question, with figures")
 MSG

@@ -1,0 +1,178 @@
+"""The report: a quick report of a small model is complete, escaped and atomic; a run killed
+midway resumes without redoing finished stages; a headless browser loads every image.
+
+The browser check needs Chromium (``.ci/run`` installs Debian's ``chromium`` when missing);
+without it that one test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import interp
+from interp.report import page as page_mod
+from interp.report.page import report
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+        d = dict(attrs)
+        if tag == "img":
+            self.srcs.append(d["src"])
+        if tag == "a" and d.get("href"):
+            self.links.append(d["href"])
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    model = interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=32)
+    model.name = "tiny <cnn> & co"  # escaping
+    page = report(model, out, quick=True, progress=False)
+    return model, out, page
+
+
+def test_quick_report_is_complete_and_escaped(quick_report):
+    _, out, page = quick_report
+    text = page.read_text()
+    assert "tiny &lt;cnn&gt; &amp; co" in text and "tiny <cnn>" not in text
+    parser = _Images()
+    parser.feed(text)
+    assert len(parser.srcs) >= 6
+    for src in parser.srcs + parser.links:
+        assert not src.startswith(("http:", "https:", "/")), src  # no external assets
+        assert (out / src).is_file(), src
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["hierarchy"]["verdict"]["verdict"] in ("holds", "does not hold", "inconclusive")
+    assert all(doc["units"].values())
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_killed_report_resumes_without_redoing_stages(tmp_path, monkeypatch):
+    model = interp.load_model("simplecnn", weights="none", seed=1, width=0.25, input_size=32)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import importlib
+
+    module = importlib.import_module("interp.probes.hierarchy")
+    monkeypatch.setattr(module, "hierarchy", killed)
+    with pytest.raises(KeyboardInterrupt):
+        report(model, tmp_path, quick=True, progress=False)
+    assert not (tmp_path / "index.html").exists()  # never a page that links missing files
+    done = {p.stem for p in (tmp_path / "stages").glob("*.json")}
+    assert done == {"inventory", "atlas", "examples"}
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "stages").glob("*.json")}
+    monkeypatch.undo()
+    report(model, tmp_path, quick=True, progress=False)
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["seconds"]["inventory"] == doc["seconds"]["atlas"] == "reused"
+    assert doc["seconds"]["examples"] == "reused"
+    assert isinstance(doc["seconds"]["hierarchy"], float)
+    for name, stamp in stamps.items():
+        assert (tmp_path / "stages" / name).stat().st_mtime_ns == stamp
+    # a complete rerun reuses everything
+    report(model, tmp_path, quick=True, progress=False)
+    again = json.loads((tmp_path / "report.json").read_text())
+    assert set(again["seconds"].values()) == {"reused"}
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (.ci/run installs it)")
+def test_headless_browser_loads_every_image(quick_report, tmp_path):
+    _, out, page = quick_report
+    check = out / "check.html"
+    probe = (
+        "<script>window.addEventListener('load', () => {"
+        "const imgs = [...document.images];"
+        "const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);"
+        "const p = document.createElement('pre'); p.id = 'interp-check';"
+        "p.textContent = 'IMAGES ' + imgs.length + ' BROKEN ' + bad.length + ' ' + bad.join(' ');"
+        "document.body.appendChild(p);});</script>"
+    )
+    check.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+    ]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    dom = subprocess.run(
+        [_chromium(), *flags, "--dump-dom", check.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    ).stdout
+    found = re.search(r"IMAGES (\d+) BROKEN (\d+)", dom)
+    assert found, dom[-2000:]
+    assert int(found.group(1)) >= 6 and int(found.group(2)) == 0, dom[-2000:]
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [_chromium(), *flags, f"--screenshot={shot}", "--window-size=1200,1400", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        env=env,
+    )
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.std() > 10  # not a blank page
+    assert (pixels < 128).mean() > 0.01  # some text and figures drawn
+
+
+def test_report_cli_help():
+    from interp.cli import main
+
+    with pytest.raises(SystemExit) as code:
+        main(["report", "--help"])
+    assert code.value.code == 0
+    assert page_mod.QUICK["per_layer"] < page_mod.FULL["per_layer"]
+
+
+def test_demo_quick_builds_both_pages(tmp_path):
+    """`./scripts/demo.sh --quick`: the whole demo with tiny settings (about a minute)."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "demo"
+    env = {**os.environ, "INTERP_DEMO_OUT": str(out), "INTERP_OFFLINE": "1"}
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "demo.sh"), "--quick", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("lite0", "pw"):
+        page = out / name / "index.html"
+        assert page.is_file() and "Early edges, later parts?" in page.read_text()
+    assert "lite0/index.html" in done.stdout
