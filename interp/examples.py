@@ -63,6 +63,14 @@ class RunningTopK:
         its = torch.cat([self.items, items.cpu().expand(units, -1)], dim=1)
         srcs = torch.cat([self.sources, sources.cpu().expand(units, -1)], dim=1)
         pos = torch.cat([self.positions, positions.cpu()], dim=1)
+        self._select(key, its, srcs, pos)
+
+    def _select(
+        self, key: torch.Tensor, its: torch.Tensor, srcs: torch.Tensor, pos: torch.Tensor
+    ) -> None:
+        # best first, ties by item index (what streaming the items in order keeps)
+        by_item = torch.argsort(torch.where(its < 0, its.max() + 1, its), dim=1, stable=True)
+        key, its, srcs, pos = (t.gather(1, by_item) for t in (key, its, srcs, pos))
         order = torch.argsort(key, dim=1, descending=True, stable=True)
         key, its, srcs, pos = (t.gather(1, order) for t in (key, its, srcs, pos))
         if self.dedup:
@@ -82,6 +90,16 @@ class RunningTopK:
         self.items = its.masked_fill(invalid, -1)
         self.sources = srcs.masked_fill(invalid, -1)
         self.positions = pos.masked_fill(invalid, -1)
+
+    def merge(self, others: list[RunningTopK]) -> None:
+        """Merge other ranks' lists into this one, exactly as one process would have kept."""
+        parts = [self, *others]
+        self._select(
+            torch.cat([p.key for p in parts], dim=1),
+            torch.cat([p.items for p in parts], dim=1),
+            torch.cat([p.sources for p in parts], dim=1),
+            torch.cat([p.positions for p in parts], dim=1),
+        )
 
     @property
     def values(self) -> torch.Tensor:
@@ -224,8 +242,14 @@ def examples(
     if receptive_fields is None or any(n not in receptive_fields for n in names):
         found = inventory(model, names=names, input_size=tuple(first.shape[-2:]))
         receptive_fields = {i.name: i.rf_size[0] for i in found if i.rf_size}
+    from . import distributed as dist
+
+    mine = dist.shard(len(dataset))  # every item in a single process; this rank's otherwise
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+        torch.utils.data.Subset(dataset, mine),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
     )
     device = model.device
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
@@ -235,8 +259,8 @@ def examples(
     with torch.no_grad(), ActivationCapture(model.module, names) as cap:
         for images, _ in tqdm(loader, desc="examples", disable=not progress, leave=False):
             b = len(images)
-            idx = torch.arange(start, start + b)
-            src = torch.tensor([_source(dataset, i) for i in range(start, start + b)])
+            idx = torch.tensor(mine[start : start + b])
+            src = torch.tensor([_source(dataset, int(i)) for i in idx])
             start += b
             x = model.normalize(images).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -264,6 +288,13 @@ def examples(
                 if bottom:
                     lo, lo_pos = flat.min(dim=2)
                     results[name].bottom.update(lo.T, idx, src, lo_pos.T)  # type: ignore[union-attr]
+    if dist.is_distributed():  # exact merge of every rank's lists, on every rank
+        gathered = dist.all_gather({n: (r.top, r.bottom) for n, r in results.items()})
+        for name, r in results.items():
+            r.top.merge([g[name][0] for i, g in enumerate(gathered) if i != dist.rank()])
+            if r.bottom is not None:
+                r.bottom.merge([g[name][1] for i, g in enumerate(gathered) if i != dist.rank()])
+        start = len(dataset)
     if not results:
         raise InterpError("none of the layers has a 4-D (N, C, H, W) output: " + ", ".join(skipped))
     for r in results.values():

@@ -155,6 +155,20 @@ class StreamingQuantile:
             merged = merged.topk(self.capacity, dim=1, sorted=False).values
         self.buffer = merged
 
+    def merge(self, others: list[StreamingQuantile]) -> None:
+        """Fold other ranks' streams into this one: the union's top values, its maximum and
+        how often it occurs, the number of values kept (exact for the unsampled quantile)."""
+        dev = self.buffer.device
+        merged = torch.cat([self.buffer, *[o.buffer.to(dev) for o in others]], dim=1)
+        if merged.shape[1] > self.capacity:
+            merged = merged.topk(self.capacity, dim=1, sorted=False).values
+        self.buffer = merged
+        tops = torch.stack([self.top, *[o.top.to(dev) for o in others]])
+        counts = torch.stack([self.at_top, *[o.at_top.to(dev) for o in others]])
+        self.top = tops.max(dim=0).values
+        self.at_top = torch.where(tops == self.top[None], counts, 0).sum(dim=0)
+        self.kept += sum(o.kept for o in others)
+
     @property
     def sampled(self) -> bool:
         return self.rate < 1.0
@@ -255,6 +269,20 @@ class IoUAccumulator:
         idxs = torch.cat([self.top_idx, ids], dim=1)
         keep = vals.topk(min(self.m, vals.shape[1]), dim=1)
         self.top_val, self.top_idx = keep.values, idxs.gather(1, keep.indices)
+
+    def merge(self, others: list[IoUAccumulator]) -> None:
+        """Add other ranks' counts; keep the overall top images (ties by dataset index)."""
+        dev = self.t.device
+        for o in others:
+            self.inter += o.inter.to(dev)
+            self.act_area += o.act_area.to(dev)
+            self.mask_area += o.mask_area.to(dev)
+        vals = torch.cat([self.top_val, *[o.top_val.to(dev) for o in others]], dim=1)
+        idxs = torch.cat([self.top_idx, *[o.top_idx.to(dev) for o in others]], dim=1)
+        by_idx = torch.argsort(idxs, dim=1, stable=True)
+        vals, idxs = vals.gather(1, by_idx), idxs.gather(1, by_idx)
+        order = torch.argsort(vals, dim=1, descending=True, stable=True)[:, : self.m]
+        self.top_val, self.top_idx = vals.gather(1, order), idxs.gather(1, order)
 
     def iou(self) -> np.ndarray:
         """``(C, K)`` IoU of every unit with every concept (0 where the union is empty)."""
@@ -379,14 +407,20 @@ class Dissection(dict):
 
 
 class _Items(torch.utils.data.Dataset):
+    """This rank's items (all of them in a single process), with their dataset indices."""
+
     def __init__(self, data: ConceptData, masks: bool) -> None:
+        from .. import distributed as dist
+
         self.data, self.masks = data, masks
+        self.indices = dist.shard(len(data))
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[int, ConceptItem]:
-        return i, self.data.item(i, masks=self.masks)
+        j = self.indices[i]
+        return j, self.data.item(j, masks=self.masks)
 
 
 def _collate(batch: list[tuple[int, ConceptItem]]) -> tuple[list[int], list[ConceptItem]]:
@@ -517,6 +551,17 @@ def dissect(
         if n_classes and (labels >= 0).all():
             class_count.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
 
+    from .. import distributed as dist
+
+    if dist.is_distributed():  # exact merge of every rank's first pass
+        gathered = dist.all_gather(
+            {n: (quant[n], sums[n]) for n in quant} | {"__count": class_count}
+        )
+        for name in quant:
+            quant[name].merge([g[name][0] for i, g in enumerate(gathered) if i != dist.rank()])
+            sums[name] = torch.stack([g[name][1] for g in gathered]).sum(dim=0)
+        class_count = torch.stack([g["__count"] for g in gathered]).sum(dim=0)
+
     # pass 2: IoU with every concept
     cat_of = data.category_of()
     accs = {
@@ -535,6 +580,11 @@ def dissect(
     ):
         for name, a in acts.items():
             accs[name].update(a, items, indices)
+
+    if dist.is_distributed():
+        gathered = dist.all_gather({n: a for n, a in accs.items()})
+        for name, acc in accs.items():
+            acc.merge([g[name] for i, g in enumerate(gathered) if i != dist.rank()])
 
     results = Dissection(skipped=skipped, data=data.name)
     have_classes = n_classes >= 2 and bool((class_count > 0).all())

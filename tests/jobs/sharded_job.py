@@ -1,0 +1,42 @@
+"""Run by tests/test_distributed.py, once alone and once under ``torchrun --nproc_per_node=2``:
+examples and dissection of a small CNN; rank 0 saves the merged results to ``argv[1]``."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+import interp
+from interp import distributed as dist
+from interp.data.concepts import PartsWorldConcepts
+from interp.data.partsworld import PartsWorld
+from interp.examples import examples
+from interp.probes.dissect import dissect
+
+
+def main(out: str) -> None:
+    dist.setup("cpu")
+    torch.set_num_threads(1)
+    model = interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=32)
+    layers = ["features.relu2", "features.relu4"]
+    ex = examples(model, PartsWorld(50, 32, seed=5), layers, k=4, bottom=True, progress=False)
+    dis = dissect(model, PartsWorldConcepts(n=45, size=32), layers, batch_size=8, progress=False)
+    if dist.is_main():
+        arrays = {}
+        for name in layers:
+            r = ex[name]
+            arrays[f"{name}/top_items"] = r.top.items.numpy()
+            arrays[f"{name}/top_values"] = r.top.values.numpy()
+            arrays[f"{name}/top_positions"] = r.top.positions.numpy()
+            arrays[f"{name}/bottom_items"] = r.bottom.items.numpy()
+            d = dis[name]
+            arrays[f"{name}/thresholds"] = d.thresholds
+            arrays[f"{name}/iou"] = d.iou
+            arrays[f"{name}/class_means"] = d.class_means
+        np.savez(out, world=dist.world(), **arrays)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

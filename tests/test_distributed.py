@@ -1,0 +1,50 @@
+"""Sharding with torchrun (gloo, CPU): the merged results of 2 ranks equal one process's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from interp import distributed as dist
+
+JOB = Path(__file__).parent / "jobs" / "sharded_job.py"
+
+
+def test_shard_is_everything_in_one_process():
+    assert dist.shard(5) == [0, 1, 2, 3, 4] and dist.world() == 1 and dist.is_main()
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun is not installed",
+)
+def test_two_ranks_equal_one_process(tmp_path):
+    env = {**os.environ, "INTERP_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    single = tmp_path / "single.npz"
+    subprocess.run([sys.executable, str(JOB), str(single)], check=True, env=env, timeout=300)
+    sharded = tmp_path / "sharded.npz"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(JOB), str(sharded)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = np.load(single), np.load(sharded)
+    assert int(a["world"]) == 1 and int(b["world"]) == 2
+    for key in a.files:
+        if key == "world":
+            continue
+        if key.endswith(("items", "positions")):
+            assert np.array_equal(a[key], b[key]), key  # the same images, in the same order
+        else:
+            assert np.allclose(a[key], b[key], atol=1e-5, equal_nan=True), key
