@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         "label.csv, images/) [partsworld]",
     )
     p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
-    p.add_argument("--n", type=int, default=None, help="probe images [PartsWorld 1000; all]")
+    p.add_argument(
+        "--n", "--images", type=int, default=None, help="probe images [PartsWorld 1000; all]"
+    )
     p.add_argument("--size", type=int, default=None, help="image size [model's, at most 128]")
     p.add_argument("--control-seeds", default="0,1", help="seeds of the random-init controls [0,1]")
     p.add_argument("--quantile", type=float, default=0.005, help="unit threshold quantile [0.005]")
@@ -269,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="photos", help="[photos]")
     p.add_argument("--layers", default=None, help="comma-separated layers [every block]")
     p.add_argument("--k", type=int, default=9, help="examples per unit [9]")
-    p.add_argument("--n", type=int, default=None, help="images [photos 1000, partsworld 2000]")
+    p.add_argument(
+        "--n",
+        "--images",
+        type=int,
+        default=None,
+        help="images [photos 1000, partsworld 2000] (--images under torchrun, whose own "
+        "options --n* would otherwise swallow --n)",
+    )
     p.add_argument("--size", type=int, default=None, help="image size [model's for photos]")
     p.add_argument("--bottom", action="store_true", help="also the k most negative images")
     p.add_argument("--no-dedup", action="store_true", help="allow several crops of a photo")
@@ -433,6 +442,10 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
         out=out,
         progress=not args.quiet,
     )
+    from .distributed import is_main
+
+    if not is_main():
+        return 0
     doc = result.to_json()
     heads = ("edge(OSI)", "colour", "edge", "part", "object")
     print(f"{'layer':<22} {'units':>5}  " + " ".join(f"{h:>9}" for h in heads))
@@ -477,6 +490,10 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     units = None
     if args.units:
         units = parse_channels(args.units, max(r.units for r in results.values()))
+    from .distributed import is_main
+
+    if not is_main():
+        return 0
     doc = save_examples(results, dataset, out, units=units, title=model.name)
     for entry in doc["layers"]:
         print(
@@ -773,12 +790,20 @@ _COMMANDS = {
 }
 
 
+#: commands whose data pass is sharded over torchrun ranks (rank 0 writes and prints)
+_SHARDED = ("examples", "hierarchy")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``interp`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "offline", False):
         os.environ["INTERP_OFFLINE"] = "1"
+    if args.command in _SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .distributed import setup
+
+        setup(getattr(args, "device", "auto"))  # under torchrun: shard the data by rank
     try:
         return _COMMANDS[args.command](args)
     except InterpError as exc:

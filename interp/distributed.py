@@ -7,8 +7,17 @@ by value with ties broken by item index (what one process would keep), quantile 
 their union's top values, counts by summing. Every rank ends with the merged result; rank 0
 writes the outputs.
 
-    torchrun --nproc_per_node=2 -m interp examples efficientnet_lite0 --data photos   # 2 GPUs
-    torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --nproc_per_node=8 -m interp ...
+    interp examples efficientnet_lite0 --data photos --images 5000          # one GPU (or CPU)
+    torchrun --standalone --nproc_per_node=8 -m interp examples efficientnet_lite0 \
+        --data photos --images 5000                                           # 8 GPUs
+    torchrun --nnodes=2 --node_rank=R --master_addr=HOST --master_port=29500 \
+        --nproc_per_node=8 -m interp hierarchy efficientnet_lite0 --data broden:/data/broden
+                                                                  # 2 nodes (run on each, R=0,1)
+
+Sharded today: ``examples`` and ``hierarchy`` (dissection; the edge probe and the controls'
+BatchNorm re-estimation are small and run on every rank). Under torchrun write ``--images``
+rather than ``--n``: torchrun's own ``--n*`` options would take ``--n``. Multi-node runs need
+the output folder on a filesystem every node sees (stage files are read by all ranks).
 """
 
 from __future__ import annotations

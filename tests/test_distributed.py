@@ -48,3 +48,28 @@ def test_two_ranks_equal_one_process(tmp_path):
             assert np.array_equal(a[key], b[key]), key  # the same images, in the same order
         else:
             assert np.allclose(a[key], b[key], atol=1e-5, equal_nan=True), key
+
+
+def test_cli_examples_under_torchrun_equals_one_process(tmp_path):
+    env = {**os.environ, "INTERP_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    args = ["examples", "simplecnn", "--weights", "none", "--data", "partsworld"]
+    args += ["--images", "30", "--layers", "features.relu2", "--k", "3", "--units", "0:3"]
+    exe = Path(sys.executable)
+    subprocess.run(
+        [str(exe.with_name("interp")), *args, "--quiet", "--out", str(tmp_path / "one")],
+        check=True,
+        env=env,
+        timeout=300,
+    )
+    done = subprocess.run(
+        [str(exe.with_name("torchrun")), "--standalone", "--nproc_per_node=2", "-m", "interp"]
+        + [*args, "--quiet", "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = (tmp_path / "one" / "examples.json").read_text()
+    assert (tmp_path / "two" / "examples.json").read_text() == one

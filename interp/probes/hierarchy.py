@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed as dist
 from ..capture import capture, resolve_layers
 from ..data.concepts import ConceptData, load_concepts
 from ..models.base import Model
@@ -674,7 +675,7 @@ def hierarchy(
             dissect_kwargs=kwargs,
             progress=progress,
         )
-        if path is not None:
+        if path is not None and dist.is_main():  # every rank reads stages, rank 0 writes
             path.parent.mkdir(parents=True, exist_ok=True)
             probes.save(path)
         return probes
@@ -701,7 +702,7 @@ def hierarchy(
         verdict=verdict(mu, cus, kept, categories, bootstrap=bootstrap),
         settings=settings,
     )
-    if out is not None:
+    if out is not None and dist.is_main():
         save_hierarchy(result, Path(out), model=model, data=concept_data)
     return result
 
