@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "save_png"]
 
@@ -66,3 +67,13 @@ def save_png(image: object, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         image.save(tmp, format="PNG")  # type: ignore[union-attr]
     return Path(path)
+
+
+def settings_digest(obj: Any, length: int = 12) -> str:
+    """A short stable hash of JSON-able settings (non-JSON values by their ``str``): the key
+    under which cached stages are reused."""
+    import hashlib
+    import json
+
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

@@ -231,27 +231,12 @@ def reestimate_bn(
     module: nn.Module, x: torch.Tensor, *, batch_size: int = 128, max_batches: int = 8
 ) -> nn.Module:
     """Recompute every BatchNorm's running statistics as the average over the first
-    ``max_batches`` batches of ``x`` (BatchNorm in train mode with ``momentum=None``, all
-    else in eval mode, no gradients). Modes and momenta are restored. Returns ``module``."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return module
-    modes = [(m, m.training) for m in module.modules()]
-    momenta = [(b, b.momentum) for b in bns]
-    try:
-        module.eval()
-        for b in bns:
-            b.reset_running_stats()
-            b.momentum = None
-            b.train()
-        with torch.no_grad():
-            for i in range(0, min(len(x), batch_size * max_batches), batch_size):
-                module(x[i : i + batch_size])
-    finally:
-        for b, momentum in momenta:
-            b.momentum = momentum
-        for m, training in modes:
-            m.training = training
+    ``max_batches`` batches of ``x`` (:func:`interp.models.base.reestimate_batchnorm`: modes
+    and momenta restored). Returns ``module``."""
+    from ..models.base import reestimate_batchnorm
+
+    stop = min(len(x), batch_size * max_batches)
+    reestimate_batchnorm(module, (x[i : i + batch_size] for i in range(0, stop, batch_size)))
     return module
 
 

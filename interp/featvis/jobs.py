@@ -9,7 +9,6 @@ never leaves a half-written file. A rerun with different settings re-renders.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import re
 import sys
@@ -24,7 +23,7 @@ from torch import nn
 from ..capture import capture, resolve_layer, resolve_layers
 from ..models.base import Model
 from ..models.registry import as_model
-from ..utils import atomic_write_text, save_png
+from ..utils import atomic_write_text, save_png, settings_digest
 from .objectives import Objective, channel, neuron
 from .reference import reference_images
 from .render import evaluate, render, unit_seed
@@ -150,10 +149,6 @@ def _job_settings(model: Model, arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _objective(kind: str, layer: str, chans: list[int]) -> Objective:
     if kind == "channel":
         obj = channel(layer, chans)
@@ -179,7 +174,7 @@ def _render_layer(
     """Render ``chans`` of ``layer`` into ``folder``, resuming from ``units.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     record_path = folder / "units.json"
-    digest = _digest(settings)
+    digest = settings_digest(settings, 16)
     done: dict[int, dict[str, Any]] = {}
     if record_path.exists():
         try:

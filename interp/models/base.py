@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,3 +190,32 @@ class Model:
             "weights_source": self.weights_source,
             **{k: v for k, v in self.info.items() if isinstance(v, str | int | float | bool)},
         }
+
+
+def reestimate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Recompute every BatchNorm's running statistics as the plain average over ``batches``
+    (model inputs): BatchNorm layers in train mode with ``momentum=None``, everything else in
+    eval mode, no gradients. Modes and momenta are restored, also on error. Returns the number
+    of batches used (0: the module has no BatchNorm and nothing was run)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    modes = [(m, m.training) for m in module.modules()]
+    momenta = [(b, b.momentum) for b in bns]
+    used = 0
+    try:
+        module.eval()
+        for b in bns:
+            b.reset_running_stats()
+            b.momentum = None  # cumulative average over every batch
+            b.train()
+        with torch.no_grad():
+            for x in batches:
+                module(x)
+                used += 1
+    finally:
+        for b, momentum in momenta:
+            b.momentum = momentum
+        for m, training in modes:
+            m.training = training
+    return used

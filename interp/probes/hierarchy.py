@@ -28,7 +28,6 @@ the same way.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from ..capture import capture, resolve_layers
 from ..data.concepts import ConceptData, load_concepts
 from ..models.base import Model
 from ..models.registry import as_model, build_random, list_models, load_model
-from ..utils import atomic_path, atomic_write_text
+from ..utils import atomic_path, atomic_write_text, settings_digest
 from .dissect import Dissection, LayerDissection, dissect, upsample
 from .edges import edge_probe
 from .filters import FilterAnalysis, analyse_filters
@@ -141,31 +140,19 @@ def _rebuild(model: Model, seed: int) -> tuple[Model, str]:
 def _reestimate_batchnorm(
     model: Model, data: ConceptData, images: int, batch_size: int, progress: bool
 ) -> int:
-    """Recompute BatchNorm running statistics on the first ``images`` of ``data``."""
-    bns = [m for m in model.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return 0
-    saved = [(m, m.momentum, m.training) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over every batch
+    """Recompute BatchNorm running statistics on the first ``images`` of ``data``; returns
+    the number of images used (0 without BatchNorm)."""
+    from ..models.base import reestimate_batchnorm
+
     n = min(images, len(data))
-    try:
-        model.module.eval()
-        for m in bns:
-            m.train()
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                batch = [
-                    data.item(i, masks=False).image
-                    for i in range(start, min(n, start + batch_size))
-                ]
-                model.module(model.normalize(torch.stack(batch)).to(model.device))
-    finally:
-        for m, momentum, _ in saved:
-            m.momentum = momentum
-        model.module.eval()
-    return n
+
+    def batches():  # noqa: ANN202
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            x = torch.stack([data.item(i, masks=False).image for i in range(start, stop)])
+            yield model.normalize(x).to(model.device)
+
+    return n if reestimate_batchnorm(model.module, batches()) else 0
 
 
 def random_control(
@@ -574,10 +561,6 @@ def _quantiles(x: np.ndarray) -> dict[str, Any]:
     return {"mean": round(float(x.mean()), 4), "q10_25_50_75_90": np.round(q, 4).tolist()}
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def hierarchy(
     model: Model | nn.Module | str,
     data: ConceptData | str = "partsworld",
@@ -651,7 +634,7 @@ def hierarchy(
     identity["model"] = [model.name, model.weights_source]
 
     def run(role: str, seed: int | None) -> NetworkProbes:
-        key = _digest({**identity, "role": role, "seed": seed})
+        key = settings_digest({**identity, "role": role, "seed": seed})
         path = (
             stage_dir / f"{role}{'' if seed is None else f'-seed{seed}'}-{key}.npz"
             if stage_dir

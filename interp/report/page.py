@@ -18,7 +18,6 @@ run never leaves a page pointing at missing files. Everything is relative (works
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import shutil
@@ -31,7 +30,7 @@ import torch
 
 from ..models.base import Model
 from ..models.registry import as_model
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, settings_digest
 
 __all__ = ["report"]
 
@@ -57,10 +56,6 @@ FULL = {
 }
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 class _Stages:
     """Finished-stage markers (``OUT/stages/<name>.json`` with the settings' digest)."""
 
@@ -75,11 +70,12 @@ class _Stages:
         if self.force or not path.is_file():
             return None
         doc = json.loads(path.read_text())
-        return doc if doc.get("key") == _digest(key) else None
+        return doc if doc.get("key") == settings_digest(key) else None
 
     def finish(self, name: str, key: Any, result: dict[str, Any]) -> None:
         atomic_write_text(
-            self.dir / f"{name}.json", json.dumps({"key": _digest(key), **result}, default=str)
+            self.dir / f"{name}.json",
+            json.dumps({"key": settings_digest(key), **result}, default=str),
         )
 
 
