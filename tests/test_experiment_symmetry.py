@@ -22,14 +22,7 @@ from interp.experiments.symmetry import (
     unit_layers,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One CPU thread, as the experiment uses: these tiny networks run faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs() -> tuple[torch.Tensor, ...]:

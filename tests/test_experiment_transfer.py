@@ -19,14 +19,7 @@ from interp.experiments.transfer import (
 )
 from interp.models.small import SimpleCNN
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread (restored after): tiny networks on a shared CPU run far faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(seed: int, classes: int = 3) -> SimpleCNN:

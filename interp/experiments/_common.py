@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..utils import atomic_write_text
 
-__all__ = ["CNN_LAYERS", "RunSpec", "ensure_run", "write_json"]
+__all__ = ["CNN_LAYERS", "RunSpec", "ensure_run", "limited_threads", "write_json"]
 
 
 #: the probed layers of SimpleCNN: the five ReLUs, then the logits
@@ -82,3 +86,25 @@ def _default(o: Any) -> Any:
     if isinstance(o, set | frozenset):
         return sorted(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+@contextmanager
+def limited_threads(threads: int | None, *, blas: bool = False) -> Iterator[None]:
+    """Torch's intra-op threads limited to ``threads`` (``None``: unchanged), and with
+    ``blas`` the BLAS/OpenMP pools too; restored on exit. Tiny networks run faster on one
+    thread, above all on a busy CPU."""
+    if not threads:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        if blas:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=int(threads)):
+                yield
+        else:
+            yield
+    finally:
+        torch.set_num_threads(previous)

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InterpError
+from ._common import limited_threads
 
 __all__ = [
     "AXIS_SPLITS",
@@ -470,11 +471,9 @@ def multiclass_lab(
     chunk = 50  # seeds trained together (the progress bar moves once per chunk)
     results: dict[str, dict[str, Any]] = {}
     trained: dict[int, list[torch.Tensor]] = {}
-    threads = torch.get_num_threads()
     bar = tqdm(total=seeds * len(sizes), desc="multiclass-lab", unit="seed", disable=not progress)
-    try:
-        # tiny tensors: one thread is as fast as several and does not suffer on a busy CPU
-        torch.set_num_threads(1)
+    # tiny tensors: one thread is as fast as several and does not suffer on a busy CPU
+    with limited_threads(1), bar:
         for h in sizes:
             bar.set_postfix(hidden=h)
             parts = []
@@ -486,9 +485,6 @@ def multiclass_lab(
             trained[h] = params
             records = _seed_records(params, network_seeds, data)
             results[str(h)] = {"summary": _summarize(records, h), "records": records}
-    finally:
-        torch.set_num_threads(threads)
-        bar.close()
 
     doc: dict[str, Any] = {
         "experiment": "multiclass-lab",

@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._common import limited_threads
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -706,9 +708,6 @@ def symmetry(
     runs = len(CONDITIONS) + len(REFERENCES)
     total = (runs + 1 + len(sweep)) * mlp_steps + runs * cnn_steps
 
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
     bar = tqdm(total=total, desc="symmetry", disable=not progress)
 
     def fit(kind: str, condition: str, data: tuple, **over: object) -> dict:
@@ -718,7 +717,7 @@ def symmetry(
         return train_run(model, data, epochs=epochs, lr=lr, on_step=bar.update, **common)
 
     try:
-        with torch.random.fork_rng(devices=[]):
+        with limited_threads(threads), torch.random.fork_rng(devices=[]):
             x, y = corner_blobs(2 * mlp_points, seed)
             mlp_data = (x[:mlp_points], y[:mlp_points], x[mlp_points:], y[mlp_points:])
             mlp: dict = {"classes": len(CORNERS), "units": mlp_hidden}
@@ -738,7 +737,6 @@ def symmetry(
             cnn["units"] = {k: v["units"] for k, v in cnn["runs"]["random"]["final"].items()}
     finally:
         bar.close()
-        torch.set_num_threads(old_threads)
 
     summary = {
         "experiment": "symmetry",

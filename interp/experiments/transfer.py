@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.small import SimpleCNN
-from ._common import write_json
+from ._common import limited_threads, write_json
 
 __all__ = [
     "ANB_CONDITIONS",
@@ -524,24 +523,6 @@ def _anb_figure(summary: dict[str, Any]):  # noqa: ANN202
 # --------------------------------------------------------------------------- experiment
 
 
-@contextmanager
-def _limited_threads(threads: int | None) -> Iterator[None]:
-    """Torch intra-op and BLAS/OpenMP threads limited to ``threads`` (None: unchanged),
-    restored on exit."""
-    if not threads:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        with threadpool_limits(limits=int(threads)):
-            yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _check_split(split: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     from ..data.partsworld import CLASSES
 
@@ -633,7 +614,7 @@ def transfer(
     seeds |= {"probe_random": base_seed + 14, "lite0_random": int(seed) + 1}
     settings["init_seeds"] = seeds
 
-    with _limited_threads(threads), torch.random.fork_rng(devices=[]):
+    with limited_threads(threads, blas=True), torch.random.fork_rng(devices=[]):
         torch.manual_seed(base_seed)
         x_tr, y_tr = _partsworld(n, size, base_seed + 1)
         x_te, y_te = _partsworld(n_test, size, base_seed + 3)
