@@ -425,7 +425,7 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
     model = _load(args)
     out = args.out or _model_dir(args, "hierarchy")
     seeds = [int(s) for s in args.control_seeds.split(",") if s.strip()]
-    layers = [x.strip() for x in args.layers.split(",")] if args.layers else None
+    layers = _layer_list(args)
     result = hierarchy(
         model,
         args.data,
@@ -464,6 +464,11 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layer_list(args: argparse.Namespace) -> list[str] | None:
+    """``--layers A,B`` as a list (``None`` when not given: the command's default layers)."""
+    return [x.strip() for x in args.layers.split(",")] if args.layers else None
+
+
 def _model_dir(args: argparse.Namespace, what: str) -> Path:
     return Path("out") / f"{what}-{Path(str(args.model)).name.replace(':', '_')}"
 
@@ -476,7 +481,7 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     out = args.out or _model_dir(args, "examples")
     size = args.size or (model.input_size[0] if args.data == "photos" else None)
     dataset = examples_data(args.data, size=size, n=args.n, seed=args.seed)
-    layers = [x.strip() for x in args.layers.split(",")] if args.layers else None
+    layers = _layer_list(args)
     results = examples(
         model,
         dataset,
@@ -575,7 +580,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     model = _load(args)
     out = args.out or _model_dir(args, "report")
-    layers = [x.strip() for x in args.layers.split(",")] if args.layers else None
+    layers = _layer_list(args)
     page = report(
         model,
         out,
