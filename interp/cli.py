@@ -490,6 +490,7 @@ def _cmd_examples(args: argparse.Namespace) -> int:
         bottom=args.bottom,
         dedup=not args.no_dedup,
         batch_size=args.batch_size,
+        checkpoint=out,  # an interrupted pass resumes from here (removed when complete)
         progress=not args.quiet,
     )
     units = None
@@ -633,6 +634,10 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
     model = _load(args)
     doc = visualize(model, args.layer, args.channels, args.out, **_render_kwargs(args))
+    from .distributed import is_main
+
+    if not is_main():
+        return 0
     for unit in doc["units"]:
         nat = f"  natural max {unit['natural_max']:.3f}" if "natural_max" in unit else ""
         print(f"{doc['layer']}:{unit['channel']}  value {unit['value']:.3f}{nat}  {unit['png']}")
@@ -652,6 +657,10 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
     doc = atlas(
         model, args.out, layers=args.layers, per_layer=args.per_layer, **_render_kwargs(args)
     )
+    from .distributed import is_main
+
+    if not is_main():
+        return 0
     for entry in doc["layers"]:
         extra = (
             f", {entry['exceeds_natural']}/{entry['units_total']} beat natural crops"
@@ -795,8 +804,9 @@ _COMMANDS = {
 }
 
 
-#: commands whose data pass is sharded over torchrun ranks (rank 0 writes and prints)
-_SHARDED = ("examples", "hierarchy")
+#: commands sharded over torchrun ranks (units for atlas/visualize, the data for examples and
+#: hierarchy; rank 0 writes and prints)
+_SHARDED = ("atlas", "visualize", "examples", "hierarchy")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

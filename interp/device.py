@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from .errors import DeviceError
 
-__all__ = ["resolve_device"]
+__all__ = ["HalveOnOOM", "is_out_of_memory", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -43,3 +45,59 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     elif dev.type != "cpu" and dev.type != "mps":
         raise DeviceError(f"unsupported device {spec!r}: use 'auto', 'cpu' or 'cuda'")
     return dev
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the accelerator running out of memory (CUDA's OutOfMemoryError, or
+    the plain RuntimeError older kernels raise with "out of memory" in it)."""
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    if isinstance(exc, oom | torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class HalveOnOOM:
+    """Work through ``n`` items in chunks of at most ``size``; when a chunk runs out of device
+    memory, halve ``size``, say so (once per halving) and retry that chunk. The size stays
+    halved for the rest of the job. A chunk of one item that still does not fit is an error
+    that says what to do.
+
+        halver = HalveOnOOM(64, "render batch", log)
+        for start, stop, result in halver.chunks(len(todo), lambda a, b: work(todo[a:b])):
+            ...
+    """
+
+    def __init__(self, size: int, what: str = "batch", log: object = None) -> None:
+        import sys
+
+        self.size = max(1, int(size))
+        self.what = what
+        self.halvings = 0
+        self._log = log if callable(log) else (lambda m: print(m, file=sys.stderr))
+
+    def chunks(self, n: int, fn: object) -> Iterator[tuple[int, int, object]]:
+        """Yield ``(start, stop, fn(start, stop))`` covering ``range(n)`` in order."""
+        start = 0
+        while start < n:
+            stop = min(n, start + self.size)
+            try:
+                out = fn(start, stop)  # type: ignore[operator]
+            except Exception as exc:  # noqa: BLE001 - re-raised unless it is an OOM
+                if not is_out_of_memory(exc):
+                    raise
+                if stop - start <= 1:
+                    raise DeviceError(
+                        f"out of device memory with a {self.what} of 1: use a smaller image "
+                        "size, fewer layers, or --device cpu"
+                    ) from exc
+                self.size = max(1, (stop - start) // 2)
+                self.halvings += 1
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self._log(
+                    f"out of device memory at a {self.what} of {stop - start}: "
+                    f"retrying with {self.size}"
+                )
+                continue
+            yield start, stop, out
+            start = stop

@@ -1,23 +1,36 @@
-"""Sharding over ``torch.distributed`` ranks (``torchrun``), for the streaming jobs.
+"""Sharding over ``torch.distributed`` ranks (``torchrun``): the atlas, examples and dissection.
 
-When the job runs under ``torchrun`` (``WORLD_SIZE > 1``), :func:`setup` joins the process
-group (``nccl`` on CUDA, ``gloo`` on CPU) and every streaming job shards its dataset by rank
-(strided: rank ``r`` of ``w`` takes items ``r, r + w, ...``), then merges exactly: top-k lists
-by value with ties broken by item index (what one process would keep), quantile buffers by
-their union's top values, counts by summing. Every rank ends with the merged result; rank 0
-writes the outputs.
+When a job runs under ``torchrun`` (``WORLD_SIZE > 1``), :func:`setup` joins the process
+group (``nccl`` on CUDA, each rank on GPU ``LOCAL_RANK``; ``gloo`` on CPU) and the work is
+split by rank:
 
-    interp examples efficientnet_lite0 --data photos --images 5000          # one GPU (or CPU)
+* ``atlas`` / ``visualize``: units. The unfinished units are cut into render batches as one
+  process would cut them and the batches are dealt to the ranks in turn; a unit renders from
+  its own seed in the same batch as alone, so the images are the same. Ranks record their
+  units in ``units.rankRofW.json``; rank 0 merges them into ``units.json`` and writes grids,
+  ``index.json`` and ``overview.png``.
+* ``examples`` and ``hierarchy`` (dissection): the dataset, strided (rank ``r`` of ``w``
+  takes items ``r, r + w, ...``), with an exact merge: top-k lists by value with ties broken
+  by item index (what one process keeps), quantile buffers by their union's top values,
+  counts by summing. Every rank ends with the merged result; rank 0 writes the outputs.
+
+Interrupted runs resume with any number of ranks: the atlas from the unit records,
+``examples`` from each rank's checkpoint (same number of ranks), ``hierarchy`` from its
+finished network stages.
+
+    interp atlas efficientnet_lite0 --per-layer all --steps 256 --size 128   # one GPU (or CPU)
+    torchrun --standalone --nproc_per_node=8 -m interp atlas efficientnet_lite0 \
+        --per-layer all --steps 256 --size 128                               # 8 GPUs, one node
     torchrun --standalone --nproc_per_node=8 -m interp examples efficientnet_lite0 \
-        --data photos --images 5000                                           # 8 GPUs
+        --data photos --images 5000
     torchrun --nnodes=2 --node_rank=R --master_addr=HOST --master_port=29500 \
         --nproc_per_node=8 -m interp hierarchy efficientnet_lite0 --data broden:/data/broden
-                                                                  # 2 nodes (run on each, R=0,1)
+                                               # 2 nodes: run on each node with R = 0 and 1
 
-Sharded today: ``examples`` and ``hierarchy`` (dissection; the edge probe and the controls'
-BatchNorm re-estimation are small and run on every rank). Under torchrun write ``--images``
-rather than ``--n``: torchrun's own ``--n*`` options would take ``--n``. Multi-node runs need
-the output folder on a filesystem every node sees (stage files are read by all ranks).
+The edge probe and the controls' BatchNorm re-estimation in ``hierarchy`` are small and run on
+every rank. Under torchrun write ``--images`` rather than ``--n``: torchrun's own ``--n*``
+options would take ``--n``. Multi-node runs need the output folder on a filesystem every node
+sees (ranks read each other's records and stage files).
 """
 
 from __future__ import annotations
@@ -28,7 +41,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather", "all_sum", "is_distributed", "is_main", "rank", "setup", "shard", "world"]
+__all__ = [
+    "all_gather",
+    "all_sum",
+    "barrier",
+    "is_distributed",
+    "is_main",
+    "rank",
+    "setup",
+    "shard",
+    "world",
+]
 
 
 def is_distributed() -> bool:
@@ -60,6 +83,12 @@ def setup(device: str = "auto") -> bool:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
     return is_distributed()
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing in a single process)."""
+    if is_distributed():
+        dist.barrier()
 
 
 def shard(n: int) -> list[int]:

@@ -14,8 +14,11 @@ datasets every image is its own source.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +212,8 @@ def examples(
     num_workers: int = 0,
     seed: int = 0,
     receptive_fields: dict[str, int] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float = 60.0,
     progress: bool = True,
 ) -> dict[str, LayerExamples]:
     """Top-``k`` dataset examples of every unit of ``layers`` (module docstring).
@@ -225,6 +230,9 @@ def examples(
         batch_size, precision, num_workers: as for dissection (bf16 autocast on CUDA).
         receptive_fields: ``{layer: RF size}`` when known (otherwise measured once, with the
             layer inventory, at the dataset's image size).
+        checkpoint: a folder for this rank's running state, saved every ``checkpoint_every``
+            seconds; an interrupted pass with the same settings (and number of ranks) resumes
+            from it. Removed when the pass completes.
         progress: progress bar.
     """
     from .inventory import layers as inventory
@@ -243,51 +251,81 @@ def examples(
         found = inventory(model, names=names, input_size=tuple(first.shape[-2:]))
         receptive_fields = {i.name: i.rf_size[0] for i in found if i.rf_size}
     from . import distributed as dist
+    from .device import HalveOnOOM
 
     mine = dist.shard(len(dataset))  # every item in a single process; this rank's otherwise
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, mine),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-    )
     device = model.device
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     results: dict[str, LayerExamples] = {}
     skipped: dict[str, str] = {}
     start = 0
-    with torch.no_grad(), ActivationCapture(model.module, names) as cap:
-        for images, _ in tqdm(loader, desc="examples", disable=not progress, leave=False):
-            b = len(images)
-            idx = torch.tensor(mine[start : start + b])
-            src = torch.tensor([_source(dataset, int(i)) for i in idx])
-            start += b
-            x = model.normalize(images).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                acts = cap.run(x)
-            for name, a in acts.items():
-                if not (isinstance(a, torch.Tensor) and a.dim() == 4):
-                    skipped[name] = "output is not a 4-D (N, C, H, W) map"
-                    continue
-                flat = a.float().flatten(2)  # (B, C, h*w)
-                if name not in results:
-                    rf = receptive_fields.get(name) or int(first.shape[-1])
-                    results[name] = LayerExamples(
-                        layer=name,
-                        k=k,
-                        grid=(int(a.shape[2]), int(a.shape[3])),
-                        image_size=(int(first.shape[-2]), int(first.shape[-1])),
-                        rf_size=int(rf),
-                        top=RunningTopK(a.shape[1], k, dedup=dedup),
-                        bottom=RunningTopK(a.shape[1], k, largest=False, dedup=dedup)
-                        if bottom
-                        else None,
-                    )
-                hi, hi_pos = flat.max(dim=2)
-                results[name].top.update(hi.T, idx, src, hi_pos.T)
-                if bottom:
-                    lo, lo_pos = flat.min(dim=2)
-                    results[name].bottom.update(lo.T, idx, src, lo_pos.T)  # type: ignore[union-attr]
+    state = _Checkpoint(checkpoint, every=checkpoint_every) if checkpoint is not None else None
+    if state is not None:
+        key = {
+            "model": model.name,
+            "data": [type(dataset).__name__, len(dataset), data if isinstance(data, str) else ""],
+            "first_image": hashlib.sha1(first.numpy().tobytes()).hexdigest(),
+            "layers": names,
+            "k": k,
+            "bottom": bottom,
+            "dedup": dedup,
+            "n": n,
+            "size": size,
+            "seed": seed,
+            "receptive_fields": {m: receptive_fields.get(m) for m in names},
+        }
+        start, results, skipped = state.load(key)
+        if start and progress:
+            print(f"examples: resuming after {start} of this rank's images", file=sys.stderr)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, mine[start:]),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    halver = HalveOnOOM(batch_size, "batch of images")
+    with (
+        torch.no_grad(),
+        ActivationCapture(model.module, names) as cap,
+        tqdm(total=len(mine), initial=start, desc="examples", disable=not progress) as bar,
+    ):
+        for images, _ in loader:
+            x_all = model.normalize(images).to(device)
+
+            def work(a: int, b: int, x_all: torch.Tensor = x_all) -> dict[str, Any]:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    return cap.run(x_all[a:b])
+
+            for a, b, acts in halver.chunks(len(images), work):
+                idx = torch.tensor(mine[start : start + (b - a)])
+                src = torch.tensor([_source(dataset, int(i)) for i in idx])
+                start += b - a
+                for name, act in acts.items():
+                    if not (isinstance(act, torch.Tensor) and act.dim() == 4):
+                        skipped[name] = "output is not a 4-D (N, C, H, W) map"
+                        continue
+                    flat = act.float().flatten(2)  # (B, C, h*w)
+                    if name not in results:
+                        rf = receptive_fields.get(name) or int(first.shape[-1])
+                        results[name] = LayerExamples(
+                            layer=name,
+                            k=k,
+                            grid=(int(act.shape[2]), int(act.shape[3])),
+                            image_size=(int(first.shape[-2]), int(first.shape[-1])),
+                            rf_size=int(rf),
+                            top=RunningTopK(act.shape[1], k, dedup=dedup),
+                            bottom=RunningTopK(act.shape[1], k, largest=False, dedup=dedup)
+                            if bottom
+                            else None,
+                        )
+                    hi, hi_pos = flat.max(dim=2)
+                    results[name].top.update(hi.T, idx, src, hi_pos.T)
+                    if bottom:
+                        lo, lo_pos = flat.min(dim=2)
+                        results[name].bottom.update(lo.T, idx, src, lo_pos.T)  # type: ignore[union-attr]
+                bar.update(b - a)
+            if state is not None:
+                state.maybe_save(start, results, skipped)
     if dist.is_distributed():  # exact merge of every rank's lists, on every rank
         gathered = dist.all_gather({n: (r.top, r.bottom) for n, r in results.items()})
         for name, r in results.items():
@@ -299,7 +337,92 @@ def examples(
         raise InterpError("none of the layers has a 4-D (N, C, H, W) output: " + ", ".join(skipped))
     for r in results.values():
         r.info = {"images": start, "dedup": dedup, "skipped": skipped}
+    if state is not None:
+        state.remove()
     return results
+
+
+class _Checkpoint:
+    """One rank's running top-k lists, saved atomically every ``every`` seconds to
+    ``folder/examples.rankRofW.pt`` (tensors and plain values only: it loads with
+    ``weights_only=True``), so an interrupted pass resumes where it was saved. A checkpoint
+    made with other settings, or another number of ranks, is ignored."""
+
+    def __init__(self, folder: str | Path, every: float = 60.0) -> None:
+        from . import distributed as dist
+
+        self.path = Path(folder) / f"examples.rank{dist.rank()}of{dist.world()}.pt"
+        self.every = float(every)
+        self.digest = ""
+        self.last = time.monotonic()
+
+    def load(self, key: dict[str, Any]) -> tuple[int, dict[str, LayerExamples], dict[str, str]]:
+        from .utils import settings_digest
+
+        self.digest = settings_digest(key, 16)
+        if not self.path.is_file():
+            return 0, {}, {}
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged checkpoint only costs the redo
+            return 0, {}, {}
+        if saved.get("digest") != self.digest:
+            return 0, {}, {}
+        results = {}
+        for name, r in saved["layers"].items():
+            keepers = []
+            for which in ("top", "bottom"):
+                if which not in r:
+                    keepers.append(None)
+                    continue
+                t = r[which]
+                keeper = RunningTopK(1, r["k"], largest=which == "top", dedup=r["dedup"])
+                keeper.key, keeper.items = t["key"], t["items"]
+                keeper.sources, keeper.positions = t["sources"], t["positions"]
+                keepers.append(keeper)
+            results[name] = LayerExamples(
+                layer=name,
+                k=r["k"],
+                grid=tuple(r["grid"]),
+                image_size=tuple(r["image_size"]),
+                rf_size=r["rf_size"],
+                top=keepers[0],
+                bottom=keepers[1],
+            )
+        return int(saved["done"]), results, dict(saved.get("skipped", {}))
+
+    def maybe_save(
+        self, done: int, results: dict[str, LayerExamples], skipped: dict[str, str]
+    ) -> None:
+        if time.monotonic() - self.last < self.every:
+            return
+        from .utils import atomic_path
+
+        layers: dict[str, Any] = {}
+        for name, r in results.items():
+            entry: dict[str, Any] = {
+                "k": r.k,
+                "dedup": r.top.dedup,
+                "grid": list(r.grid),
+                "image_size": list(r.image_size),
+                "rf_size": r.rf_size,
+            }
+            for which, keeper in (("top", r.top), ("bottom", r.bottom)):
+                if keeper is not None:
+                    entry[which] = {
+                        "key": keeper.key,
+                        "items": keeper.items,
+                        "sources": keeper.sources,
+                        "positions": keeper.positions,
+                    }
+            layers[name] = entry
+        doc = {"digest": self.digest, "done": done, "layers": layers, "skipped": skipped}
+        with atomic_path(self.path, suffix=".pt") as tmp:
+            torch.save(doc, tmp)
+        self.last = time.monotonic()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _crop(image: torch.Tensor, box: Sequence[int], size: int = 64) -> np.ndarray:

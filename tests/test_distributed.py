@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,11 +29,17 @@ def test_two_ranks_equal_one_process(tmp_path):
     env = {**os.environ, "INTERP_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     single = tmp_path / "single.npz"
-    subprocess.run([sys.executable, str(JOB), str(single)], check=True, env=env, timeout=300)
+    subprocess.run(
+        [sys.executable, str(JOB), str(single), str(tmp_path / "atlas1")],
+        check=True,
+        env=env,
+        timeout=300,
+    )
     sharded = tmp_path / "sharded.npz"
     torchrun = Path(sys.executable).with_name("torchrun")
+    job = [str(JOB), str(sharded), str(tmp_path / "atlas2")]
     done = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", str(JOB), str(sharded)],
+        [str(torchrun), "--standalone", "--nproc_per_node=2", *job],
         capture_output=True,
         text=True,
         env=env,
@@ -48,13 +55,41 @@ def test_two_ranks_equal_one_process(tmp_path):
             assert np.array_equal(a[key], b[key]), key  # the same images, in the same order
         else:
             assert np.allclose(a[key], b[key], atol=1e-5, equal_nan=True), key
+    # the atlas: the same units, rendered from the same seeds to the same values and pixels
+    one, two = tmp_path / "atlas1", tmp_path / "atlas2"
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert not [f for f in files if "rank" in f.name]  # rank records merged and removed
+    index = json.loads((one / "index.json").read_text())
+    assert index == json.loads((two / "index.json").read_text())
+    assert [len(e["units"]) for e in index["layers"]] == [5, 5]
+    for f in files:
+        if f.suffix == ".png" and "_c" in f.name:
+            assert (one / f).read_bytes() == (two / f).read_bytes(), f
+        elif f.name == "units.json":
+            assert json.loads((one / f).read_text()) == json.loads((two / f).read_text())
 
 
-def test_cli_examples_under_torchrun_equals_one_process(tmp_path):
+CLI_JOBS = {
+    "examples": (
+        ["examples", "simplecnn", "--weights", "none", "--data", "partsworld", "--images", "30"]
+        + ["--layers", "features.relu2", "--k", "3", "--units", "0:3"],
+        "examples.json",
+    ),
+    "atlas": (
+        ["atlas", "simplecnn", "--weights", "none", "--layers", "features.relu2,features.relu4"]
+        + ["--per-layer", "3", "--batch", "2", "--steps", "3", "--size", "24"]
+        + ["--reference", "none"],
+        "index.json",
+    ),
+}
+
+
+@pytest.mark.parametrize("job", sorted(CLI_JOBS))
+def test_cli_under_torchrun_equals_one_process(tmp_path, job):
     env = {**os.environ, "INTERP_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    args = ["examples", "simplecnn", "--weights", "none", "--data", "partsworld"]
-    args += ["--images", "30", "--layers", "features.relu2", "--k", "3", "--units", "0:3"]
+    args, result = CLI_JOBS[job]
     exe = Path(sys.executable)
     subprocess.run(
         [str(exe.with_name("interp")), *args, "--quiet", "--out", str(tmp_path / "one")],
@@ -71,5 +106,7 @@ def test_cli_examples_under_torchrun_equals_one_process(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    one = (tmp_path / "one" / "examples.json").read_text()
-    assert (tmp_path / "two" / "examples.json").read_text() == one
+    one = (tmp_path / "one" / result).read_text()
+    assert (tmp_path / "two" / result).read_text() == one
+    assert done.stdout.count("wrote") == 1  # rank 0 alone reports
+    assert not [p for p in (tmp_path / "two").rglob("*") if "rank" in p.name]

@@ -4,6 +4,19 @@
 Both resume: each layer's folder keeps ``units.json``, rewritten atomically after every batch
 together with the batch's PNGs, so an interrupted run redoes at most the batch in flight and
 never leaves a half-written file. A rerun with different settings re-renders.
+
+Both shard over ``torchrun`` ranks (``interp.distributed``): the unfinished units are cut
+into batches as one process would cut them and the batches are dealt to the ranks in turn,
+so every unit renders in the same batch from the same seed as in a single process; ranks
+record their units in ``units.rankRofW.json`` and rank 0 merges them into ``units.json``
+and writes the grids, ``index.json`` and ``overview.png``. A batch that runs out of GPU
+memory is halved and retried (said on stderr)::
+
+    interp atlas efficientnet_lite0 --per-layer all --steps 256 --size 128     # one GPU
+    torchrun --standalone --nproc_per_node=8 -m interp atlas efficientnet_lite0 \
+        --per-layer all --steps 256 --size 128                                 # 8 GPUs
+    torchrun --nnodes=2 --node_rank=R --master_addr=HOST --master_port=29500 \
+        --nproc_per_node=8 -m interp atlas resnet50 --per-layer all             # 2 nodes
 """
 
 from __future__ import annotations
@@ -20,7 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed as dist
 from ..capture import capture, resolve_layer, resolve_layers
+from ..device import HalveOnOOM
 from ..models.base import Model
 from ..models.registry import as_model
 from ..utils import atomic_write_text, save_png, settings_digest
@@ -160,43 +175,62 @@ def _objective(kind: str, layer: str, chans: list[int]) -> Objective:
     return obj
 
 
-def _render_layer(
+def _records(folder: Path) -> list[Path]:
+    """The unit records of a layer's folder: the merged ``units.json`` and, from a sharded run
+    that has not been merged yet, one ``units.rankRofW.json`` per rank."""
+    return [folder / "units.json", *sorted(folder.glob("units.rank*of*.json"))]
+
+
+def _load_done(folder: Path, digest: str) -> tuple[dict[int, dict[str, Any]], bool]:
+    """Finished units (their PNG present) recorded under the same settings, from every record
+    in ``folder``; and whether a record with other settings was found."""
+    done: dict[int, dict[str, Any]] = {}
+    stale = False
+    for path in _records(folder):
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+        if saved.get("settings_digest") != digest:
+            stale = True
+            continue
+        for u in saved.get("units", []):
+            if (folder / u["png"]).is_file():
+                done.setdefault(int(u["channel"]), u)
+    return done, stale
+
+
+def _write_record(
+    path: Path, layer: str, settings: dict[str, Any], units: list[dict[str, Any]]
+) -> None:
+    doc = {
+        "layer": layer,
+        "settings": settings,
+        "settings_digest": settings_digest(settings, 16),
+        "units": units,
+    }
+    atomic_write_text(path, json.dumps(doc, indent=1))
+
+
+def _render_group(
     model: Model,
     layer: str,
-    chans: list[int],
+    group: list[int],
     folder: Path,
     settings: dict[str, Any],
     refs: torch.Tensor | None,
-    bar: Any,
     log: Any,
-    stats: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Render ``chans`` of ``layer`` into ``folder``, resuming from ``units.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    record_path = folder / "units.json"
-    digest = settings_digest(settings, 16)
-    done: dict[int, dict[str, Any]] = {}
-    if record_path.exists():
-        try:
-            saved = json.loads(record_path.read_text())
-        except json.JSONDecodeError:
-            saved = {}
-        if saved.get("settings_digest") == digest:
-            done = {
-                u["channel"]: u for u in saved.get("units", []) if (folder / u["png"]).is_file()
-            }
-        elif saved:
-            log(f"{layer}: settings changed since the last run; re-rendering")
-    todo = [c for c in chans if c not in done]
-    if stats is not None:
-        stats["reused"] = stats.get("reused", 0) + len(chans) - len(todo)
-        stats["rendered"] = stats.get("rendered", 0) + len(todo)
-    if bar is not None:
-        bar.update(len(chans) - len(todo))
-    batch = int(settings["batch"])
-    for start in range(0, len(todo), batch):
-        group = todo[start : start + batch]
-        obj = _objective(settings["objective"], layer, group)
+    """Render one batch of units of ``layer`` (halving the batch on out-of-memory) and write
+    their PNGs; returns their records."""
+    halver = HalveOnOOM(len(group), f"render batch ({layer})")  # said even with --quiet
+    units: list[dict[str, Any]] = []
+
+    def work(a: int, b: int) -> tuple[Any, torch.Tensor | None]:
+        part = group[a:b]
+        obj = _objective(settings["objective"], layer, part)
         result = render(
             model,
             obj,
@@ -206,12 +240,14 @@ def _render_layer(
             transforms=STANDARD if settings["transforms"] else NONE,
             lr=settings["lr"],
             amp=settings["amp"],
-            seeds=[unit_seed(settings["seed"], layer, c) for c in group],
+            seeds=[unit_seed(settings["seed"], layer, c) for c in part],
             upsample=settings["upsample"],
             progress=False,
         )
-        natural = evaluate(model, obj, refs) if refs is not None else None
-        for i, c in enumerate(group):
+        return result, (evaluate(model, obj, refs) if refs is not None else None)
+
+    for a, b, (result, natural) in halver.chunks(len(group), work):
+        for i, c in enumerate(group[a:b]):
             png = f"{safe_name(layer)}_c{c:04d}.png"
             save_png(result.images[i], folder / png)
             unit = {
@@ -227,18 +263,76 @@ def _render_layer(
                 unit["natural_max"] = round(float(col.max()), 5)
                 unit["natural_best"] = int(col.argmax())
                 unit["exceeds_natural"] = bool(result.values[i] > col.max())
-            done[c] = unit
-        ordered = [done[c] for c in chans if c in done]
-        atomic_write_text(
-            record_path,
-            json.dumps(
-                {"layer": layer, "settings": settings, "settings_digest": digest, "units": ordered},
-                indent=1,
-            ),
-        )
-        if bar is not None:
+            units.append(unit)
+    return units
+
+
+def _render_plan(
+    model: Model,
+    plan: list[tuple[str, list[int], Path]],
+    settings: dict[str, Any],
+    refs: torch.Tensor | None,
+    *,
+    desc: str,
+    progress: bool,
+    log: Any,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """Render the units of ``plan`` (``[(layer, channels, folder)]``), resuming from the
+    folders' records, and return ``{layer: unit records in channel order}`` and counts.
+
+    Under torchrun the unfinished units are cut into batches of ``settings["batch"]`` exactly
+    as one process cuts them, and the batches are dealt to the ranks in turn over all layers;
+    so each unit is rendered in the same batch, from the same seed, as in a single process.
+    Each rank records its units in its own file (``units.rankRofW.json``, rewritten atomically
+    after every batch), rank 0 merges them into ``units.json`` once every rank is done. A
+    rerun, with any number of ranks, reuses every recorded unit.
+    """
+    from tqdm.auto import tqdm
+
+    digest = settings_digest(settings, 16)
+    rank, world = dist.rank(), dist.world()
+    own = "units.json" if world == 1 else f"units.rank{rank}of{world}.json"
+    done: dict[str, dict[int, dict[str, Any]]] = {}
+    groups: list[tuple[str, list[int]]] = []
+    batch = max(1, int(settings["batch"]))
+    for layer, chans, folder in plan:
+        folder.mkdir(parents=True, exist_ok=True)
+        done[layer], stale = _load_done(folder, digest)
+        if stale and not done[layer]:
+            log(f"{layer}: settings changed since the last run; re-rendering")
+        todo = [c for c in chans if c not in done[layer]]
+        groups += [(layer, todo[i : i + batch]) for i in range(0, len(todo), batch)]
+    dist.barrier()  # every rank has read the records before any rank writes one
+    stats = {
+        "reused": sum(sum(c in done[layer] for c in chans) for layer, chans, _ in plan),
+        "rendered": sum(len(g) for _, g in groups),
+    }
+    mine = groups[rank::world]
+    folders = {layer: folder for layer, _, folder in plan}
+    order = {layer: chans for layer, chans, _ in plan}
+    total = sum(len(g) for _, g in mine) + stats["reused"]
+    label = desc if world == 1 else f"{desc} (rank {rank} of {world})"
+    with tqdm(total=total, desc=label, unit="unit", disable=not progress) as bar:
+        bar.update(stats["reused"])
+        for layer, group in mine:
+            for unit in _render_group(model, layer, group, folders[layer], settings, refs, log):
+                done[layer][unit["channel"]] = unit
+            units = [done[layer][c] for c in order[layer] if c in done[layer]]
+            _write_record(folders[layer] / own, layer, settings, units)
             bar.update(len(group))
-    return [done[c] for c in chans]
+    dist.barrier()  # every rank's units are recorded
+    if dist.is_main():
+        for layer, chans, folder in plan:
+            merged, _ = _load_done(folder, digest)
+            _write_record(folder / "units.json", layer, settings, [merged[c] for c in chans])
+            for path in _records(folder)[1:]:
+                path.unlink(missing_ok=True)
+    dist.barrier()  # units.json is complete
+    result = {}
+    for layer, chans, folder in plan:
+        merged, _ = _load_done(folder, digest)
+        result[layer] = [merged[c] for c in chans if c in merged]
+    return result, stats
 
 
 def _write_grid(model: Model, layer: str, units: list[dict[str, Any]], folder: Path) -> Path:
@@ -298,12 +392,13 @@ def visualize(
     out = Path(out)
     settings = _job_settings(model, locals())
     refs = _reference(model, reference, size, upsample, n_reference)
-    from tqdm.auto import tqdm
-
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
-    with tqdm(total=len(chans), desc=dotted, unit="unit", disable=not progress) as bar:
-        stats: dict[str, int] = {}
-        units = _render_layer(model, dotted, chans, out, settings, refs, bar, log, stats)
+    rendered, stats = _render_plan(
+        model, [(dotted, chans, out)], settings, refs, desc=dotted, progress=progress, log=log
+    )
+    units = rendered[dotted]
+    if not dist.is_main():
+        return {"model": model.name, "layer": dotted, "settings": settings, "units": units}
     grid = _write_grid(model, dotted, units, out)
     doc = {
         "model": model.name,
@@ -369,34 +464,31 @@ def atlas(
             chans = sorted(rng.choice(n, size=min(int(per_layer), n), replace=False).tolist())
         plan.append((layer, n, chans))
     refs = _reference(model, reference, size, upsample, n_reference)
-    from tqdm.auto import tqdm
-
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
+    folders = [(layer, chans, out / safe_name(layer)) for layer, _, chans in plan]
+    rendered, stats = _render_plan(
+        model, folders, settings, refs, desc="atlas", progress=progress, log=log
+    )
     entries = []
-    stats: dict[str, int] = {}
-    total = sum(len(c) for _, _, c in plan)
-    with tqdm(total=total, desc="atlas", unit="unit", disable=not progress) as bar:
-        for layer, n, chans in plan:
-            folder = out / safe_name(layer)
-            units = _render_layer(model, layer, chans, folder, settings, refs, bar, log, stats)
-            grid = _write_grid(model, layer, units, folder)
-            entries.append(
-                {
-                    "layer": layer,
-                    "channels_total": n,
-                    "folder": folder.name,
-                    "grid": f"{folder.name}/{grid.name}",
-                    "units": units,
-                    **_summary(units),
-                }
-            )
-            atomic_write_text(
-                out / "index.json",
-                json.dumps(
-                    {"model": model.name, "settings": settings, "layers": entries}, indent=1
-                ),
-            )
-    _write_overview(model, entries, out)
+    for (layer, n, _), (_, _, folder) in zip(plan, folders, strict=True):
+        units = rendered[layer]
+        entries.append(
+            {
+                "layer": layer,
+                "channels_total": n,
+                "folder": folder.name,
+                "grid": f"{folder.name}/grid.png",
+                "units": units,
+                **_summary(units),
+            }
+        )
+    if dist.is_main():  # rank 0 writes the merged outputs
+        for entry in entries:
+            _write_grid(model, entry["layer"], entry["units"], out / entry["folder"])
+        doc = {"model": model.name, "settings": settings, "layers": entries}
+        atomic_write_text(out / "index.json", json.dumps(doc, indent=1))
+        _write_overview(model, entries, out)
+    dist.barrier()
     return {"model": model.name, "settings": settings, "layers": entries, "this_run": stats}
 
 

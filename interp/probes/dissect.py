@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture, resolve_layers
 from ..data.concepts import ConceptData, ConceptDataError, ConceptItem, load_concepts
+from ..device import HalveOnOOM
 from ..models.base import Model
 from ..models.registry import as_model
 
@@ -451,12 +452,17 @@ def stream_activations(
     )
     device = model.device
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    halver = HalveOnOOM(batch_size, "batch of images")
     with torch.no_grad(), ActivationCapture(model.module, list(layers)) as cap:
         for indices, items in tqdm(loader, desc=desc, disable=not progress, leave=False):
             x = model.normalize(torch.stack([it.image for it in items])).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                acts = cap.run(x)
-            yield indices, items, acts
+
+            def work(a: int, b: int, x: torch.Tensor = x) -> dict[str, torch.Tensor]:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    return cap.run(x[a:b])
+
+            for a, b, acts in halver.chunks(len(items), work):  # halved on out-of-memory
+                yield indices[a:b], items[a:b], acts
 
 
 def _spatial_layers(

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py, once alone and once under ``torchrun --nproc_per_node=2``:
-examples and dissection of a small CNN; rank 0 saves the merged results to ``argv[1]``."""
+an atlas, examples and dissection of a small CNN; rank 0 saves the merged examples and
+dissection to ``argv[1]``, the atlas goes to the folder ``argv[2]``."""
 
 from __future__ import annotations
 
@@ -13,14 +14,27 @@ from interp import distributed as dist
 from interp.data.concepts import PartsWorldConcepts
 from interp.data.partsworld import PartsWorld
 from interp.examples import examples
+from interp.featvis.jobs import atlas
 from interp.probes.dissect import dissect
 
 
-def main(out: str) -> None:
+def main(out: str, atlas_out: str) -> None:
     dist.setup("cpu")
     torch.set_num_threads(1)
     model = interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=32)
     layers = ["features.relu2", "features.relu4"]
+    atlas(
+        model,
+        atlas_out,
+        layers=layers,
+        per_layer=5,
+        batch=2,
+        steps=4,
+        size=24,
+        reference="photos",
+        n_reference=8,
+        progress=False,
+    )
     ex = examples(model, PartsWorld(50, 32, seed=5), layers, k=4, bottom=True, progress=False)
     dis = dissect(model, PartsWorldConcepts(n=45, size=32), layers, batch_size=8, progress=False)
     if dist.is_main():
@@ -39,4 +53,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
