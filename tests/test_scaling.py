@@ -53,9 +53,7 @@ def test_halving_covers_every_item_once_and_says_so():
         list(HalveOnOOM(4, log=said.append).chunks(4, lambda a, b: (_ for _ in ()).throw(OOM())))
 
 
-def test_examples_and_dissection_survive_oom_with_the_same_results(
-    monkeypatch, capsys, one_thread
-):
+def test_examples_and_dissection_survive_oom_with_the_same_results(monkeypatch, capsys, one_thread):
     model = _small()
     layers = ["features.relu2", "features.relu4"]
     data = PartsWorld(24, 32, seed=5)
@@ -68,9 +66,9 @@ def test_examples_and_dissection_survive_oom_with_the_same_results(
     monkeypatch.setattr(
         ActivationCapture,
         "run",
-        lambda self, x, *a, **k: (_ for _ in ()).throw(OOM("simulated"))
-        if len(x) > 2
-        else real(self, x, *a, **k),
+        lambda self, x, *a, **k: (
+            (_ for _ in ()).throw(OOM("simulated")) if len(x) > 2 else real(self, x, *a, **k)
+        ),
     )
     ex2 = examples(model, data, layers, **kw)
     dis2 = dissect(model, concepts, layers, batch_size=8, progress=False)
