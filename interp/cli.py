@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
     group.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the forward passes through torch.compile (opt-in: measure it with "
+        "scripts/bench_compile.py; it does not pay on the CPU)",
+    )
+    group.add_argument(
         "--upsample", type=int, default=None, help="resize the canvas to N px before the model"
     )
     group.add_argument(
@@ -625,6 +631,7 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
         "upsample": args.upsample,
         "reference": None if args.reference == "none" else args.reference,
         "n_reference": args.n_reference,
+        "compile": args.compile,
         "progress": not args.quiet,
     }
 

@@ -221,7 +221,7 @@ def _render_group(
     folder: Path,
     settings: dict[str, Any],
     refs: torch.Tensor | None,
-    log: Any,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Render one batch of units of ``layer`` (halving the batch on out-of-memory) and write
     their PNGs; returns their records."""
@@ -242,6 +242,7 @@ def _render_group(
             amp=settings["amp"],
             seeds=[unit_seed(settings["seed"], layer, c) for c in part],
             upsample=settings["upsample"],
+            compile=compile,
             progress=False,
         )
         return result, (evaluate(model, obj, refs) if refs is not None else None)
@@ -276,6 +277,7 @@ def _render_plan(
     desc: str,
     progress: bool,
     log: Any,
+    compile: bool = False,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
     """Render the units of ``plan`` (``[(layer, channels, folder)]``), resuming from the
     folders' records, and return ``{layer: unit records in channel order}`` and counts.
@@ -315,7 +317,7 @@ def _render_plan(
     with tqdm(total=total, desc=label, unit="unit", disable=not progress) as bar:
         bar.update(stats["reused"])
         for layer, group in mine:
-            for unit in _render_group(model, layer, group, folders[layer], settings, refs, log):
+            for unit in _render_group(model, layer, group, folders[layer], settings, refs, compile):
                 done[layer][unit["channel"]] = unit
             units = [done[layer][c] for c in order[layer] if c in done[layer]]
             _write_record(folders[layer] / own, layer, settings, units)
@@ -378,6 +380,7 @@ def visualize(
     upsample: int | None = None,
     reference: str | None = "photos",
     n_reference: int = 256,
+    compile: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Render chosen units of one layer: a PNG per unit, ``grid.png`` and ``results.json``.
@@ -394,7 +397,14 @@ def visualize(
     refs = _reference(model, reference, size, upsample, n_reference)
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     rendered, stats = _render_plan(
-        model, [(dotted, chans, out)], settings, refs, desc=dotted, progress=progress, log=log
+        model,
+        [(dotted, chans, out)],
+        settings,
+        refs,
+        desc=dotted,
+        progress=progress,
+        log=log,
+        compile=compile,
     )
     units = rendered[dotted]
     if not dist.is_main():
@@ -442,6 +452,7 @@ def atlas(
     upsample: int | None = None,
     reference: str | None = "photos",
     n_reference: int = 256,
+    compile: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Feature visualizations of ``per_layer`` units (a seeded random sample, or ``"all"``)
@@ -467,7 +478,7 @@ def atlas(
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     folders = [(layer, chans, out / safe_name(layer)) for layer, _, chans in plan]
     rendered, stats = _render_plan(
-        model, folders, settings, refs, desc="atlas", progress=progress, log=log
+        model, folders, settings, refs, desc="atlas", progress=progress, log=log, compile=compile
     )
     entries = []
     for (layer, n, _), (_, _, folder) in zip(plan, folders, strict=True):

@@ -456,6 +456,7 @@ def stream_activations(
     with torch.no_grad(), ActivationCapture(model.module, list(layers)) as cap:
         for indices, items in tqdm(loader, desc=desc, disable=not progress, leave=False):
             x = model.normalize(torch.stack([it.image for it in items])).to(device)
+            x = x.contiguous(memory_format=torch.channels_last)  # 1.34x on CPU (bench_speedups)
 
             def work(a: int, b: int, x: torch.Tensor = x) -> dict[str, torch.Tensor]:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
