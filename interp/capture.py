@@ -131,8 +131,6 @@ class ActivationCapture:
         eval_mode: run in eval mode (restored on exit).
         freeze: ``requires_grad=False`` on parameters inside the block (restored on exit).
         detach: store detached tensors (default: detach unless grad mode is on).
-        runner: what :meth:`run` calls instead of the module (for example its
-            ``torch.compile`` wrapper); the hooks stay on the module's own layers.
 
     Outputs are cloned unless the forward stops right after them, so a later in-place op
     (``ReLU(inplace=True)``) cannot change what was captured. A module that runs several times
@@ -148,10 +146,8 @@ class ActivationCapture:
         eval_mode: bool = True,
         freeze: bool = False,
         detach: bool | None = None,
-        runner: Any = None,
     ) -> None:
         self.module = _module(model)
-        self.runner = runner
         self.layers = resolve_layers(model, layers)
         self.stop = stop
         self.detach = detach
@@ -207,8 +203,7 @@ class ActivationCapture:
         self._acts = {}
         self.output = None
         try:
-            runner = self.module if self.runner is None else self.runner
-            self.output = runner(*inputs, **kwargs)
+            self.output = self.module(*inputs, **kwargs)
         except _StopForward:
             pass
         missing = [n for n in self.layers if n not in self._acts]

@@ -131,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fft: lucid's decorrelated Fourier image; pixel; maco: phase-only Fourier with "
         "a natural magnitude spectrum [fft]",
     )
-    group.add_argument("--batch", type=int, default=16, help="units optimized together [16]")
+    group.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="units optimized together [16 on CPU, 64 on CUDA; halved on out-of-memory]",
+    )
     group.add_argument("--lr", type=float, default=0.05, help="Adam learning rate [0.05]")
     group.add_argument(
         "--precision",
@@ -141,12 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
         "CPUs) [auto]",
     )
     group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
-    group.add_argument(
-        "--compile",
-        action="store_true",
-        help="run the forward passes through torch.compile (opt-in: measure it with "
-        "scripts/bench_compile.py; it does not pay on the CPU)",
-    )
     group.add_argument(
         "--upsample", type=int, default=None, help="resize the canvas to N px before the model"
     )
@@ -289,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bottom", action="store_true", help="also the k most negative images")
     p.add_argument("--no-dedup", action="store_true", help="allow several crops of a photo")
     p.add_argument("--units", default=None, help="units with grid PNGs, e.g. 0:32 [all]")
-    p.add_argument("--batch-size", type=int, default=32, help="[32]")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per forward [32 on CPU, 128 on CUDA; halved on out-of-memory]",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder [out/examples-MODEL]")
 
     p = sub.add_parser(
@@ -631,7 +635,6 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
         "upsample": args.upsample,
         "reference": None if args.reference == "none" else args.reference,
         "n_reference": args.n_reference,
-        "compile": args.compile,
         "progress": not args.quiet,
     }
 

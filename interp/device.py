@@ -8,7 +8,7 @@ import torch
 
 from .errors import DeviceError
 
-__all__ = ["HalveOnOOM", "is_out_of_memory", "resolve_device"]
+__all__ = ["HalveOnOOM", "default_batch", "is_out_of_memory", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -101,3 +101,9 @@ class HalveOnOOM:
                 continue
             yield start, stop, out
             start = stop
+
+
+def default_batch(device: torch.device | str, cpu: int, cuda: int) -> int:
+    """A job's default batch size: ``cuda`` on a GPU (large, to fill it; an out-of-memory
+    batch is halved by :class:`HalveOnOOM`), ``cpu`` elsewhere."""
+    return cuda if torch.device(device).type == "cuda" else cpu

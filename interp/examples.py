@@ -207,7 +207,7 @@ def examples(
     dedup: bool = True,
     n: int | None = None,
     size: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     precision: str = "auto",
     num_workers: int = 0,
     seed: int = 0,
@@ -227,7 +227,8 @@ def examples(
         dedup: at most one example per source (photo) in a unit's list.
         n, size, seed: dataset size, image size (default: the model's input size for photos)
             and seed, for spec strings.
-        batch_size, precision, num_workers: as for dissection (bf16 autocast on CUDA).
+        batch_size, precision, num_workers: as for dissection (bf16 autocast on CUDA;
+            batches of 32 on CPU, 128 on CUDA, halved on out-of-memory).
         receptive_fields: ``{layer: RF size}`` when known (otherwise measured once, with the
             layer inventory, at the dataset's image size).
         checkpoint: a folder for this rank's running state, saved every ``checkpoint_every``
@@ -251,8 +252,9 @@ def examples(
         found = inventory(model, names=names, input_size=tuple(first.shape[-2:]))
         receptive_fields = {i.name: i.rf_size[0] for i in found if i.rf_size}
     from . import distributed as dist
-    from .device import HalveOnOOM
+    from .device import HalveOnOOM, default_batch
 
+    batch_size = batch_size or default_batch(model.device, 32, 128)
     mine = dist.shard(len(dataset))  # every item in a single process; this rank's otherwise
     device = model.device
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")

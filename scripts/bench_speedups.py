@@ -3,10 +3,11 @@
 For efficientnet_lite0 it times (1) rendering: ``--channels`` channels of ``--layer`` optimized
 together for ``--steps`` Adam steps at ``--size`` px, and (2) the examples/dissection forward:
 a truncated forward to ``--layer`` over ``--n`` images in batches of 64; each in fp32 NCHW,
-channels_last input, bf16 autocast, bf16 + channels_last, and ``torch.compile`` (rendering: the
-one-off compile time is shown apart from the steady per-step time, and the steps it takes to
-pay back). Values: the mean final objective of the rendered images (evaluated in fp32), and
-the largest activation difference from fp32 for the forward.
+channels_last input, bf16 autocast and bf16 + channels_last. Then ``torch.compile`` of a
+rendering step (forward + backward to ``--layer``) on a hand-written truncated forward: the
+one-off compile time, the per-step times and the steps it takes to pay back. Values: the mean
+final objective of the rendered images (evaluated in fp32), and the largest difference of the
+units' maximal activations from fp32's, relative to the largest, for the forward.
 
     python scripts/bench_speedups.py [--device cuda] [--size 128] [--steps 64] [--channels 16]
 """
@@ -14,10 +15,10 @@ the largest activation difference from fp32 for the forward.
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 
 import torch
+from torch import nn
 
 from interp import load_model
 from interp.capture import ActivationCapture
@@ -30,37 +31,71 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def render_variants(model, layer, chans, size, steps, device, compile_too):
+def render_variants(model, layer, chans, size, steps, device):
     rows = []
-    variants = [
-        ("fp32", False, False, False),
-        ("channels_last", False, True, False),
-        ("bf16", True, False, False),
-        ("bf16+channels_last", True, True, False),
-    ]
-    if compile_too:
-        variants.append(("compile (fp32, channels_last)", False, True, True))
-    for name, amp, cl, comp in variants:
+    for name, amp, cl in [
+        ("fp32", False, False),
+        ("channels_last", False, True),
+        ("bf16", True, False),
+        ("bf16+channels_last", True, True),
+    ]:
         obj = channel(layer, chans)
         obj.batch = len(chans)
-        kw = dict(steps=steps, size=size, amp=amp, channels_last=cl, compile=comp, progress=False)
-        compile_s = 0.0
-        if comp:  # the first call compiles: time it on its own
-            _sync(device)
-            t = time.perf_counter()
-            render(model, obj, **{**kw, "steps": 2})
-            _sync(device)
-            compile_s = time.perf_counter() - t
-        else:
-            render(model, obj, **{**kw, "steps": 2})  # warm-up
+        kw = dict(steps=steps, size=size, amp=amp, channels_last=cl, progress=False)
+        render(model, obj, **{**kw, "steps": 2})  # warm-up
         _sync(device)
         t = time.perf_counter()
         out = render(model, obj, **kw)
         _sync(device)
-        secs = time.perf_counter() - t
-        rows.append((name, secs, compile_s, float(out.values.mean())))
-    importlib.import_module("interp.featvis.render")._COMPILED.clear()
+        rows.append((name, time.perf_counter() - t, float(out.values.mean())))
     return rows
+
+
+class _Truncated(nn.Module):
+    """efficientnet_lite0 written out up to block ``k``: a forward with no early-stop
+    exception, which torch.compile can capture whole (interp's hook-and-stop truncation
+    graph-breaks: dynamo does not trace the raised stop)."""
+
+    def __init__(self, net: nn.Module, k: int) -> None:
+        super().__init__()
+        self.net, self.k = net, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net._act_stem(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[: self.k + 1]:
+            x = block(x)
+        return x
+
+
+def compile_variant(model, layer, n_chans, size, steps, device):
+    """Forward + backward steps like rendering's, eager vs torch.compile, on a hand-truncated
+    forward: compile seconds, seconds per step each way."""
+    k = int(layer.split(".")[1])
+    net = _Truncated(model.module, k).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n_chans, 3, size, size, generator=g).to(device)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+
+    def step(f):
+        f(x)[:, :n_chans].mean().backward()
+
+    def timed(f, n):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            step(f)
+        _sync(device)
+        return (time.perf_counter() - t) / n
+
+    step(net)
+    eager = timed(net, steps)
+    fast = torch.compile(net)
+    first = timed(fast, 1)
+    compiled = timed(fast, steps)
+    return first - compiled, eager, compiled
 
 
 def forward_variants(model, layer, n, size, device):
@@ -107,20 +142,23 @@ def main() -> None:
     device = model.device
     print(f"efficientnet_lite0 {args.layer} on {device} (torch {torch.__version__})")
     chans = list(range(args.channels))
-    rows = render_variants(
-        model, args.layer, chans, args.size, args.steps, device, not args.no_compile
-    )
+    rows = render_variants(model, args.layer, chans, args.size, args.steps, device)
     base = rows[0][1]
     print(f"\nrendering: {args.channels} channels, {args.size} px, {args.steps} steps")
-    print(f"{'variant':<30} {'s':>8} {'steps/s':>8} {'x fp32':>7} {'compile s':>10} {'value':>8}")
-    for name, secs, comp, value in rows:
-        extra = f"{comp:10.1f}" if comp else f"{'':>10}"
-        speed = f"{secs:8.2f} {args.steps / secs:8.2f} {base / secs:7.2f}"
-        print(f"{name:<30} {speed} {extra} {value:8.3f}")
-        if comp:
-            saved = (base - secs) / args.steps  # seconds saved per step vs fp32 NCHW
-            pay = f"{comp / saved:.0f} steps" if saved > 0 else "never (no faster per step)"
-            print(f"{'':<30} compile pays back after {pay}")
+    print(f"{'variant':<30} {'s':>8} {'steps/s':>8} {'x fp32':>7} {'value':>8}")
+    for name, secs, value in rows:
+        print(f"{name:<30} {secs:8.2f} {args.steps / secs:8.2f} {base / secs:7.2f} {value:8.3f}")
+    if not args.no_compile:
+        comp, eager, fast = compile_variant(
+            model, args.layer, args.channels, args.size, args.steps, device
+        )
+        saved = eager - fast
+        pay = f"after {comp / saved:.0f} steps" if saved > 0 else "never (no faster per step)"
+        print(
+            f"torch.compile (fp32 forward+backward to {args.layer}, hand-truncated): compile "
+            f"{comp:.1f} s; step {eager * 1e3:.1f} ms eager, {fast * 1e3:.1f} ms compiled "
+            f"(x{eager / fast:.2f}); pays back {pay}"
+        )
     rows = forward_variants(model, args.layer, args.n, args.size, device)
     base = rows[0][1]
     print(f"\nforward (examples/dissection pass): {args.n} images, {args.size} px, batches of 64")

@@ -184,3 +184,9 @@ def test_an_interrupted_examples_pass_resumes_from_its_checkpoint(
     calls.clear()
     examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **{**kw, "k": 4})
     assert len(calls) == 5  # k changed: all 40 images again
+
+
+def test_default_batches_fill_a_gpu_and_stay_small_on_cpu():
+    from interp.device import default_batch
+
+    assert default_batch("cpu", 16, 64) == 16 and default_batch("cuda", 16, 64) == 64

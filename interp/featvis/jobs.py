@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import distributed as dist
 from ..capture import capture, resolve_layer, resolve_layers
-from ..device import HalveOnOOM
+from ..device import HalveOnOOM, default_batch
 from ..models.base import Model
 from ..models.registry import as_model
 from ..utils import atomic_write_text, save_png, settings_digest
@@ -221,7 +221,6 @@ def _render_group(
     folder: Path,
     settings: dict[str, Any],
     refs: torch.Tensor | None,
-    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Render one batch of units of ``layer`` (halving the batch on out-of-memory) and write
     their PNGs; returns their records."""
@@ -242,7 +241,6 @@ def _render_group(
             amp=settings["amp"],
             seeds=[unit_seed(settings["seed"], layer, c) for c in part],
             upsample=settings["upsample"],
-            compile=compile,
             progress=False,
         )
         return result, (evaluate(model, obj, refs) if refs is not None else None)
@@ -277,7 +275,6 @@ def _render_plan(
     desc: str,
     progress: bool,
     log: Any,
-    compile: bool = False,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
     """Render the units of ``plan`` (``[(layer, channels, folder)]``), resuming from the
     folders' records, and return ``{layer: unit records in channel order}`` and counts.
@@ -317,7 +314,7 @@ def _render_plan(
     with tqdm(total=total, desc=label, unit="unit", disable=not progress) as bar:
         bar.update(stats["reused"])
         for layer, group in mine:
-            for unit in _render_group(model, layer, group, folders[layer], settings, refs, compile):
+            for unit in _render_group(model, layer, group, folders[layer], settings, refs):
                 done[layer][unit["channel"]] = unit
             units = [done[layer][c] for c in order[layer] if c in done[layer]]
             _write_record(folders[layer] / own, layer, settings, units)
@@ -372,7 +369,7 @@ def visualize(
     size: int = 128,
     objective: str = "channel",
     param: str = "fft",
-    batch: int = 16,
+    batch: int | None = None,
     lr: float = 0.05,
     amp: bool | None = None,
     seed: int = 0,
@@ -380,7 +377,6 @@ def visualize(
     upsample: int | None = None,
     reference: str | None = "photos",
     n_reference: int = 256,
-    compile: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Render chosen units of one layer: a PNG per unit, ``grid.png`` and ``results.json``.
@@ -390,6 +386,7 @@ def visualize(
     over the reference crops of the same size through the same preprocessing.
     """
     model = as_model(model)
+    batch = batch or default_batch(model.device, 16, 64)
     dotted = resolve_layer(model, layer)
     chans = parse_channels(channels, layer_channels(model, dotted, upsample or size))
     out = Path(out)
@@ -404,7 +401,6 @@ def visualize(
         desc=dotted,
         progress=progress,
         log=log,
-        compile=compile,
     )
     units = rendered[dotted]
     if not dist.is_main():
@@ -444,7 +440,7 @@ def atlas(
     size: int = 128,
     objective: str = "channel",
     param: str = "fft",
-    batch: int = 16,
+    batch: int | None = None,
     lr: float = 0.05,
     amp: bool | None = None,
     seed: int = 0,
@@ -452,7 +448,6 @@ def atlas(
     upsample: int | None = None,
     reference: str | None = "photos",
     n_reference: int = 256,
-    compile: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Feature visualizations of ``per_layer`` units (a seeded random sample, or ``"all"``)
@@ -462,6 +457,7 @@ def atlas(
     ``out/overview.png``. Resumes after an interruption without redoing finished units.
     """
     model = as_model(model)
+    batch = batch or default_batch(model.device, 16, 64)
     chosen = _choose_layers(model, layers)
     out = Path(out)
     settings = _job_settings(model, locals())
@@ -478,7 +474,7 @@ def atlas(
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     folders = [(layer, chans, out / safe_name(layer)) for layer, _, chans in plan]
     rendered, stats = _render_plan(
-        model, folders, settings, refs, desc="atlas", progress=progress, log=log, compile=compile
+        model, folders, settings, refs, desc="atlas", progress=progress, log=log
     )
     entries = []
     for (layer, n, _), (_, _, folder) in zip(plan, folders, strict=True):

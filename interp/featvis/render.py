@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..capture import ActivationCapture, preserved_state, resolve_layer
 from ..errors import ChannelError
@@ -44,16 +42,6 @@ def bf16_is_fast(device: torch.device) -> bool:
         except (AttributeError, RuntimeError):
             return False
     return False
-
-
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
-
-
-def compiled(module: nn.Module) -> Any:
-    """``torch.compile(module)``, made once per module and reused (the module is unchanged)."""
-    if module not in _COMPILED:
-        _COMPILED[module] = torch.compile(module)
-    return _COMPILED[module]
 
 
 def unit_seed(seed: int, *key: Any) -> int:
@@ -178,7 +166,6 @@ def render(
     upsample: int | None = None,
     amp: bool | None = None,
     channels_last: bool | None = None,
-    compile: bool = False,
     progress: bool = True,
     desc: str = "render",
 ) -> RenderResult:
@@ -202,10 +189,6 @@ def render(
             :func:`bf16_is_fast`); final values are always evaluated in float32.
         channels_last: channels_last input (default: on; measured faster on CUDA and on
             oneDNN CPUs for both resnet18 and efficientnet_lite0).
-        compile: run the forward passes through ``torch.compile`` of the module (compiled once
-            per module and reused; the truncation hooks stay on the module). Opt-in: on the
-            CPU it does not pay (scripts/bench_compile.py: ~50 s of compiling for no faster
-            step on efficientnet_lite0); measure it on your GPU before turning it on.
         progress: show a progress bar.
 
     Returns:
@@ -269,8 +252,6 @@ def render(
             with torch.no_grad():  # check indices before spending steps
                 getter.acts, getter.output = _forward(model, cap, probe, need_logits)
                 _check_units(obj, getter)
-            if compile and cap is not None:  # only the steps: one grad mode, one shape
-                cap.runner = compiled(model.module)
             for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
                 optimizer.zero_grad(set_to_none=True)
                 img = image_fn()
@@ -283,8 +264,6 @@ def render(
                 (-values.sum()).backward()
                 optimizer.step()
                 history.append(values.detach().float().mean())
-            if cap is not None:
-                cap.runner = None
             with torch.no_grad():
                 final = image_fn().detach()
                 getter.image = final

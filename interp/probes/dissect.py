@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture, resolve_layers
 from ..data.concepts import ConceptData, ConceptDataError, ConceptItem, load_concepts
-from ..device import HalveOnOOM
+from ..device import HalveOnOOM, default_batch
 from ..models.base import Model
 from ..models.registry import as_model
 
@@ -492,7 +492,7 @@ def dissect(
     *,
     quantile: float = 0.005,
     iou_threshold: float = 0.04,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     top_images: int = 8,
     max_topk: int = 100_000,
     precision: str = "auto",
@@ -508,7 +508,8 @@ def dissect(
         layers: layer names (default: the network's blocks, as the atlas uses).
         quantile: the activation quantile a unit's region is cut at (0.005: the top 0.5%).
         iou_threshold: a unit detects its best concept when the IoU exceeds this.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (default 32 on CPU, 128 on CUDA; halved on
+            out-of-memory).
         top_images: images kept per unit (highest maximum activation), for figures.
         max_topk: bound on values kept per unit for the quantile (see :class:`StreamingQuantile`).
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
@@ -535,6 +536,7 @@ def dissect(
         )
     n = len(data)
     n_classes = len(data.class_names)
+    batch_size = batch_size or default_batch(model.device, 32, 128)
     kw = {"batch_size": batch_size, "precision": precision, "num_workers": num_workers}
 
     # pass 1: thresholds (exact streaming quantile) and class means for selectivity
