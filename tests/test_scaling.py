@@ -190,3 +190,40 @@ def test_default_batches_fill_a_gpu_and_stay_small_on_cpu():
     from interp.device import default_batch
 
     assert default_batch("cpu", 16, 64) == 16 and default_batch("cuda", 16, 64) == 64
+
+
+@pytest.mark.parametrize(("stop_at", "calls_left"), [(3, 6), (6, 3)])
+def test_an_interrupted_dissection_resumes_from_its_checkpoint(
+    monkeypatch, tmp_path, one_thread, stop_at, calls_left
+):
+    """Stopped in the first pass (call 3: the layer probe, then one batch) or in the second
+    (call 6), a rerun does only what is left and gets what an uninterrupted run gets, the
+    subsampled quantile's random stream included."""
+    model = _small()
+    layers = ["features.relu2", "features.relu4"]
+    data = PartsWorldConcepts(n=24, size=32)
+    kw = dict(batch_size=8, quantile=0.05, max_topk=50, progress=False)
+    want = dissect(model, data, layers, **kw)
+    real = ActivationCapture.run
+    calls = []
+    stop = [stop_at]
+
+    def counted(self, x, *a, **k):
+        calls.append(len(x))
+        if len(calls) == stop[0]:
+            raise KeyboardInterrupt
+        return real(self, x, *a, **k)
+
+    monkeypatch.setattr(ActivationCapture, "run", counted)
+    with pytest.raises(KeyboardInterrupt):
+        dissect(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
+    saved = tmp_path / "dissect.rank0of1.pt"
+    assert saved.is_file()
+    calls.clear()
+    stop[0] = -1
+    got = dissect(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
+    assert len(calls) == calls_left and not saved.exists()
+    for name in layers:
+        assert np.array_equal(want[name].thresholds, got[name].thresholds)
+        assert np.array_equal(want[name].iou, got[name].iou)
+        assert np.array_equal(want[name].class_means, got[name].class_means)

@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -398,6 +401,75 @@ class LayerDissection:
         }
 
 
+def _fingerprint(model: Model) -> float:
+    """A cheap identity of the weights (sum of every parameter), for checkpoint keys."""
+    with torch.no_grad():
+        return round(float(sum(p.double().sum() for p in model.module.parameters())), 6)
+
+
+def _state(obj: Any) -> dict[str, Any]:
+    """An accumulator's tensors and numbers (and its generator's state), for a checkpoint."""
+    out: dict[str, Any] = {}
+    for key, value in vars(obj).items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value.detach().cpu()
+        elif isinstance(value, bool | int | float):
+            out[key] = value
+        elif isinstance(value, torch.Generator):
+            out[key + ".state"] = value.get_state()
+    return out
+
+
+def _restore(obj: Any, state: dict[str, Any]) -> None:
+    """Put :func:`_state`'s values back into a freshly made accumulator of the same kind."""
+    for key, value in state.items():
+        if key.endswith(".state"):
+            getattr(obj, key[: -len(".state")]).set_state(value)
+        elif isinstance(value, torch.Tensor):
+            old = getattr(obj, key, None)
+            setattr(obj, key, value.to(old.device) if isinstance(old, torch.Tensor) else value)
+        else:
+            setattr(obj, key, value)
+
+
+class _DissectCheckpoint:
+    """One rank's dissection state in ``folder/dissect.rankRofW.pt``, written atomically
+    (tensors and plain values: it loads with ``weights_only=True``); ignored when made with
+    other settings or another number of ranks."""
+
+    def __init__(self, folder: str | Path, every: float) -> None:
+        from .. import distributed as dist
+
+        self.path = Path(folder) / f"dissect.rank{dist.rank()}of{dist.world()}.pt"
+        self.every, self.last, self.digest = float(every), time.monotonic(), ""
+
+    def load(self, key: dict[str, Any]) -> dict[str, Any]:
+        from ..utils import settings_digest
+
+        self.digest = settings_digest(key, 16)
+        if not self.path.is_file():
+            return {}
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged checkpoint only costs the redo
+            return {}
+        return saved if saved.get("digest") == self.digest else {}
+
+    def save(self, doc: dict[str, Any]) -> None:
+        from ..utils import atomic_path
+
+        with atomic_path(self.path, suffix=".pt") as tmp:
+            torch.save({**doc, "digest": self.digest}, tmp)
+        self.last = time.monotonic()
+
+    def maybe_save(self, make: Any) -> None:
+        if time.monotonic() - self.last >= self.every:
+            self.save(make())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class Dissection(dict):
     """``{layer: LayerDissection}`` plus ``skipped`` (layer -> why) and the data's name."""
 
@@ -408,13 +480,14 @@ class Dissection(dict):
 
 
 class _Items(torch.utils.data.Dataset):
-    """This rank's items (all of them in a single process), with their dataset indices."""
+    """This rank's items (all of them in a single process) after the first ``skip``, with
+    their dataset indices."""
 
-    def __init__(self, data: ConceptData, masks: bool) -> None:
+    def __init__(self, data: ConceptData, masks: bool, skip: int = 0) -> None:
         from .. import distributed as dist
 
         self.data, self.masks = data, masks
-        self.indices = dist.shard(len(data))
+        self.indices = dist.shard(len(data))[skip:]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -439,12 +512,14 @@ def stream_activations(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "",
+    skip: int = 0,
 ) -> Iterator[tuple[list[int], list[ConceptItem], dict[str, torch.Tensor]]]:
     """Yield ``(indices, items, {layer: activations})`` over ``data``, one truncated pass per
     batch for all ``layers``. Hooks and the model's state are restored when the iterator ends
-    or is closed."""
+    or is closed. A batch that runs out of device memory is split in halves (said on stderr)
+    and the smaller size kept. ``skip``: this rank's items already done (a resumed pass)."""
     loader = torch.utils.data.DataLoader(
-        _Items(data, masks),
+        _Items(data, masks, skip),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -497,6 +572,8 @@ def dissect(
     max_topk: int = 100_000,
     precision: str = "auto",
     num_workers: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float = 60.0,
     progress: bool = True,
 ) -> Dissection:
     """Network Dissection of ``layers`` over ``data`` (see the module docstring).
@@ -514,6 +591,10 @@ def dissect(
         max_topk: bound on values kept per unit for the quantile (see :class:`StreamingQuantile`).
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
         num_workers: DataLoader workers producing images and masks.
+        checkpoint: a folder for this rank's running state (``dissect.rankRofW.pt``), saved
+            every ``checkpoint_every`` seconds and between the passes; an interrupted run with
+            the same model, data and settings (and number of ranks) resumes from it. Removed
+            when the dissection completes.
         progress: show progress bars.
 
     Returns:
@@ -539,37 +620,73 @@ def dissect(
     batch_size = batch_size or default_batch(model.device, 32, 128)
     kw = {"batch_size": batch_size, "precision": precision, "num_workers": num_workers}
 
-    # pass 1: thresholds (exact streaming quantile) and class means for selectivity
+    from .. import distributed as dist
+
     quant: dict[str, StreamingQuantile] = {}
     sums: dict[str, torch.Tensor] = {}
     class_count = torch.zeros(max(1, n_classes), dtype=torch.float64)
-    for _, items, acts in stream_activations(
-        model, names, data, masks=False, progress=progress, desc="dissect 1/2", **kw
-    ):
-        labels = torch.tensor([it.label for it in items])
-        for name, a in acts.items():
-            a = a.float()
-            if name not in quant:
-                b, c, h, w = a.shape
-                quant[name] = StreamingQuantile(c, n * h * w, quantile, max_topk, seed=0)
-                sums[name] = torch.zeros(c, max(1, n_classes), dtype=torch.float64)
-            quant[name].update(a)
+    state = _DissectCheckpoint(checkpoint, checkpoint_every) if checkpoint is not None else None
+    saved: dict[str, Any] = {}
+    if state is not None:
+        key = {
+            "model": [model.name, _fingerprint(model)],
+            "data": [data.name, n, data.image_size, data.mask_size],
+            "layers": names,
+            "settings": [quantile, iou_threshold, top_images, max_topk, precision],
+        }
+        saved = state.load(key)
+    start_pass, done = (int(saved["pass"]), int(saved["done"])) if saved else (1, 0)
+    for name, st in saved.get("quant", {}).items():
+        quant[name] = StreamingQuantile(1, 1, quantile, max_topk)
+        _restore(quant[name], st)
+    if saved:
+        sums, class_count = dict(saved["sums"]), saved["class_count"]
+        if progress:
+            print(f"dissect: resuming pass {start_pass} after {done} images", file=sys.stderr)
+
+    def snapshot(pass_no: int, count: int, accs: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "pass": pass_no,
+            "done": count,
+            "quant": {k: _state(q) for k, q in quant.items()},
+            "sums": sums,
+            "class_count": class_count,
+            "accs": {k: _state(a) for k, a in (accs or {}).items()},
+        }
+
+    # pass 1: thresholds (exact streaming quantile) and class means for selectivity
+    if start_pass == 1:
+        for _, items, acts in stream_activations(
+            model, names, data, masks=False, progress=progress, desc="dissect 1/2", skip=done, **kw
+        ):
+            labels = torch.tensor([it.label for it in items])
+            for name, a in acts.items():
+                a = a.float()
+                if name not in quant:
+                    b, c, h, w = a.shape
+                    quant[name] = StreamingQuantile(c, n * h * w, quantile, max_topk, seed=0)
+                    sums[name] = torch.zeros(c, max(1, n_classes), dtype=torch.float64)
+                quant[name].update(a)
+                if n_classes and (labels >= 0).all():
+                    means = a.clamp_min(0).mean(dim=(2, 3)).double().cpu()  # (B, C)
+                    sums[name].index_add_(1, labels, means.T)
             if n_classes and (labels >= 0).all():
-                means = a.clamp_min(0).mean(dim=(2, 3)).double().cpu()  # (B, C)
-                sums[name].index_add_(1, labels, means.T)
-        if n_classes and (labels >= 0).all():
-            class_count.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
+                class_count.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
+            done += len(items)
+            if state is not None:
+                state.maybe_save(lambda done=done: snapshot(1, done))
 
-    from .. import distributed as dist
-
-    if dist.is_distributed():  # exact merge of every rank's first pass
-        gathered = dist.all_gather(
-            {n: (quant[n], sums[n]) for n in quant} | {"__count": class_count}
-        )
-        for name in quant:
-            quant[name].merge([g[name][0] for i, g in enumerate(gathered) if i != dist.rank()])
-            sums[name] = torch.stack([g[name][1] for g in gathered]).sum(dim=0)
-        class_count = torch.stack([g["__count"] for g in gathered]).sum(dim=0)
+        if dist.is_distributed():  # exact merge of every rank's first pass
+            gathered = dist.all_gather(
+                {n: (quant[n], sums[n]) for n in quant} | {"__count": class_count}
+            )
+            for name in quant:
+                quant[name].merge([g[name][0] for i, g in enumerate(gathered) if i != dist.rank()])
+                sums[name] = torch.stack([g[name][1] for g in gathered]).sum(dim=0)
+            class_count = torch.stack([g["__count"] for g in gathered]).sum(dim=0)
+        done = 0
+        if state is not None:  # the merged first pass: a resumed run starts at pass 2
+            state.save(snapshot(2, 0))
 
     # pass 2: IoU with every concept
     cat_of = data.category_of()
@@ -584,16 +701,23 @@ def dissect(
         )
         for name, q in quant.items()
     }
+    for name, st in saved.get("accs", {}).items() if start_pass == 2 else ():
+        _restore(accs[name], st)
     for indices, items, acts in stream_activations(
-        model, names, data, masks=True, progress=progress, desc="dissect 2/2", **kw
+        model, names, data, masks=True, progress=progress, desc="dissect 2/2", skip=done, **kw
     ):
         for name, a in acts.items():
             accs[name].update(a, items, indices)
+        done += len(items)
+        if state is not None:
+            state.maybe_save(lambda done=done: snapshot(2, done, accs))
 
     if dist.is_distributed():
         gathered = dist.all_gather({n: a for n, a in accs.items()})
         for name, acc in accs.items():
             acc.merge([g[name] for i, g in enumerate(gathered) if i != dist.rank()])
+    if state is not None:
+        state.remove()
 
     results = Dissection(skipped=skipped, data=data.name)
     have_classes = n_classes >= 2 and bool((class_count > 0).all())

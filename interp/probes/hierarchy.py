@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -655,9 +656,14 @@ def hierarchy(
             role=role,
             seed=seed,
             notes=notes,
-            dissect_kwargs=kwargs,
+            # an interrupted stage resumes mid-dissection from its ranks' checkpoints
+            dissect_kwargs=kwargs | ({"checkpoint": path.with_suffix(".partial")} if path else {}),
             progress=progress,
         )
+        if path is not None:
+            dist.barrier()  # every rank's checkpoint is gone before the folder goes
+            if dist.is_main():
+                shutil.rmtree(path.with_suffix(".partial"), ignore_errors=True)
         if path is not None and dist.is_main():  # every rank reads stages, rank 0 writes
             path.parent.mkdir(parents=True, exist_ok=True)
             probes.save(path)
