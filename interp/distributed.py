@@ -36,18 +36,23 @@ sees (ranks read each other's records and stage files).
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
+    "RankCheckpoint",
     "all_gather",
     "all_sum",
     "barrier",
     "is_distributed",
     "is_main",
+    "object_state",
     "rank",
+    "restore_object",
     "setup",
     "shard",
     "world",
@@ -111,3 +116,71 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
         return t
     parts = all_gather(t.detach().cpu())
     return torch.stack(parts).sum(dim=0).to(t.device)
+
+
+def object_state(obj: Any) -> dict[str, Any]:
+    """An accumulator's tensors and numbers (and its generators' states), for a checkpoint."""
+    out: dict[str, Any] = {}
+    for key, value in vars(obj).items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value.detach().cpu()
+        elif isinstance(value, bool | int | float):
+            out[key] = value
+        elif isinstance(value, torch.Generator):
+            out[key + ".state"] = value.get_state()
+    return out
+
+
+def restore_object(obj: Any, state: dict[str, Any]) -> Any:
+    """Put :func:`object_state`'s values back into a fresh object of the same kind (tensors
+    go to the device of the attribute they replace); returns ``obj``."""
+    for key, value in state.items():
+        if key.endswith(".state"):
+            getattr(obj, key[: -len(".state")]).set_state(value)
+        elif isinstance(value, torch.Tensor):
+            old = getattr(obj, key, None)
+            setattr(obj, key, value.to(old.device) if isinstance(old, torch.Tensor) else value)
+        else:
+            setattr(obj, key, value)
+    return obj
+
+
+class RankCheckpoint:
+    """This rank's running state of a streaming job in ``folder/JOB.rankRofW.pt``.
+
+    Written atomically (at most every ``every`` seconds with :meth:`maybe_save`), made of
+    tensors and plain values so it loads with ``weights_only=True``; :meth:`load` returns
+    ``{}`` when there is none, when it is damaged, or when it was made under another ``key``
+    (other settings) or another number of ranks (the file name differs).
+    """
+
+    def __init__(self, folder: str | Path, job: str, every: float = 60.0) -> None:
+        self.path = Path(folder) / f"{job}.rank{rank()}of{world()}.pt"
+        self.every, self.last, self.digest = float(every), time.monotonic(), ""
+
+    def load(self, key: dict[str, Any]) -> dict[str, Any]:
+        from .utils import settings_digest
+
+        self.digest = settings_digest(key, 16)
+        if not self.path.is_file():
+            return {}
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged checkpoint only costs the redo
+            return {}
+        return saved if saved.get("digest") == self.digest else {}
+
+    def save(self, doc: dict[str, Any]) -> None:
+        from .utils import atomic_path
+
+        with atomic_path(self.path, suffix=".pt") as tmp:
+            torch.save({**doc, "digest": self.digest}, tmp)
+        self.last = time.monotonic()
+
+    def maybe_save(self, make: Any) -> None:
+        """Save ``make()`` when ``every`` seconds have passed since the last save."""
+        if time.monotonic() - self.last >= self.every:
+            self.save(make())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

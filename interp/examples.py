@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,7 +260,11 @@ def examples(
     results: dict[str, LayerExamples] = {}
     skipped: dict[str, str] = {}
     start = 0
-    state = _Checkpoint(checkpoint, every=checkpoint_every) if checkpoint is not None else None
+    state = (
+        dist.RankCheckpoint(checkpoint, "examples", checkpoint_every)
+        if checkpoint is not None
+        else None
+    )
     if state is not None:
         key = {
             "model": model.name,
@@ -276,7 +279,7 @@ def examples(
             "seed": seed,
             "receptive_fields": {m: receptive_fields.get(m) for m in names},
         }
-        start, results, skipped = state.load(key)
+        start, results, skipped = _unpack(state.load(key))
         if start and progress:
             print(f"examples: resuming after {start} of this rank's images", file=sys.stderr)
     loader = torch.utils.data.DataLoader(
@@ -328,7 +331,7 @@ def examples(
                         results[name].bottom.update(lo.T, idx, src, lo_pos.T)  # type: ignore[union-attr]
                 bar.update(b - a)
             if state is not None:
-                state.maybe_save(start, results, skipped)
+                state.maybe_save(lambda start=start: _pack(start, results, skipped))
     if dist.is_distributed():  # exact merge of every rank's lists, on every rank
         gathered = dist.all_gather({n: (r.top, r.bottom) for n, r in results.items()})
         for name, r in results.items():
@@ -345,87 +348,39 @@ def examples(
     return results
 
 
-class _Checkpoint:
-    """One rank's running top-k lists, saved atomically every ``every`` seconds to
-    ``folder/examples.rankRofW.pt`` (tensors and plain values only: it loads with
-    ``weights_only=True``), so an interrupted pass resumes where it was saved. A checkpoint
-    made with other settings, or another number of ranks, is ignored."""
+def _pack(done: int, results: dict[str, LayerExamples], skipped: dict[str, str]) -> dict:
+    """The running state of an examples pass, for :class:`~interp.distributed.RankCheckpoint`."""
+    from .distributed import object_state
 
-    def __init__(self, folder: str | Path, every: float = 60.0) -> None:
-        from . import distributed as dist
+    layers = {}
+    for name, r in results.items():
+        layers[name] = {
+            "meta": {"grid": list(r.grid), "image_size": list(r.image_size), "rf_size": r.rf_size},
+            "top": object_state(r.top),
+            **({"bottom": object_state(r.bottom)} if r.bottom is not None else {}),
+        }
+    return {"done": done, "layers": layers, "skipped": skipped}
 
-        self.path = Path(folder) / f"examples.rank{dist.rank()}of{dist.world()}.pt"
-        self.every = float(every)
-        self.digest = ""
-        self.last = time.monotonic()
 
-    def load(self, key: dict[str, Any]) -> tuple[int, dict[str, LayerExamples], dict[str, str]]:
-        from .utils import settings_digest
+def _unpack(saved: dict) -> tuple[int, dict[str, LayerExamples], dict[str, str]]:
+    from .distributed import restore_object
 
-        self.digest = settings_digest(key, 16)
-        if not self.path.is_file():
-            return 0, {}, {}
-        try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged checkpoint only costs the redo
-            return 0, {}, {}
-        if saved.get("digest") != self.digest:
-            return 0, {}, {}
-        results = {}
-        for name, r in saved["layers"].items():
-            keepers = []
-            for which in ("top", "bottom"):
-                if which not in r:
-                    keepers.append(None)
-                    continue
-                t = r[which]
-                keeper = RunningTopK(1, r["k"], largest=which == "top", dedup=r["dedup"])
-                keeper.key, keeper.items = t["key"], t["items"]
-                keeper.sources, keeper.positions = t["sources"], t["positions"]
-                keepers.append(keeper)
-            results[name] = LayerExamples(
-                layer=name,
-                k=r["k"],
-                grid=tuple(r["grid"]),
-                image_size=tuple(r["image_size"]),
-                rf_size=r["rf_size"],
-                top=keepers[0],
-                bottom=keepers[1],
-            )
-        return int(saved["done"]), results, dict(saved.get("skipped", {}))
-
-    def maybe_save(
-        self, done: int, results: dict[str, LayerExamples], skipped: dict[str, str]
-    ) -> None:
-        if time.monotonic() - self.last < self.every:
-            return
-        from .utils import atomic_path
-
-        layers: dict[str, Any] = {}
-        for name, r in results.items():
-            entry: dict[str, Any] = {
-                "k": r.k,
-                "dedup": r.top.dedup,
-                "grid": list(r.grid),
-                "image_size": list(r.image_size),
-                "rf_size": r.rf_size,
-            }
-            for which, keeper in (("top", r.top), ("bottom", r.bottom)):
-                if keeper is not None:
-                    entry[which] = {
-                        "key": keeper.key,
-                        "items": keeper.items,
-                        "sources": keeper.sources,
-                        "positions": keeper.positions,
-                    }
-            layers[name] = entry
-        doc = {"digest": self.digest, "done": done, "layers": layers, "skipped": skipped}
-        with atomic_path(self.path, suffix=".pt") as tmp:
-            torch.save(doc, tmp)
-        self.last = time.monotonic()
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+    results = {}
+    for name, r in saved.get("layers", {}).items():
+        keepers = [
+            restore_object(RunningTopK(1, 1), r[which]) if which in r else None
+            for which in ("top", "bottom")
+        ]
+        results[name] = LayerExamples(
+            layer=name,
+            k=keepers[0].k,  # type: ignore[union-attr]
+            grid=tuple(r["meta"]["grid"]),
+            image_size=tuple(r["meta"]["image_size"]),
+            rf_size=r["meta"]["rf_size"],
+            top=keepers[0],  # type: ignore[arg-type]
+            bottom=keepers[1],
+        )
+    return int(saved.get("done", 0)), results, dict(saved.get("skipped", {}))
 
 
 def _crop(image: torch.Tensor, box: Sequence[int], size: int = 64) -> np.ndarray:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import math
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,69 +406,6 @@ def _fingerprint(model: Model) -> float:
         return round(float(sum(p.double().sum() for p in model.module.parameters())), 6)
 
 
-def _state(obj: Any) -> dict[str, Any]:
-    """An accumulator's tensors and numbers (and its generator's state), for a checkpoint."""
-    out: dict[str, Any] = {}
-    for key, value in vars(obj).items():
-        if isinstance(value, torch.Tensor):
-            out[key] = value.detach().cpu()
-        elif isinstance(value, bool | int | float):
-            out[key] = value
-        elif isinstance(value, torch.Generator):
-            out[key + ".state"] = value.get_state()
-    return out
-
-
-def _restore(obj: Any, state: dict[str, Any]) -> None:
-    """Put :func:`_state`'s values back into a freshly made accumulator of the same kind."""
-    for key, value in state.items():
-        if key.endswith(".state"):
-            getattr(obj, key[: -len(".state")]).set_state(value)
-        elif isinstance(value, torch.Tensor):
-            old = getattr(obj, key, None)
-            setattr(obj, key, value.to(old.device) if isinstance(old, torch.Tensor) else value)
-        else:
-            setattr(obj, key, value)
-
-
-class _DissectCheckpoint:
-    """One rank's dissection state in ``folder/dissect.rankRofW.pt``, written atomically
-    (tensors and plain values: it loads with ``weights_only=True``); ignored when made with
-    other settings or another number of ranks."""
-
-    def __init__(self, folder: str | Path, every: float) -> None:
-        from .. import distributed as dist
-
-        self.path = Path(folder) / f"dissect.rank{dist.rank()}of{dist.world()}.pt"
-        self.every, self.last, self.digest = float(every), time.monotonic(), ""
-
-    def load(self, key: dict[str, Any]) -> dict[str, Any]:
-        from ..utils import settings_digest
-
-        self.digest = settings_digest(key, 16)
-        if not self.path.is_file():
-            return {}
-        try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged checkpoint only costs the redo
-            return {}
-        return saved if saved.get("digest") == self.digest else {}
-
-    def save(self, doc: dict[str, Any]) -> None:
-        from ..utils import atomic_path
-
-        with atomic_path(self.path, suffix=".pt") as tmp:
-            torch.save({**doc, "digest": self.digest}, tmp)
-        self.last = time.monotonic()
-
-    def maybe_save(self, make: Any) -> None:
-        if time.monotonic() - self.last >= self.every:
-            self.save(make())
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
 class Dissection(dict):
     """``{layer: LayerDissection}`` plus ``skipped`` (layer -> why) and the data's name."""
 
@@ -626,20 +562,21 @@ def dissect(
     quant: dict[str, StreamingQuantile] = {}
     sums: dict[str, torch.Tensor] = {}
     class_count = torch.zeros(max(1, n_classes), dtype=torch.float64)
-    state = _DissectCheckpoint(checkpoint, checkpoint_every) if checkpoint is not None else None
-    saved: dict[str, Any] = {}
-    if state is not None:
-        key = {
-            "model": [model.name, _fingerprint(model)],
-            "data": [data.name, n, data.image_size, data.mask_size],
-            "layers": names,
-            "settings": [quantile, iou_threshold, top_images, max_topk, precision],
-        }
-        saved = state.load(key)
+    state, saved = None, {}
+    if checkpoint is not None:
+        state = dist.RankCheckpoint(checkpoint, "dissect", checkpoint_every)
+        saved = state.load(
+            {
+                "model": [model.name, _fingerprint(model)],
+                "data": [data.name, n, data.image_size, data.mask_size],
+                "layers": names,
+                "settings": [quantile, iou_threshold, top_images, max_topk, precision],
+            }
+        )
     start_pass, done = (int(saved["pass"]), int(saved["done"])) if saved else (1, 0)
     for name, st in saved.get("quant", {}).items():
         quant[name] = StreamingQuantile(1, 1, quantile, max_topk)
-        _restore(quant[name], st)
+        dist.restore_object(quant[name], st)
     if saved:
         sums, class_count = dict(saved["sums"]), saved["class_count"]
         if progress:
@@ -649,10 +586,10 @@ def dissect(
         return {
             "pass": pass_no,
             "done": count,
-            "quant": {k: _state(q) for k, q in quant.items()},
+            "quant": {k: dist.object_state(q) for k, q in quant.items()},
             "sums": sums,
             "class_count": class_count,
-            "accs": {k: _state(a) for k, a in (accs or {}).items()},
+            "accs": {k: dist.object_state(a) for k, a in (accs or {}).items()},
         }
 
     # pass 1: thresholds (exact streaming quantile) and class means for selectivity
@@ -703,7 +640,7 @@ def dissect(
         for name, q in quant.items()
     }
     for name, st in saved.get("accs", {}).items() if start_pass == 2 else ():
-        _restore(accs[name], st)
+        dist.restore_object(accs[name], st)
     for indices, items, acts in stream_activations(
         model, names, data, masks=True, progress=progress, desc="dissect 2/2", skip=done, **kw
     ):
