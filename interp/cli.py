@@ -9,6 +9,8 @@ Examples::
     interp classify efficientnet_lite0 --photos --out out/classify   # skimage.data photos
     interp visualize efficientnet_lite0 --layer _blocks.5 --channels 0:16 --out out/vis
     interp atlas efficientnet_lite0 --per-layer 8 --steps 128 --size 96 --out out/atlas
+    torchrun --standalone --nproc_per_node=8 -m interp atlas efficientnet_lite0 --per-layer all
+                                              # atlas, examples, hierarchy: one GPU per rank
 
 Every subcommand takes --device auto|cpu|cuda, --quiet, --weights, --offline,
 --trust-checkpoint and --seed.
@@ -256,7 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.04, help="detector IoU threshold [0.04]")
     p.add_argument("--osi-percentile", type=float, default=99.0, help="edge-unit rule [99]")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the verdict [1000]")
-    p.add_argument("--batch-size", type=int, default=32, help="[32]")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per forward [32 on CPU, 128 on CUDA; halved on out-of-memory]",
+    )
     p.add_argument(
         "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="[auto: bf16 on CUDA]"
     )

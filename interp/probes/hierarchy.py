@@ -42,6 +42,7 @@ from torch import nn
 from .. import distributed as dist
 from ..capture import capture, resolve_layers
 from ..data.concepts import ConceptData, load_concepts
+from ..device import default_batch
 from ..models.base import Model
 from ..models.registry import as_model, build_random, list_models, load_model
 from ..utils import atomic_path, atomic_write_text, settings_digest
@@ -575,7 +576,7 @@ def hierarchy(
     iou_threshold: float = 0.04,
     osi_percentile: float = 99.0,
     bootstrap: int = 1000,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     bn_images: int = 512,
     precision: str = "auto",
     out: str | Path | None = None,
@@ -595,7 +596,8 @@ def hierarchy(
         quantile, iou_threshold: Network Dissection's settings.
         osi_percentile: control percentile an edge unit's OSI must exceed.
         bootstrap: resamples of units for the verdict's confidence.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (default 32 on CPU, 128 on CUDA; halved on
+            out-of-memory in the dissection).
         bn_images: probe images used to re-estimate a control's BatchNorm statistics.
         precision: ``auto``, ``bf16`` or ``fp32`` (forward passes of the dissection).
         out: folder for stage files (a rerun reuses finished networks), hierarchy.json and
@@ -610,6 +612,7 @@ def hierarchy(
     if isinstance(model, str):
         model = load_model(model, device=device)
     model = as_model(model)
+    batch_size = batch_size or default_batch(model.device, 32, 128)
     size = size or min(model.input_size[0], 128)
     concept_data = load_concepts(data, size=size, n=n) if isinstance(data, str) else data
     names = resolve_layers(model, layers) if layers is not None else default_hierarchy_layers(model)
