@@ -82,6 +82,11 @@ CLI_JOBS = {
         + ["--reference", "none"],
         "index.json",
     ),
+    "hierarchy": (
+        ["hierarchy", "simplecnn", "--weights", "none", "--data", "partsworld", "--images", "40"]
+        + ["--size", "32", "--control-seeds", "0", "--bootstrap", "50"],
+        "hierarchy.json",
+    ),
 }
 
 
@@ -109,4 +114,5 @@ def test_cli_under_torchrun_equals_one_process(tmp_path, job):
     one = (tmp_path / "one" / result).read_text()
     assert (tmp_path / "two" / result).read_text() == one
     assert done.stdout.count("wrote") == 1  # rank 0 alone reports
-    assert not [p for p in (tmp_path / "two").rglob("*") if "rank" in p.name]
+    left = [p for p in (tmp_path / "two").rglob("*") if "rank" in p.name or ".partial" in p.name]
+    assert not left  # per-rank records and checkpoints are merged and removed
