@@ -610,7 +610,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         experiments=args.experiments,
         progress=not args.quiet,
     )
-    print(f"report: {page.resolve()}")
+    from .distributed import is_main
+
+    if is_main():
+        print(f"report: {page.resolve()}")
     return 0
 
 
@@ -823,7 +826,7 @@ _COMMANDS = {
 
 #: commands sharded over torchrun ranks (units for atlas/visualize, the data for examples and
 #: hierarchy; rank 0 writes and prints)
-_SHARDED = ("atlas", "visualize", "examples", "hierarchy")
+_SHARDED = ("atlas", "visualize", "examples", "hierarchy", "report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

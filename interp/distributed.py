@@ -14,6 +14,9 @@ split by rank:
   by item index (what one process keeps), quantile buffers by their union's top values,
   counts by summing. Every rank ends with the merged result; rank 0 writes the outputs.
 
+* ``report``: its atlas, examples and hierarchy stages split as above; the inventory, the
+  unit cards and the page are made by rank 0.
+
 Interrupted runs resume with any number of ranks: the atlas from the unit records,
 ``examples`` from each rank's checkpoint (same number of ranks), ``hierarchy`` from its
 finished network stages.

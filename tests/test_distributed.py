@@ -87,6 +87,7 @@ CLI_JOBS = {
         + ["--size", "32", "--control-seeds", "0", "--bootstrap", "50"],
         "hierarchy.json",
     ),
+    "report": (["report", "simplecnn", "--weights", "none", "--quick"], "index.html"),
 }
 
 
@@ -96,9 +97,11 @@ def test_cli_under_torchrun_equals_one_process(tmp_path, job):
     env.pop("WORLD_SIZE", None)
     args, result = CLI_JOBS[job]
     exe = Path(sys.executable)
-    subprocess.run(
+    alone = subprocess.run(
         [str(exe.with_name("interp")), *args, "--quiet", "--out", str(tmp_path / "one")],
         check=True,
+        capture_output=True,
+        text=True,
         env=env,
         timeout=300,
     )
@@ -113,6 +116,7 @@ def test_cli_under_torchrun_equals_one_process(tmp_path, job):
     assert done.returncode == 0, done.stderr[-3000:]
     one = (tmp_path / "one" / result).read_text()
     assert (tmp_path / "two" / result).read_text() == one
-    assert done.stdout.count("wrote") == 1  # rank 0 alone reports
+    # rank 0 alone prints, and what one process prints
+    assert done.stdout.replace(str(tmp_path / "two"), str(tmp_path / "one")) == alone.stdout
     left = [p for p in (tmp_path / "two").rglob("*") if "rank" in p.name or ".partial" in p.name]
     assert not left  # per-rank records and checkpoints are merged and removed

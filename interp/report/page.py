@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed as dist
 from ..models.base import Model
 from ..models.registry import as_model
 from ..utils import atomic_write_text, settings_digest
@@ -131,17 +132,25 @@ def report(
     timings: dict[str, float | str] = {}
 
     def stage(name: str, key: Any, fn: Any) -> dict[str, Any]:
+        # under torchrun every rank runs every stage (atlas, examples and hierarchy split
+        # their work; the small stages run on rank 0) and rank 0 marks it finished
         t = time.perf_counter()
         found = stages.done(name, key)
+        dist.barrier()  # every rank has looked before rank 0 marks anything
         if found is not None:
             timings[name] = "reused"
             return found
         result = fn()
-        stages.finish(name, key, result)
+        dist.barrier()
+        if dist.is_main():
+            stages.finish(name, key, result)
+        dist.barrier()
         timings[name] = round(time.perf_counter() - t, 1)
         return result
 
     def do_inventory() -> dict[str, Any]:
+        if not dist.is_main():
+            return {}
         infos = inventory(model, progress=progress)
         atomic_write_text(out / "layers.json", layers_json(model, infos))
         save_figure(plot_inventory(infos, model.name), out / "layers.png")
@@ -172,12 +181,13 @@ def report(
         dataset = make_data(ex_data, size=size, n=cfg["examples_n"])
         res = examples(model, dataset, names, k=5, progress=progress)
         chosen = sorted({c for cs in units.values() for c in cs})
-        doc = save_examples(res, dataset, out / "examples", units=chosen, title=model.name)
+        if dist.is_main():
+            save_examples(res, dataset, out / "examples", units=chosen, title=model.name)
         return {
             "data": ex_data,
             "images": len(dataset),
             "json": "examples/examples.json",
-            "layers": len(doc["layers"]),
+            "layers": len(res),
         }
 
     ex_stage = stage("examples", {**ident, "data": ex_data}, do_examples)
@@ -199,11 +209,13 @@ def report(
     hdoc = json.loads((out / "hierarchy" / "hierarchy.json").read_text())
 
     def do_cards() -> dict[str, Any]:
-        files = _layer_cards(model, out, names, units, hdoc)
+        files = _layer_cards(model, out, names, units, hdoc) if dist.is_main() else []
         return {"files": files}
 
     cards = stage("cards", {**ident, "data": data, "ex": ex_data}, do_cards)["files"]
 
+    if not dist.is_main():  # rank 0 writes the page
+        return out / "index.html"
     exp_doc = None
     if experiments is not None:
         exp_dir = Path(experiments)
