@@ -55,7 +55,7 @@ interp report "$pw" --out "$out/pw" "${experiments[@]}" "${report_flags[@]}" "${
 
 cat <<MSG
 
-demo output is in $root/$out:
+demo output is in $(cd "$out" && pwd):
   lite0/index.html         the report on EfficientNet-Lite0 (open it in a browser)
   pw/index.html            the report on the PartsWorld CNN$([ "$quick" = 1 ] || echo ", with the experiments' answers")
   classify/predictions.txt the photos' top-5 ImageNet classes
