@@ -8,7 +8,13 @@ import torch
 
 from .errors import DeviceError
 
-__all__ = ["HalveOnOOM", "default_batch", "is_out_of_memory", "resolve_device"]
+__all__ = [
+    "HalveOnOOM",
+    "default_batch",
+    "is_out_of_memory",
+    "resolve_device",
+    "synchronize",
+]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -107,3 +113,11 @@ def default_batch(device: torch.device | str, cpu: int, cuda: int) -> int:
     """A job's default batch size: ``cuda`` on a GPU (large, to fill it; an out-of-memory
     batch is halved by :class:`HalveOnOOM`), ``cpu`` elsewhere."""
     return cuda if torch.device(device).type == "cuda" else cpu
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): call before reading a
+    timer. Nothing to wait for on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -19,6 +19,7 @@ import torch
 
 from interp import capture, layers, load_model
 from interp.capture import preserved_state
+from interp.device import synchronize
 
 CASES = [
     ("efficientnet_lite0", "default", "_blocks.1"),
@@ -26,11 +27,6 @@ CASES = [
     ("torchvision:resnet18", "none", "layer1.0.conv1"),
     ("torchvision:resnet18", "none", "layer2"),
 ]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _flops(fn, *args) -> int:
@@ -68,14 +64,14 @@ def main() -> None:
                 capture(model, x, [layer])
                 model.module(x)
             for _ in range(args.repeats):  # interleaved, so drift hits both alike
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
                 capture(model, x, [layer])
-                _sync(device)
+                synchronize(device)
                 t_cap.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 model.module(x)
-                _sync(device)
+                synchronize(device)
                 t_full.append(time.perf_counter() - start)
             flops_cap = _flops(capture, model, x, [layer])
             flops_full = _flops(model.module, x)

@@ -22,13 +22,9 @@ import torch
 from interp import load_model
 from interp.capture import preserved_state
 from interp.data.concepts import PartsWorldConcepts
+from interp.device import synchronize
 from interp.probes.dissect import dissect
 from interp.probes.hierarchy import default_hierarchy_layers
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -60,13 +56,13 @@ def main() -> None:
                 else:
                     batch = images[s : s + args.batch]
                 model(model.normalize(batch).to(device))
-        _sync(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     def dissection() -> tuple[float, int]:
         start = time.perf_counter()
         res = dissect(model, data, layers, batch_size=args.batch, progress=False)
-        _sync(device)
+        synchronize(device)
         return time.perf_counter() - start, sum(d.units for d in res.values())
 
     inference(False)  # warm-up

@@ -23,6 +23,7 @@ import torch
 from interp import load_model
 from interp.capture import preserved_state
 from interp.data.photos import PhotoCrops
+from interp.device import synchronize
 from interp.examples import examples
 from interp.featvis.jobs import default_layers
 from interp.inventory import layers as inventory
@@ -40,11 +41,6 @@ class _InMemory(torch.utils.data.Dataset):
 
     def source(self, i: int) -> int:
         return self.sources[i]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -73,7 +69,7 @@ def main() -> None:
         with torch.no_grad(), preserved_state(model.module):
             for s in range(0, args.n, args.batch):
                 model(model.normalize(data.images[s : s + args.batch]).to(device))
-        _sync(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     rf_time, rfs = rf()
@@ -85,7 +81,7 @@ def main() -> None:
         res = examples(
             model, data, layers, k=9, batch_size=args.batch, receptive_fields=rfs, progress=False
         )
-        _sync(device)
+        synchronize(device)
         units = sum(r.units for r in res.values())
         return time.perf_counter() - start
 

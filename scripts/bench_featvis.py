@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from interp import WeightsUnavailableError, load_model
 from interp import objectives as obj
+from interp.device import synchronize
 from interp.featvis.render import evaluate, render
 
 CASES = {
@@ -57,8 +58,7 @@ def lucent_render(model, layer, channels, size, steps, fixed, device):
         progress=False,
         fixed_image_size=fixed,
     )
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     elapsed = time.perf_counter() - start
     return torch.from_numpy(images[-1]).permute(0, 3, 1, 2).float(), elapsed
 
@@ -114,8 +114,7 @@ def main() -> None:
                 results[label] = render(
                     model, objective, steps=args.steps, size=args.size, progress=False, amp=amp
                 )
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
                 times[label] = time.perf_counter() - start
             t_interp = times["interp"]
             v_lucent = value(model, objective, lucent_imgs, max(224, args.size))

@@ -22,13 +22,9 @@ from torch import nn
 
 from interp import load_model
 from interp.capture import ActivationCapture
+from interp.device import synchronize
 from interp.featvis.objectives import channel
 from interp.featvis.render import render
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def render_variants(model, layer, chans, size, steps, device):
@@ -43,10 +39,10 @@ def render_variants(model, layer, chans, size, steps, device):
         obj.batch = len(chans)
         kw = dict(steps=steps, size=size, amp=amp, channels_last=cl, progress=False)
         render(model, obj, **{**kw, "steps": 2})  # warm-up
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         out = render(model, obj, **kw)
-        _sync(device)
+        synchronize(device)
         rows.append((name, time.perf_counter() - t, float(out.values.mean())))
     return rows
 
@@ -83,11 +79,11 @@ def compile_variant(model, layer, n_chans, size, steps, device):
         f(x)[:, :n_chans].mean().backward()
 
     def timed(f, n):
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         for _ in range(n):
             step(f)
-        _sync(device)
+        synchronize(device)
         return (time.perf_counter() - t) / n
 
     step(net)
@@ -111,7 +107,7 @@ def forward_variants(model, layer, n, size, device):
         outs = []
         with torch.no_grad(), ActivationCapture(model.module, [layer]) as cap:
             for _rep in range(2):  # the first is a warm-up
-                _sync(device)
+                synchronize(device)
                 t = time.perf_counter()
                 outs = []
                 for i in range(0, n, 64):
@@ -120,7 +116,7 @@ def forward_variants(model, layer, n, size, device):
                         x = x.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                         outs.append(cap.run(x)[layer].float().amax(dim=(2, 3)).cpu())
-                _sync(device)
+                synchronize(device)
                 secs = time.perf_counter() - t
         got = torch.cat(outs)
         ref = got if ref is None else ref
