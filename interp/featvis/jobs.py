@@ -525,7 +525,7 @@ def _write_overview(model: Model, entries: list[dict[str, Any]], out: Path) -> N
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from ..report.figures import save_figure
+    from ..report.figures import blank_axis, save_figure
 
     cols = min(8, max((len(e["units"]) for e in entries), default=1))
     rows = len(entries)
@@ -537,10 +537,7 @@ def _write_overview(model: Model, entries: list[dict[str, Any]], out: Path) -> N
     for r, entry in enumerate(entries):
         for c in range(cols):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            blank_axis(ax)
             if c < len(entry["units"]):
                 unit = entry["units"][c]
                 img = Image.open(out / entry["folder"] / unit["png"])

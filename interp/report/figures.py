@@ -17,7 +17,15 @@ from ..inventory import LayerInfo  # noqa: E402
 from ..models.base import Preprocessing  # noqa: E402
 from ..utils import atomic_path  # noqa: E402
 
-__all__ = ["save_figure", "plot_inventory", "plot_classification"]
+__all__ = ["blank_axis", "save_figure", "plot_inventory", "plot_classification"]
+
+
+def blank_axis(ax: plt.Axes) -> None:
+    """No ticks and no frame (an image cell of a grid), but labels and titles still show."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:

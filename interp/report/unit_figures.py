@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figures import blank_axis  # noqa: E402
+
 __all__ = ["heat_overlay", "plot_attribution", "plot_examples_grid", "plot_unit_card"]
 
 
@@ -47,10 +49,7 @@ def plot_examples_grid(
     for r, (unit, crops) in enumerate(rows):
         for c in range(cols):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            blank_axis(ax)
             if c < len(crops):
                 img, value = crops[c]
                 ax.imshow(img)
