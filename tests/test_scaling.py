@@ -25,6 +25,23 @@ from interp.probes.dissect import dissect
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
+class _Forwards:
+    """Counts truncated forwards (``calls``: their batch sizes) and raises KeyboardInterrupt
+    at the ``stop_at``-th one (-1: never), as a kill in the middle of a pass would."""
+
+    def __init__(self, monkeypatch, stop_at=-1):
+        self.calls, self.stop_at = [], stop_at
+        real = ActivationCapture.run
+
+        def run(cap, x, *a, **k):
+            self.calls.append(len(x))
+            if len(self.calls) == self.stop_at:
+                raise KeyboardInterrupt
+            return real(cap, x, *a, **k)
+
+        monkeypatch.setattr(ActivationCapture, "run", run)
+
+
 def _small():
     return interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=32)
 
@@ -147,23 +164,14 @@ def test_an_interrupted_examples_pass_resumes_from_its_checkpoint(
     kw = dict(k=3, bottom=True, batch_size=8, progress=False)
     want = examples(model, data, layers, **kw)
     kw["receptive_fields"] = {n: want[n].rf_size for n in layers}  # measured once
-    real = ActivationCapture.run
-    calls = []
-    stop_at = [4]
-
-    def stop_at_the_fourth(self, x, *a, **k):
-        calls.append(len(x))
-        if len(calls) == stop_at[0]:
-            raise KeyboardInterrupt
-        return real(self, x, *a, **k)
-
-    monkeypatch.setattr(ActivationCapture, "run", stop_at_the_fourth)
+    forwards = _Forwards(monkeypatch, stop_at=4)
+    calls = forwards.calls
     with pytest.raises(KeyboardInterrupt):
         examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
     saved = list(tmp_path.glob("examples.rank0of1.pt"))
     assert saved and not list(tmp_path.glob("*.tmp*"))
     calls.clear()
-    stop_at[0] = -1
+    forwards.stop_at = -1
     got = examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
     assert len(calls) == 2  # 24 of 40 images were saved: two batches of 8 are left
     assert not saved[0].exists()  # removed once complete
@@ -175,12 +183,12 @@ def test_an_interrupted_examples_pass_resumes_from_its_checkpoint(
     assert got[layers[0]].info["images"] == 40
 
     # a checkpoint made with other settings is not used
-    stop_at[0] = 4
+    forwards.stop_at = 4
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
     assert saved[0].exists()
-    stop_at[0] = -1
+    forwards.stop_at = -1
     calls.clear()
     examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **{**kw, "k": 4})
     assert len(calls) == 5  # k changed: all 40 images again
@@ -204,23 +212,14 @@ def test_an_interrupted_dissection_resumes_from_its_checkpoint(
     data = PartsWorldConcepts(n=24, size=32)
     kw = dict(batch_size=8, quantile=0.05, max_topk=50, progress=False)
     want = dissect(model, data, layers, **kw)
-    real = ActivationCapture.run
-    calls = []
-    stop = [stop_at]
-
-    def counted(self, x, *a, **k):
-        calls.append(len(x))
-        if len(calls) == stop[0]:
-            raise KeyboardInterrupt
-        return real(self, x, *a, **k)
-
-    monkeypatch.setattr(ActivationCapture, "run", counted)
+    forwards = _Forwards(monkeypatch, stop_at=stop_at)
+    calls = forwards.calls
     with pytest.raises(KeyboardInterrupt):
         dissect(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
     saved = tmp_path / "dissect.rank0of1.pt"
     assert saved.is_file()
     calls.clear()
-    stop[0] = -1
+    forwards.stop_at = -1
     got = dissect(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
     assert len(calls) == calls_left and not saved.exists()
     for name in layers:
