@@ -835,10 +835,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "offline", False):
         os.environ["INTERP_OFFLINE"] = "1"
-    if args.command in _SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from .distributed import setup
+    sharded = args.command in _SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if sharded:
+        from .distributed import setup, teardown
 
         setup(getattr(args, "device", "auto"))  # under torchrun: shard the data by rank
+        status = None
+        try:
+            status = _run(args)
+        finally:
+            teardown(ok=status == 0)
+        return status
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return _COMMANDS[args.command](args)
     except InterpError as exc:

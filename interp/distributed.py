@@ -58,6 +58,7 @@ __all__ = [
     "restore_object",
     "setup",
     "shard",
+    "teardown",
     "world",
 ]
 
@@ -91,6 +92,22 @@ def setup(device: str = "auto") -> bool:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
     return is_distributed()
+
+
+def teardown(ok: bool = True) -> None:
+    """Leave the process group before the process exits (nothing when none was joined).
+
+    After a job that finished (``ok``) the ranks meet at a barrier, so none closes its
+    connections while another still finishes a collective, and then destroy the group:
+    exiting with a gloo group still open can abort a rank at interpreter shutdown
+    ("terminate called without an active exception", pytorch/pytorch#190489). After an
+    error the group is left alone: the other ranks may be inside a collective, where
+    destroying it can hang (nccl), and torchrun stops them anyway."""
+    if not (ok and dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def barrier() -> None:

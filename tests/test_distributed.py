@@ -120,3 +120,32 @@ def test_cli_under_torchrun_equals_one_process(tmp_path, job):
     assert done.stdout.replace(str(tmp_path / "two"), str(tmp_path / "one")) == alone.stdout
     left = [p for p in (tmp_path / "two").rglob("*") if "rank" in p.name or ".partial" in p.name]
     assert not left  # per-rank records and checkpoints are merged and removed
+
+
+def test_cli_leaves_the_process_group_after_a_finished_job_only(tmp_path, monkeypatch):
+    """A rank that exits with its gloo group open can abort at shutdown (pytorch#190489), so a
+    sharded command destroys the group when it finished; after an error it leaves it alone
+    (other ranks may be inside a collective)."""
+    import torch.distributed as tdist
+
+    from interp import cli
+
+    def one_rank_group(device="auto"):
+        init = f"file://{tmp_path / 'store'}"
+        tdist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+        return False
+
+    monkeypatch.setattr(dist, "setup", one_rank_group)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets: the CLI takes the sharded path
+    monkeypatch.setenv("INTERP_OFFLINE", "1")
+    args = ["atlas", "simplecnn", "--weights", "none", "--per-layer", "1", "--steps", "1"]
+    args += ["--size", "16", "--reference", "none", "--quiet"]
+    try:
+        status = cli.main([*args, "--layers", "features.relu2", "--out", str(tmp_path / "a")])
+        assert status == 0 and not tdist.is_initialized()
+        (tmp_path / "store").unlink(missing_ok=True)
+        status = cli.main([*args, "--layers", "features.nope", "--out", str(tmp_path / "b")])
+        assert status == 2 and tdist.is_initialized()
+    finally:
+        if tdist.is_initialized():
+            tdist.destroy_process_group()

@@ -50,6 +50,7 @@ def main(out: str, atlas_out: str) -> None:
             arrays[f"{name}/iou"] = d.iou
             arrays[f"{name}/class_means"] = d.class_means
         np.savez(out, world=dist.world(), **arrays)
+    dist.teardown()
 
 
 if __name__ == "__main__":
