@@ -835,8 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "offline", False):
         os.environ["INTERP_OFFLINE"] = "1"
-    sharded = args.command in _SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if sharded:
+    if args.command in _SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from .distributed import setup, teardown
 
         setup(getattr(args, "device", "auto"))  # under torchrun: shard the data by rank

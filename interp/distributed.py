@@ -105,8 +105,7 @@ def teardown(ok: bool = True) -> None:
     destroying it can hang (nccl), and torchrun stops them anyway."""
     if not (ok and dist.is_available() and dist.is_initialized()):
         return
-    if dist.get_world_size() > 1:
-        dist.barrier()
+    barrier()
     dist.destroy_process_group()
 
 
