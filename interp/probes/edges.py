@@ -1,14 +1,48 @@
-"""Edge probe: orientation tuning of units measured with sinusoidal gratings.
+"""Edge probe: evoked orientation tuning of units, measured with sinusoidal gratings.
 
-For every unit (a channel at the centre of a layer's output map), full-field luminance
-gratings over ``n_orientations`` orientations (>= 12), several spatial frequencies scaled to
-the layer's receptive field and ``n_phases`` phases (>= 4), centred on the unit's receptive
-field, are shown; responses are rectified and maximized over phase. Per unit:
+For every unit (a channel at the centre of a layer's output map) full-field luminance
+gratings are shown over ``n_orientations`` orientations (>= 12), a grid of spatial frequencies
+suited to the layer's receptive field (RF), ``n_phases`` phases (>= 4) and a series of
+``contrasts``, all centred exactly on the unit's RF centre (measured, not assumed: on an
+even canvas the centre unit does not sit at the canvas centre). What is measured is the
+**evoked** response, ``r(grating) - r(grey field)``, signed and never clipped at 0: a unit's
+baseline (its answer to plain grey) and its sign carry no information about orientation.
 
-* preferred orientation and frequency (the argmax);
-* orientation selectivity index at the preferred frequency,
-  ``OSI = |sum_k r_k exp(2 i theta_k)| / sum_k r_k`` (1 - circular variance): 1 for a unit
-  that answers one orientation only, 0 for an isotropic one.
+Per unit and stimulus condition (contrast, orientation, frequency), over the phases:
+
+* ``F0`` = mean evoked response and ``F1`` = amplitude of the first harmonic in phase;
+* a unit is **simple-like** when ``F1 / |F0| > 1`` at its preferred condition (its answer
+  follows the grating's phase: a linear or half-rectified filter) and **complex-like**
+  otherwise (phase-invariant, energy-like); its tuning measure is ``F1`` for simple-like and
+  the evoked ``F0`` (rectified: suppression is not a preference) for complex-like units;
+* **saturation**: every bounded activation upstream of the layer (ReLU6 at 0 or 6,
+  hardtanh, hardsigmoid) is watched inside the unit's RF window; an element counts as
+  *clipped* when it sits at a bound under the grating but not under grey. The tuning is
+  read at the highest contrast at which fewer than ``clip_limit`` (5%) of the elements are
+  clipped (the lowest contrast when every contrast clips more; said in ``info``);
+* **OSI** at the preferred frequency, ``|sum_k m_k e^{2 i theta_k}| / sum_k m_k`` over the
+  measure ``m`` (1 - circular variance);
+* **drive ratio**: the largest evoked response to any grating over the unit's evoked
+  high percentile (99.5th, Network Dissection's quantile) on natural images, ``T - r(grey)``.
+  A unit that gratings barely move (a colour-blob unit with a weak oriented leak) may have
+  a needle-sharp tuning curve: its shape says nothing when its size is a tenth of what the
+  unit does on real images.
+
+A unit is an **edge unit** (:func:`edge_units`) when it is driven (drive ratio >=
+``DRIVE_MIN``) and oriented (OSI >= ``OSI_MIN``, and above the random-init control's
+threshold where the hierarchy check supplies one). The cut-offs were calibrated on planted
+units (tests/test_edges.py), measured with this module's defaults on a 64-px canvas:
+
+* planted Gabors (luminance, odd and even, 2-7 px period, with biases and gains that
+  saturate ReLU6 at full contrast, and behind a second layer): OSI 0.45-0.95, drive ratio
+  0.6-1.6; derivative-of-Gaussian edge filters, the broadest oriented filter, OSI ~0.33;
+* isotropic difference-of-Gaussians: OSI < 0.06; colour-opponent blobs: OSI < 0.06 or no
+  drive; deep colour-blob decoys with a weak oriented leak and a negative offset (which
+  the former probe, rectified and without a baseline, scored OSI 0.4-0.5): drive ratio
+  ~0.1;
+
+so ``OSI_MIN = 0.2`` (between isotropic units' <= 0.06 and the broadest edge filter's 0.33)
+and ``DRIVE_MIN = 0.3`` (between the decoys' ~0.1 and the Gabors' >= 0.6).
 
 Orientations are those of the stripes (the edges), in degrees counter-clockwise from
 horizontal, with the image's y axis pointing up — the convention of PartsWorld's edge bins.
@@ -17,18 +51,40 @@ horizontal, with the image's y axis pointing up — the convention of PartsWorld
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture, preserved_state, resolve_layers
 from ..models.base import Model
 from ..models.registry import as_model
 
-__all__ = ["EdgeResult", "edge_probe", "gratings", "orientation_selectivity"]
+__all__ = [
+    "CONTRASTS",
+    "DRIVE_MIN",
+    "OSI_MIN",
+    "EdgeResult",
+    "edge_probe",
+    "edge_units",
+    "gratings",
+    "natural_reference",
+    "orientation_selectivity",
+    "rf_centres",
+]
+
+#: contrasts of the series (Michelson contrast of the gratings around grey 0.5)
+CONTRASTS = (0.125, 0.25, 0.5, 1.0)
+#: absolute cut-offs, calibrated on planted units (module docstring)
+OSI_MIN = 0.2
+DRIVE_MIN = 0.3
+#: spatial frequencies (cycles per pixel) of the grid: a factor sqrt(2) apart
+FREQUENCIES = tuple(round(0.4 / math.sqrt(2) ** k, 4) for k in range(10))
+_BOUNDED = (nn.Hardtanh, nn.Hardsigmoid)  # ReLU6 is a Hardtanh
 
 
 def gratings(
@@ -37,28 +93,37 @@ def gratings(
     frequencies: Sequence[float],
     phases: Sequence[float],
     channels: int = 3,
+    *,
+    contrast: float = 1.0,
+    centre: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Sinusoidal gratings ``(O * F * P, C, size, size)`` in ``[0, 1]``, orientation-major.
 
     ``orientations`` are stripe orientations (degrees), ``frequencies`` in cycles per pixel,
-    ``phases`` in radians relative to the image centre.
+    ``phases`` in radians relative to ``centre`` (``(y, x)`` in pixels; default the canvas
+    centre ``(size - 1) / 2``), ``contrast`` the amplitude around grey 0.5 (1: 0 to 1).
     """
-    c = (size - 1) / 2.0
-    ys, xs = torch.meshgrid(torch.arange(size) - c, torch.arange(size) - c, indexing="ij")
-    xs, ys = xs.float(), -ys.float()  # y up
+    cy, cx = centre if centre is not None else ((size - 1) / 2.0, (size - 1) / 2.0)
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64) - cy,
+        torch.arange(size, dtype=torch.float64) - cx,
+        indexing="ij",
+    )
+    ys = -ys  # y up
     out = []
     for theta in orientations:
         wave = math.radians(theta + 90.0)  # the wave vector is perpendicular to the stripes
         proj = xs * math.cos(wave) + ys * math.sin(wave)
         for f in frequencies:
             for phi in phases:
-                out.append(0.5 + 0.5 * torch.sin(2 * math.pi * f * proj + phi))
-    stack = torch.stack(out)[:, None]
+                out.append(0.5 + 0.5 * contrast * torch.sin(2 * math.pi * f * proj + phi))
+    stack = torch.stack(out).float()[:, None]
     return stack.expand(-1, channels, -1, -1).contiguous()
 
 
 def orientation_selectivity(responses: np.ndarray, orientations: Sequence[float]) -> np.ndarray:
-    """OSI of rectified responses ``(..., n_orientations)``: ``|sum r e^{2i theta}| / sum r``."""
+    """OSI of ``(..., n_orientations)`` responses, negative parts set to 0:
+    ``|sum r e^{2i theta}| / sum r`` (0 where every response is 0)."""
     r = np.clip(responses, 0, None)
     angles = np.radians(np.asarray(orientations, dtype=np.float64))
     vec = (r * np.exp(2j * angles)).sum(axis=-1)
@@ -70,100 +135,500 @@ def orientation_selectivity(responses: np.ndarray, orientations: Sequence[float]
 
 @dataclass
 class EdgeResult:
-    """Orientation tuning of every unit of one layer (arrays indexed by channel)."""
+    """Evoked orientation tuning of every unit of one layer (arrays indexed by channel)."""
 
     layer: str
     orientations: list[float]
     frequencies: list[float]
+    contrasts: list[float]
+    contrast: np.ndarray  # per unit: the contrast its tuning is read at
+    baseline: np.ndarray  # response to the grey field
+    tuning: np.ndarray  # (units, orientations, frequencies): F1 or evoked F0 at ``contrast``
+    modulation: np.ndarray  # F1 / |F0| at the preferred condition
+    simple: np.ndarray  # bool: simple-like (F1 measure) or complex-like (F0)
     preferred_orientation: np.ndarray
     preferred_frequency: np.ndarray
     osi: np.ndarray
-    peak: np.ndarray
-    tuning: np.ndarray  # (units, orientations, frequencies), rectified, max over phase
+    drive: np.ndarray  # largest evoked response to any grating (any contrast)
+    drive_ratio: np.ndarray  # drive / (natural high percentile - baseline); nan: no reference
+    clipped: list[float]  # per contrast: fraction of upstream bounded elements clipped
+    unit_clipped: np.ndarray  # per unit: clipped fraction at the contrast read
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def units(self) -> int:
+        return len(self.osi)
+
+    def edge_units(self, osi_threshold: float | None = None) -> np.ndarray:
+        """Bool per unit: driven and oriented (:func:`edge_units`)."""
+        return edge_units(self, osi_threshold=osi_threshold)
+
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly summary (OSI quantiles, preferred orientations)."""
-        q = np.quantile(self.osi, [0.1, 0.25, 0.5, 0.75, 0.9]).round(4).tolist()
+        """JSON-friendly summary (OSI and drive quantiles, clipping, the contrast used)."""
+        q = [0.1, 0.25, 0.5, 0.75, 0.9]
+        ratio = self.drive_ratio[np.isfinite(self.drive_ratio)]
         return {
             "layer": self.layer,
-            "units": int(len(self.osi)),
-            "osi_quantiles_10_25_50_75_90": q,
+            "units": self.units,
+            "osi_quantiles_10_25_50_75_90": np.quantile(self.osi, q).round(4).tolist(),
             "osi_mean": round(float(self.osi.mean()), 4),
+            "drive_ratio_median": round(float(np.median(ratio)), 4) if len(ratio) else None,
+            "driven_fraction": round(float((self.drive_ratio >= DRIVE_MIN).mean()), 4),
+            "simple_fraction": round(float(self.simple.mean()), 4),
+            "contrast_median": float(np.median(self.contrast)),
+            "clipped_at_contrast_read_median": round(float(np.median(self.unit_clipped)), 4),
+            "clipped_by_contrast": dict(
+                zip(
+                    [str(c) for c in self.contrasts],
+                    [round(v, 4) for v in self.clipped],
+                    strict=True,
+                )
+            ),
             "frequencies": [round(f, 4) for f in self.frequencies],
             **self.info,
         }
 
 
-def _frequencies(rf: int, cycles: Sequence[float]) -> list[float]:
-    """Spatial frequencies of ``cycles`` per receptive field, within (0, 0.45] cycles/px."""
-    out = sorted({round(min(0.45, max(c / max(rf, 2), 1.0 / 64)), 4) for c in cycles})
+def edge_units(
+    result: EdgeResult,
+    *,
+    osi_threshold: float | None = None,
+    osi_min: float = OSI_MIN,
+    drive_min: float = DRIVE_MIN,
+) -> np.ndarray:
+    """Edge units of ``result``: drive ratio >= ``drive_min`` and OSI >= ``osi_min`` and, when
+    given, OSI > ``osi_threshold`` (e.g. the random-init control's). Without a natural-image
+    reference (drive ratio ``nan``) no unit passes the drive gate."""
+    driven = np.nan_to_num(result.drive_ratio, nan=-1.0) >= drive_min
+    oriented = result.osi >= osi_min
+    if osi_threshold is not None and np.isfinite(osi_threshold):
+        oriented &= result.osi > osi_threshold
+    return driven & oriented
+
+
+# ------------------------------------------------------------------------- the RF centre
+def _bbox_1d(mask: torch.Tensor) -> tuple[int, int] | None:
+    idx = torch.nonzero(mask).flatten()
+    return (int(idx[0]), int(idx[-1])) if len(idx) else None
+
+
+def rf_centres(model: Model, layers: Sequence[str], size: int) -> dict[str, tuple[float, float]]:
+    """The input position ``(y, x)`` (pixels) of the RF centre of each layer's centre unit.
+
+    From the support of the gradient of that unit (random positive channel mix) on a noise
+    image: the middle of its bounding box when the RF fits the canvas; else the centroid of
+    the gradient's energy, with the box's free side where one side is clipped.
+    """
+    gen = torch.Generator().manual_seed(0)
+    channels = model.preprocessing.channels
+    out: dict[str, tuple[float, float]] = {}
+    x = (0.5 + 0.1 * torch.randn(len(layers), channels, size, size, generator=gen)).to(model.device)
+    x.requires_grad_(True)
+    with torch.enable_grad(), ActivationCapture(model.module, list(layers), freeze=True) as cap:
+        acts = cap.run(model.normalize(x))
+        total = x.new_zeros(())
+        for i, name in enumerate(layers):
+            act = acts[name]
+            h, w = act.shape[-2:]
+            mix = torch.rand(act.shape[1], generator=gen).to(act.device, act.dtype) + 0.5
+            total = total + (act[i, :, h // 2, w // 2] * mix).sum()
+        (grad,) = torch.autograd.grad(total, x)
+    energy = grad.detach().float().pow(2).sum(dim=1).cpu()  # (layers, size, size)
+    for i, name in enumerate(layers):
+        e = energy[i]
+        seen = e > 0
+        centre = []
+        for axis in (0, 1):
+            profile = e.sum(dim=1 - axis)
+            box = _bbox_1d(seen.any(dim=1 - axis))
+            if box is None:
+                centre.append((size - 1) / 2.0)
+                continue
+            lo, hi = box
+            if lo > 0 and hi < size - 1:
+                centre.append((lo + hi) / 2.0)
+            else:
+                pos = torch.arange(size, dtype=torch.float64)
+                centre.append(float((profile.double() * pos).sum() / profile.double().sum()))
+        out[name] = (centre[0], centre[1])
     return out
 
 
-def edge_probe(
+# --------------------------------------------------------------- natural-image reference
+def _image_batches(data: Any, n: int, batch_size: int) -> Iterable[torch.Tensor]:
+    """Batches of ``[0, 1]`` images from a tensor, a ConceptData or a (image, ...) dataset."""
+    if isinstance(data, torch.Tensor):
+        for start in range(0, min(n, len(data)), batch_size):
+            yield data[start : min(n, start + batch_size)]
+        return
+    count = min(n, len(data))
+    for start in range(0, count, batch_size):
+        imgs = []
+        for i in range(start, min(count, start + batch_size)):
+            if hasattr(data, "item") and callable(data.item) and not isinstance(data, dict):
+                imgs.append(data.item(i, masks=False).image)
+            else:
+                it = data[i]
+                imgs.append(it[0] if isinstance(it, tuple | list) else it)
+        yield torch.stack(imgs)
+
+
+def natural_reference(
     model: Model,
+    data: Any,
+    layers: Sequence[str],
+    *,
+    images: int = 256,
+    quantile: float = 0.005,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Each unit's top-``quantile`` activation (every position of the first ``images``
+    images of ``data``): the natural-image scale the drive ratio compares gratings with."""
+    from .dissect import StreamingQuantile
+
+    model = as_model(model)
+    names = list(layers)
+    quantiles: dict[str, StreamingQuantile] = {}
+    count = min(images, len(data))
+    with torch.no_grad(), ActivationCapture(model.module, names) as cap:
+        batches = _image_batches(data, count, batch_size)
+        for x in tqdm(batches, desc="natural reference", unit="batch", disable=not progress):
+            acts = cap.run(model.normalize(x).to(model.device))
+            for name in names:
+                a = acts[name].float()
+                if a.dim() != 4:
+                    continue
+                if name not in quantiles:
+                    total = count * a.shape[-2] * a.shape[-1]
+                    quantiles[name] = StreamingQuantile(a.shape[1], total, quantile)
+                quantiles[name].update(a.cpu())
+    return {name: q.thresholds().numpy() for name, q in quantiles.items()}
+
+
+# ----------------------------------------------------------------------------- the probe
+def _frequencies(rf: int, size: int, grid: Sequence[float]) -> list[float]:
+    """The grid's frequencies a layer can see: from half a cycle to 16 cycles across its RF
+    (clipped to the canvas), at most 0.45 cycles/px."""
+    extent = max(2, min(rf, size))
+    keep = [f for f in grid if f <= 0.45 and 0.5 <= f * extent <= 16]
+    return sorted(keep) if keep else [min(grid, key=lambda f: abs(f * extent - 1.0))]
+
+
+class _ClipCounter:
+    """Hooks on bounded activations (ReLU6, hardtanh, hardsigmoid). Per stimulus and layer,
+    inside the layer's RF window: how many elements the stimulus moved away from their grey
+    value (by more than 5% of the bound range), and how many of those it pushed onto a
+    saturating bound they were not at under grey (ReLU6: 6; hardtanh and hardsigmoid: either
+    end). Elements a stimulus leaves alone do not dilute the fraction."""
+
+    def __init__(self, module: nn.Module, windows: dict[str, tuple[int, int, int, int]], size: int):
+        self.module = module
+        self.bounded = [(name, m) for name, m in module.named_modules() if isinstance(m, _BOUNDED)]
+        self.windows = windows  # layer -> (y0, y1, x0, x1) in input pixels (inclusive)
+        self.size = size
+        self.grey: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.mode = "off"
+        self.clipped: dict[str, torch.Tensor] = {}  # module -> (B, layers) clipped counts
+        self.moved: dict[str, torch.Tensor] = {}  # module -> (B, layers) moved counts
+        self.order: list[str] = []
+        self._handles: list[Any] = []
+        self._layers = list(windows)
+
+    def _bounds(self, m: nn.Module) -> tuple[float, float]:
+        if isinstance(m, nn.Hardtanh):
+            return float(m.min_val), float(m.max_val)
+        return 0.0, 1.0  # hardsigmoid
+
+    def _window(self, layer: str, h: int, w: int) -> tuple[slice, slice]:
+        y0, y1, x0, x1 = self.windows[layer]
+        r0, c0 = int(y0 * h / self.size), int(x0 * w / self.size)
+        r1 = max(r0 + 1, math.ceil((y1 + 1) * h / self.size))
+        c1 = max(c0 + 1, math.ceil((x1 + 1) * w / self.size))
+        return slice(r0, r1), slice(c0, c1)
+
+    def _hook(self, name: str, m: nn.Module):  # noqa: ANN202
+        lo, hi = self._bounds(m)
+        tol = 0.05 * (hi - lo)
+        # ReLU6's 0 is rectification, as in any ReLU (the F1 measure is exact for a
+        # half-wave rectified sinusoid); its 6, and both ends of a clamp around 0, saturate
+        lower = not (isinstance(m, nn.Hardtanh) and lo == 0.0)
+
+        def fn(_m: nn.Module, _inputs: Any, output: Any) -> None:
+            if self.mode == "off" or not isinstance(output, torch.Tensor) or output.dim() != 4:
+                return
+            y = output.detach().float()
+            at = y >= hi - 1e-6
+            if lower:
+                at |= y <= lo + 1e-6
+            if self.mode == "grey":
+                self.grey[name] = (y[:1], at[:1])
+                if name not in self.order:
+                    self.order.append(name)
+                return
+            grey, grey_at = self.grey[name]
+            moved = (y - grey).abs() > tol
+            clipped = moved & at & ~grey_at
+            h, w = y.shape[-2:]
+            cs, ms = [], []
+            for layer in self._layers:
+                rows, cols = self._window(layer, h, w)
+                cs.append(clipped[:, :, rows, cols].flatten(1).sum(dim=1))
+                ms.append(moved[:, :, rows, cols].flatten(1).sum(dim=1))
+            for store, part in ((self.clipped, cs), (self.moved, ms)):
+                counts = torch.stack(part, dim=1).cpu().double()  # (B, layers)
+                store[name] = torch.cat([store[name], counts]) if name in store else counts
+
+        return fn
+
+    def _order_hook(self, name: str):  # noqa: ANN202
+        def fn(*_: Any) -> None:
+            if self.mode == "grey" and name not in self.order:
+                self.order.append(name)
+
+        return fn
+
+    def __enter__(self) -> _ClipCounter:
+        try:
+            bounded = {name for name, _ in self.bounded}
+            for name in self._layers:  # execution order of the layers too (hooks run first)
+                if name not in bounded:
+                    sub = self.module.get_submodule(name)
+                    self._handles.append(sub.register_forward_hook(self._order_hook(name)))
+            for name, m in self.bounded:
+                self._handles.append(m.register_forward_hook(self._hook(name, m)))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def edge_probe(
+    model: Model | nn.Module,
     layers: str | Sequence[str],
     *,
+    reference: Any = "photos",
     n_orientations: int = 12,
     n_phases: int = 4,
-    cycles_per_rf: Sequence[float] = (0.75, 1.0, 1.5, 2.0, 3.0),
+    contrasts: Sequence[float] = CONTRASTS,
+    frequencies: Sequence[float] = FREQUENCIES,
+    clip_limit: float = 0.05,
     size: int | None = None,
     batch_size: int = 64,
+    reference_images: int = 256,
+    progress: bool = False,
 ) -> dict[str, EdgeResult]:
-    """Orientation tuning of every unit of ``layers`` (one streaming pass per layer set).
+    """Evoked orientation tuning of every unit of ``layers`` (module docstring).
 
     Args:
         model: the model (its preprocessing turns the [0, 1] gratings into input).
-        layers: layer names with 4-D outputs.
+        layers: layer names with 4-D outputs (others are skipped).
+        reference: natural images for the drive ratio: ``"photos"`` (seeded crops of the
+            skimage photos, at the canvas size), a tensor of ``[0, 1]`` images, a dataset or
+            ConceptData, ``{layer: thresholds}`` already measured, or ``None`` (no drive ratio:
+            :func:`edge_units` then finds none).
         n_orientations: >= 12 stripe orientations over 180 degrees.
         n_phases: >= 4 phases.
-        cycles_per_rf: frequencies, in cycles per receptive field of each layer.
+        contrasts: the contrast series (ascending, in (0, 1]).
+        frequencies: the frequency grid (cycles/px); each layer uses those it can see.
+        clip_limit: largest fraction of clipped upstream elements at the contrast read.
         size: canvas size (default: the model's input size).
         batch_size: gratings per forward pass.
+        reference_images: natural images for the reference percentile.
+        progress: progress bars.
     """
     if n_orientations < 12 or n_phases < 4:
         raise ValueError("use at least 12 orientations and 4 phases")
+    contrasts = sorted(float(c) for c in contrasts)
+    if not contrasts or contrasts[0] <= 0 or contrasts[-1] > 1:
+        raise ValueError(f"contrasts must lie in (0, 1], got {contrasts}")
+    if not 0 < clip_limit < 1:
+        raise ValueError(f"clip_limit must be in (0, 1), got {clip_limit}")
     from ..inventory import layers as inventory
 
     model = as_model(model)
     names = resolve_layers(model, layers)
-    size = size or model.input_size[0]
+    size = int(size or model.input_size[0])
     infos = {i.name: i for i in inventory(model, names=names, input_size=(size, size))}
+    names = [
+        n for n in names if infos[n].output_shape is not None and len(infos[n].output_shape) == 3
+    ]
+    if not names:
+        return {}
     orientations = [180.0 * k / n_orientations for k in range(n_orientations)]
     phases = [2 * math.pi * k / n_phases for k in range(n_phases)]
+    if isinstance(reference, str) and reference == "photos":
+        from ..data.photos import PhotoCrops
+
+        reference = PhotoCrops(n=reference_images, size=size, seed=0)
     results: dict[str, EdgeResult] = {}
     with preserved_state(model.module, eval_mode=True):
-        for name in names:
-            info = infos[name]
-            if info.output_shape is None or len(info.output_shape) != 3:
-                continue  # not a spatial map
-            rf = info.rf_size[0] if info.rf_size else size
-            freqs = _frequencies(rf, cycles_per_rf)
-            stim = gratings(size, orientations, freqs, phases, model.preprocessing.channels)
-            chunks = []
-            with torch.no_grad(), ActivationCapture(model.module, [name]) as cap:
-                for start in range(0, len(stim), batch_size):
-                    x = model.normalize(stim[start : start + batch_size]).to(model.device)
-                    act = cap.run(x)[name].float()
-                    h, w = act.shape[-2:]
-                    chunks.append(act[:, :, h // 2, w // 2].cpu())
-            resp = torch.cat(chunks).numpy()  # (O*F*P, units)
-            units = resp.shape[1]
-            tuning = resp.T.reshape(units, n_orientations, len(freqs), n_phases)
-            tuning = np.clip(tuning, 0, None).max(axis=-1)  # rectified, best phase
-            flat = tuning.reshape(units, -1).argmax(axis=1)
-            o_idx, f_idx = np.unravel_index(flat, (n_orientations, len(freqs)))
-            at_pref = tuning[np.arange(units), :, f_idx]  # (units, orientations)
-            results[name] = EdgeResult(
-                layer=name,
-                orientations=orientations,
-                frequencies=freqs,
-                preferred_orientation=np.asarray(orientations)[o_idx],
-                preferred_frequency=np.asarray(freqs)[f_idx],
-                osi=orientation_selectivity(at_pref, orientations),
-                peak=tuning.reshape(units, -1).max(axis=1),
-                tuning=tuning,
-                info={"rf_size": rf, "canvas": size, "phases": n_phases},
+        if reference is None:
+            ref: dict[str, np.ndarray] = {}
+        elif isinstance(reference, dict):
+            ref = {k: np.asarray(v) for k, v in reference.items()}
+        else:
+            ref = natural_reference(
+                model, reference, names, images=reference_images, progress=progress
             )
-    return results
+        centres = rf_centres(model, names, size)
+        # layers whose RF centres agree share one pass of stimuli; a layer whose RF is clipped
+        # by the canvas (its centre only estimated) joins the nearest measured centre: it
+        # sees low frequencies, where a pixel is a small phase offset, and F1 is
+        # phase-invariant
+        groups: dict[tuple[float, float], list[str]] = {}
+        exact = [n for n in names if not infos[n].rf_clipped]
+        for name in exact:
+            cy, cx = centres[name]
+            groups.setdefault((round(cy * 2) / 2, round(cx * 2) / 2), []).append(name)
+        for name in names:
+            if name in exact:
+                continue
+            cy, cx = centres[name]
+            key = min(groups, key=lambda k: abs(k[0] - cy) + abs(k[1] - cx), default=None)
+            if key is None:
+                key = (round(cy * 2) / 2, round(cx * 2) / 2)
+            groups.setdefault(key, []).append(name)
+        layer_freqs = {
+            n: _frequencies((infos[n].rf_size or (size, size))[0], size, sorted(set(frequencies)))
+            for n in names
+        }
+        for centre, group in groups.items():
+            freqs_all = sorted({f for n in group for f in layer_freqs[n]})
+            n_stim = n_orientations * len(freqs_all) * n_phases
+            windows = {}
+            for name in group:
+                rf = infos[name].rf_size or (size, size)
+                cy, cx = centre
+                windows[name] = (
+                    max(0, int(math.floor(cy - (rf[0] - 1) / 2))),
+                    min(size - 1, int(math.ceil(cy + (rf[0] - 1) / 2))),
+                    max(0, int(math.floor(cx - (rf[1] - 1) / 2))),
+                    min(size - 1, int(math.ceil(cx + (rf[1] - 1) / 2))),
+                )
+            channels = model.preprocessing.channels
+            grey = torch.full((1, channels, size, size), 0.5)
+            with (
+                torch.no_grad(),
+                _ClipCounter(model.module, windows, size) as clip,
+                ActivationCapture(model.module, group) as cap,
+            ):
+                clip.mode = "grey"
+                base = {
+                    k: v.float()[0, :, v.shape[-2] // 2, v.shape[-1] // 2].cpu()
+                    for k, v in cap.run(model.normalize(grey).to(model.device)).items()
+                }
+                # upstream of a layer: bounded modules that ran before it (execution order)
+                order = {m: k for k, m in enumerate(clip.order)}
+                clip.mode = "stim"
+                chunks: dict[str, list[torch.Tensor]] = {n: [] for n in group}
+                steps = [(c, s) for c in contrasts for s in range(0, n_stim, batch_size)]
+                stims = {
+                    c: gratings(
+                        size, orientations, freqs_all, phases, channels, contrast=c, centre=centre
+                    )
+                    for c in contrasts
+                }
+                for c, start in tqdm(steps, desc="gratings", unit="batch", disable=not progress):
+                    x = stims[c][start : start + batch_size]
+                    acts = cap.run(model.normalize(x).to(model.device))
+                    for name in group:
+                        a = acts[name].float()
+                        h, w = a.shape[-2:]
+                        chunks[name].append(a[:, :, h // 2, w // 2].cpu())
+            for gi, name in enumerate(group):
+                resp = torch.cat(chunks[name]).double().numpy()  # (C*O*F*P, units)
+                units = resp.shape[1]
+                evoked = resp - base[name].double().numpy()[None]
+                evoked = evoked.T.reshape(
+                    units, len(contrasts), n_orientations, len(freqs_all), n_phases
+                )
+                # clipped fraction per contrast, over upstream bounded modules
+                up = [
+                    m
+                    for m, _ in clip.bounded
+                    if m in clip.clipped and order.get(m, math.inf) <= order.get(name, -1)
+                ]
+                clipped = []
+                for ci in range(len(contrasts)):
+                    rows = slice(ci * n_stim, (ci + 1) * n_stim)
+                    num = sum(float(clip.clipped[m][rows, gi].sum()) for m in up)
+                    den = sum(float(clip.moved[m][rows, gi].sum()) for m in up)
+                    clipped.append(num / den if den else 0.0)
+                # the unit's own saturation, when the layer is itself a bounded activation
+                own = np.zeros((units, len(contrasts)))
+                module = model.module.get_submodule(name)
+                if isinstance(module, nn.Hardtanh):
+                    hi = float(module.max_val)
+                    raw = resp.T.reshape(units, len(contrasts), -1)
+                    b = base[name].double().numpy()[:, None, None]
+                    moved = np.abs(raw - b) > 0.05 * (hi - float(module.min_val))
+                    sat = moved & (raw >= hi - 1e-6) & (b < hi - 1e-6)
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        own = np.nan_to_num(sat.sum(-1) / moved.sum(-1), nan=0.0)
+                unit_clip = np.maximum(own, np.asarray(clipped)[None])  # (units, contrasts)
+                fine = unit_clip < clip_limit
+                # per unit: the highest contrast below the limit (the lowest when none is)
+                cidx = np.where(
+                    fine.any(axis=1), len(contrasts) - 1 - np.argmax(fine[:, ::-1], axis=1), 0
+                )
+                rf = (infos[name].rf_size or (size, size))[0]
+                keep = [freqs_all.index(f) for f in layer_freqs[name]]
+                evoked = evoked[:, :, :, keep]  # (units, contrasts, O, F, P)
+                e = evoked[np.arange(units), cidx]  # (units, O, F, P)
+                ph = np.exp(1j * np.asarray(phases))
+                f0 = e.mean(axis=-1)
+                f1 = 2.0 * np.abs((e * ph).sum(axis=-1)) / n_phases
+                best = np.maximum(f1, f0).reshape(units, -1).argmax(axis=1)
+                rows_ = np.arange(units)
+                f0b, f1b = f0.reshape(units, -1)[rows_, best], f1.reshape(units, -1)[rows_, best]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    modulation = np.where(
+                        np.abs(f0b) > 0, f1b / np.abs(f0b), np.where(f1b > 0, np.inf, 0.0)
+                    )
+                simple = modulation > 1.0
+                measure = np.where(simple[:, None, None], f1, np.clip(f0, 0, None))
+                flat = measure.reshape(units, -1).argmax(axis=1)
+                o_idx, f_idx = np.unravel_index(flat, measure.shape[1:])
+                at_pref = measure[rows_, :, f_idx]
+                drive = np.clip(evoked.reshape(units, -1).max(axis=1), 0, None)
+                if name in ref:
+                    scale = ref[name].astype(np.float64) - base[name].double().numpy()
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        ratio = np.where(scale > 0, drive / scale, np.where(drive > 0, np.inf, 0.0))
+                else:
+                    ratio = np.full(units, np.nan)
+                fl = [freqs_all[k] for k in keep]
+                results[name] = EdgeResult(
+                    layer=name,
+                    orientations=orientations,
+                    frequencies=fl,
+                    contrasts=list(contrasts),
+                    contrast=np.asarray(contrasts)[cidx].astype(np.float32),
+                    unit_clipped=unit_clip[np.arange(units), cidx].astype(np.float32),
+                    baseline=base[name].numpy().astype(np.float32),
+                    tuning=measure.astype(np.float32),
+                    modulation=modulation.astype(np.float32),
+                    simple=simple,
+                    preferred_orientation=np.asarray(orientations)[o_idx],
+                    preferred_frequency=np.asarray(fl)[f_idx],
+                    osi=orientation_selectivity(at_pref, orientations),
+                    drive=drive.astype(np.float32),
+                    drive_ratio=ratio.astype(np.float32),
+                    clipped=clipped,
+                    info={
+                        "rf_size": rf,
+                        "canvas": size,
+                        "phases": n_phases,
+                        "rf_centre": [round(v, 2) for v in centres[name]],
+                        "bounded_upstream": len(up),
+                        "units_clipped_at_lowest_contrast": int((~fine.any(axis=1)).sum()),
+                        "reference": name in ref,
+                    },
+                )
+    return {n: results[n] for n in names if n in results}

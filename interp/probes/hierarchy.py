@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,23 +41,27 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..capture import capture, resolve_layers
+from ..capture import ActivationCapture, capture, resolve_layers
 from ..data.concepts import ConceptData, load_concepts
+from ..data.photos import PhotoCrops
 from ..device import default_batch
 from ..models.base import Model
 from ..models.registry import as_model, build_random, list_models, load_model
 from ..utils import atomic_path, atomic_write_text, settings_digest
 from .dissect import Dissection, LayerDissection, dissect, upsample
-from .edges import edge_probe
+from .edges import DRIVE_MIN, OSI_MIN, edge_probe
+from .erf import ORIENTED_MIN, R2_MIN, erf_edge_units, erf_probe
 from .filters import FilterAnalysis, analyse_filters
+from .verdict import centroid_verdict, control_threshold
 
 __all__ = [
     "HierarchyResult",
     "NetworkProbes",
     "default_hierarchy_layers",
     "hierarchy",
+    "control_thresholds",
+    "edge_instruments",
     "random_control",
-    "verdict",
 ]
 
 _ACTIVATIONS = (
@@ -139,11 +144,31 @@ def _rebuild(model: Model, seed: int) -> tuple[Model, str]:
     return control, f"a copy of the model with PyTorch's default initialization, seed {seed}"
 
 
+class _Truncated(nn.Module):
+    """Runs ``module`` only up to ``layer`` (modes untouched): BatchNorm statistics of a
+    control that is probed only in its first layers need no pass through the rest."""
+
+    def __init__(self, module: nn.Module, layer: str) -> None:
+        super().__init__()
+        self.inner = module
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> None:
+        with ActivationCapture(self.inner, [self.layer], eval_mode=False) as cap:
+            cap.run(x)
+
+
 def _reestimate_batchnorm(
-    model: Model, data: ConceptData, images: int, batch_size: int, progress: bool
+    model: Model,
+    data: ConceptData,
+    images: int,
+    batch_size: int,
+    progress: bool,
+    upto: str | None = None,
 ) -> int:
-    """Recompute BatchNorm running statistics on the first ``images`` of ``data``; returns
-    the number of images used (0 without BatchNorm)."""
+    """Recompute BatchNorm running statistics on the first ``images`` of ``data`` (through
+    the layers up to ``upto`` only, when given); returns the number of images used (0
+    without BatchNorm)."""
     from ..models.base import reestimate_batchnorm
 
     n = min(images, len(data))
@@ -154,7 +179,8 @@ def _reestimate_batchnorm(
             x = torch.stack([data.item(i, masks=False).image for i in range(start, stop)])
             yield model.normalize(x).to(model.device)
 
-    return n if reestimate_batchnorm(model.module, batches()) else 0
+    module = model.module if upto is None else _Truncated(model.module, upto)
+    return n if reestimate_batchnorm(module, batches()) else 0
 
 
 def random_control(
@@ -165,43 +191,77 @@ def random_control(
     bn_images: int = 512,
     batch_size: int = 32,
     progress: bool = False,
+    upto: str | None = None,
 ) -> tuple[Model, list[str]]:
     """The random-init control of ``model``: same architecture, fixed ``seed``.
 
-    With ``data``, BatchNorm statistics are re-estimated on its first ``bn_images`` images.
+    With ``data``, BatchNorm statistics are re-estimated on its first ``bn_images`` images
+    (in the layers up to ``upto`` only, when given: a control probed in its first layers).
     Returns the control (on the model's device, eval mode) and notes saying how it was made.
     """
     control, how = _rebuild(model, seed)
     control.module.to(model.device).eval()
     notes = [how]
     if data is not None:
-        n = _reestimate_batchnorm(control, data, bn_images, batch_size, progress)
+        n = _reestimate_batchnorm(control, data, bn_images, batch_size, progress, upto)
         if n:
             notes.append(f"BatchNorm statistics re-estimated on {n} probe images")
     return control, notes
 
 
 # ----------------------------------------------------------------------- one network's probes
+#: per-unit arrays kept from each edge instrument
+_GRATING_KEYS = (
+    "osi",
+    "drive_ratio",
+    "simple",
+    "preferred_orientation",
+    "contrast",
+    "unit_clipped",
+)
+_ERF_KEYS = ("r2", "orientedness", "orientation")
+
+
 @dataclass
 class NetworkProbes:
-    """Everything measured on one network (the model or one control)."""
+    """Everything measured on one network (the model or one control).
 
-    role: str  # "model" or "control"
+    ``gratings[layer]`` holds the evoked grating probe's per-unit arrays (OSI, drive ratio,
+    simple-like, preferred orientation, the contrast read and its clipping) and ``tuning``
+    the tuning curve at the preferred frequency; ``erf[layer]`` the ERF Gabor fit's (R^2,
+    orientedness, orientation) or nothing for a layer the ERF instrument skips; ``dissection``
+    is ``None`` for an edge-only control (one of the extra seeds pooled for edge thresholds).
+    """
+
+    role: str  # "model", "control" or "control-edges"
     seed: int | None
     layers: list[str]
-    osi: dict[str, np.ndarray]
-    preferred_orientation: dict[str, np.ndarray]
-    dissection: Dissection
+    gratings: dict[str, dict[str, np.ndarray]]
+    erf: dict[str, dict[str, np.ndarray]]
+    dissection: Dissection | None
     filters: FilterAnalysis | None
     notes: list[str] = field(default_factory=list)
+    layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def osi(self) -> dict[str, np.ndarray]:
+        return {n: self.gratings[n]["osi"] for n in self.layers}
+
+    @property
+    def preferred_orientation(self) -> dict[str, np.ndarray]:
+        return {n: self.gratings[n]["preferred_orientation"] for n in self.layers}
 
     def save(self, path: Path) -> None:
         """Arrays to ``path`` (.npz), the rest to ``path`` with .json (both atomic)."""
         arrays: dict[str, np.ndarray] = {}
         for name in self.layers:
+            for key, value in self.gratings[name].items():
+                arrays[f"{name}/gratings/{key}"] = value
+            for key, value in self.erf.get(name, {}).items():
+                arrays[f"{name}/erf/{key}"] = value
+            if self.dissection is None:
+                continue
             d = self.dissection[name]
-            arrays[f"{name}/osi"] = self.osi[name]
-            arrays[f"{name}/pref"] = self.preferred_orientation[name]
             arrays[f"{name}/thresholds"] = d.thresholds
             if d.inclusive is not None:
                 arrays[f"{name}/inclusive"] = d.inclusive
@@ -214,20 +274,13 @@ class NetworkProbes:
             arrays["filters/colour_fraction"] = self.filters.colour_fraction
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
-        first = self.dissection[self.layers[0]]
-        meta = {
+        meta: dict[str, Any] = {
             "role": self.role,
             "seed": self.seed,
             "layers": self.layers,
             "notes": self.notes,
-            "concepts": first.concepts,
-            "categories": first.categories,
-            "concept_category": first.concept_category.tolist(),
-            "iou_threshold": first.iou_threshold,
-            "quantile": first.quantile,
-            "skipped": self.dissection.skipped,
-            "data": self.dissection.data,
-            "info": {name: self.dissection[name].info for name in self.layers},
+            "layer_info": self.layer_info,
+            "erf_layers": [n for n in self.layers if self.erf.get(n)],
             "filters": None
             if self.filters is None
             else {
@@ -236,7 +289,20 @@ class NetworkProbes:
                 "in_channels": self.filters.in_channels,
                 "note": self.filters.note,
             },
+            "dissection": None,
         }
+        if self.dissection is not None:
+            first = self.dissection[self.layers[0]]
+            meta["dissection"] = {
+                "concepts": first.concepts,
+                "categories": first.categories,
+                "concept_category": first.concept_category.tolist(),
+                "iou_threshold": first.iou_threshold,
+                "quantile": first.quantile,
+                "skipped": self.dissection.skipped,
+                "data": self.dissection.data,
+                "info": {name: self.dissection[name].info for name in self.layers},
+            }
         atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
 
     @classmethod
@@ -245,22 +311,26 @@ class NetworkProbes:
         meta = json.loads(path.with_suffix(".json").read_text())
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
-        dis = Dissection(skipped=meta["skipped"], data=meta["data"])
-        for name in meta["layers"]:
-            dis[name] = LayerDissection(
-                layer=name,
-                concepts=meta["concepts"],
-                categories=meta["categories"],
-                concept_category=np.asarray(meta["concept_category"]),
-                thresholds=arrays[f"{name}/thresholds"],
-                iou=arrays[f"{name}/iou"],
-                iou_threshold=meta["iou_threshold"],
-                quantile=meta["quantile"],
-                top_images=arrays[f"{name}/top_images"],
-                class_means=arrays.get(f"{name}/class_means"),
-                inclusive=arrays.get(f"{name}/inclusive"),
-                info=dict(meta.get("info", {}).get(name, {})),
-            )
+        layers = meta["layers"]
+        dis = None
+        if meta["dissection"] is not None:
+            m = meta["dissection"]
+            dis = Dissection(skipped=m["skipped"], data=m["data"])
+            for name in layers:
+                dis[name] = LayerDissection(
+                    layer=name,
+                    concepts=m["concepts"],
+                    categories=m["categories"],
+                    concept_category=np.asarray(m["concept_category"]),
+                    thresholds=arrays[f"{name}/thresholds"],
+                    iou=arrays[f"{name}/iou"],
+                    iou_threshold=m["iou_threshold"],
+                    quantile=m["quantile"],
+                    top_images=arrays[f"{name}/top_images"],
+                    class_means=arrays.get(f"{name}/class_means"),
+                    inclusive=arrays.get(f"{name}/inclusive"),
+                    info=dict(m.get("info", {}).get(name, {})),
+                )
         filters = None
         if meta["filters"] is not None:
             f = meta["filters"]
@@ -272,16 +342,68 @@ class NetworkProbes:
                 arrays["filters/colour_fraction"],
                 f["note"],
             )
+
+        def group(name: str, kind: str) -> dict[str, np.ndarray]:
+            prefix = f"{name}/{kind}/"
+            return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
         return cls(
             role=meta["role"],
             seed=meta["seed"],
-            layers=meta["layers"],
-            osi={n: arrays[f"{n}/osi"] for n in meta["layers"]},
-            preferred_orientation={n: arrays[f"{n}/pref"] for n in meta["layers"]},
+            layers=layers,
+            gratings={n: group(n, "gratings") for n in layers},
+            erf={n: group(n, "erf") for n in meta["erf_layers"]},
             dissection=dis,
             filters=filters,
             notes=meta["notes"],
+            layer_info=meta["layer_info"],
         )
+
+
+def edge_instruments(
+    net: Model,
+    layers: Sequence[str],
+    *,
+    size: int,
+    reference: torch.Tensor,
+    progress: bool = False,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """The grating probe and the ERF Gabor fits of ``layers``: per-layer arrays of each, and
+    per-layer JSON facts (clipping by contrast, RF centre, why the ERF skipped a layer)."""
+    grat = edge_probe(
+        net,
+        list(layers),
+        reference=reference,
+        reference_images=len(reference),
+        size=size,
+        progress=progress,
+    )
+    erf = erf_probe(net, list(layers), size=size, progress=progress)
+    g_arrays, e_arrays, info = {}, {}, {}
+    for name in layers:
+        if name not in grat:
+            continue
+        r = grat[name]
+        g_arrays[name] = {k: np.asarray(getattr(r, k)) for k in _GRATING_KEYS}
+        rows = np.arange(r.units)
+        f_idx = np.searchsorted(np.asarray(r.frequencies), r.preferred_frequency)
+        g_arrays[name]["tuning"] = r.tuning[rows, :, f_idx].astype(np.float32)
+        info[name] = {
+            "clipped_by_contrast": [round(float(v), 4) for v in r.clipped],
+            "contrasts": r.contrasts,
+            "rf_centre": r.info["rf_centre"],
+            "rf_size": r.info["rf_size"],
+            "orientations": r.orientations,
+        }
+        er = erf.get(name)
+        if er is None or er.skipped is not None:
+            info[name]["erf_skipped"] = (
+                er.skipped if er is not None else "no 4-D output for the ERF instrument"
+            )
+            continue
+        e_arrays[name] = {k: np.asarray(getattr(er, k)) for k in _ERF_KEYS}
+        e_arrays[name]["edge"] = erf_edge_units(er)
+    return g_arrays, e_arrays, info
 
 
 def probe_network(
@@ -292,13 +414,21 @@ def probe_network(
     role: str,
     seed: int | None,
     notes: list[str],
-    dissect_kwargs: dict[str, Any],
+    dissect_kwargs: dict[str, Any] | None,
+    reference: torch.Tensor,
     progress: bool,
 ) -> NetworkProbes:
-    """Edge probe, dissection (with selectivity) and filter analysis of one network."""
-    dis = dissect(net, data, layers, progress=progress, **dissect_kwargs)
-    kept = [name for name in layers if name in dis]
-    edges = edge_probe(net, kept, size=data.image_size)
+    """Edge instruments, dissection (with selectivity) and filter analysis of one network;
+    ``dissect_kwargs=None`` measures the edge instruments only (an edge-only control)."""
+    dis = None
+    kept = list(layers)
+    if dissect_kwargs is not None:
+        dis = dissect(net, data, layers, progress=progress, **dissect_kwargs)
+        kept = [name for name in layers if name in dis]
+    gratings, erf, info = edge_instruments(
+        net, kept, size=data.image_size, reference=reference, progress=progress
+    )
+    kept = [n for n in kept if n in gratings]
     try:
         filters: FilterAnalysis | None = analyse_filters(net)
     except ValueError:
@@ -307,156 +437,103 @@ def probe_network(
         role=role,
         seed=seed,
         layers=kept,
-        osi={n: edges[n].osi for n in kept},
-        preferred_orientation={n: edges[n].preferred_orientation for n in kept},
+        gratings=gratings,
+        erf=erf,
         dissection=dis,
         filters=filters,
         notes=notes,
+        layer_info=info,
     )
 
 
 # ---------------------------------------------------------------------------- the profile
-def _unit_arrays(
-    probes: NetworkProbes, thresholds: dict[str, float]
-) -> dict[str, dict[str, np.ndarray]]:
-    """Per layer: ``edge`` (bool per unit), ``category`` (int, -1: no detector), ``si``."""
-    out = {}
+def _edge_statuses(
+    probes: NetworkProbes, thresholds: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, dict[str, np.ndarray | None]]:
+    """Per instrument and layer, bool per unit: ``gratings`` (driven, OSI above the absolute
+    cut and the control's threshold), ``erf`` (good oriented Gabor fit, orientedness above
+    the control's threshold), ``dissection`` (an edge-concept detector)."""
+    out: dict[str, dict[str, np.ndarray | None]] = {"gratings": {}, "erf": {}, "dissection": {}}
     for name in probes.layers:
-        d = probes.dissection[name]
-        si = d.selectivity
-        out[name] = {
-            "edge": probes.osi[name] > thresholds[name],
-            "category": d.unit_category,
-            "si": si if si is not None else np.full(d.units, np.nan),
-        }
+        g = probes.gratings[name]
+        t = thresholds["gratings"].get(name, {}).get("value", float("nan"))
+        driven = np.nan_to_num(g["drive_ratio"].astype(np.float64), nan=-1.0) >= DRIVE_MIN
+        oriented = g["osi"] >= OSI_MIN
+        if np.isfinite(t):
+            oriented &= g["osi"] > t
+        out["gratings"][name] = driven & oriented
+        e = probes.erf.get(name)
+        if e:
+            te = thresholds["erf"].get(name, {}).get("value", float("nan"))
+            edge = e["edge"].astype(bool).copy()
+            if np.isfinite(te):
+                edge &= e["orientedness"] > te
+            out["erf"][name] = edge
+        else:
+            out["erf"][name] = None
+        if probes.dissection is not None and name in probes.dissection:
+            d = probes.dissection[name]
+            cat = d.categories.index("edge") if "edge" in d.categories else None
+            out["dissection"][name] = None if cat is None else d.unit_category == cat
     return out
 
 
-def _fractions(units: dict[str, np.ndarray], categories: Sequence[str]) -> dict[str, float]:
-    out = {"edge_units": float(units["edge"].mean())}
-    for i, c in enumerate(categories):
-        out[c] = float((units["category"] == i).mean())
+def _category_units(probes: NetworkProbes, category: str) -> dict[str, np.ndarray | None]:
+    out: dict[str, np.ndarray | None] = {}
+    for name in probes.layers:
+        d = probes.dissection[name] if probes.dissection is not None else None
+        if d is None or category not in d.categories:
+            out[name] = None
+            continue
+        out[name] = d.unit_category == d.categories.index(category)
     return out
 
 
-def verdict(
-    model_units: dict[str, dict[str, np.ndarray]],
-    control_units: Sequence[dict[str, dict[str, np.ndarray]]],
-    layers: Sequence[str],
-    categories: Sequence[str],
-    *,
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The verdict on "early edges, later parts" (rule in the module docstring)."""
-    rng = np.random.default_rng(seed)
-    part = categories.index("part") if "part" in categories else None
-    obj = categories.index("object") if "object" in categories else None
-    if part is None:
-        return {"verdict": "not measured", "reason": "the data have no part category"}
+def _wilson(k: int, n: int, z: float = 1.645) -> list[float]:
+    """90% Wilson interval of a fraction ``k / n``."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
-    def feats(units: dict[str, dict[str, np.ndarray]], draws: bool) -> dict[str, np.ndarray]:
-        """(R, L) fractions of edge units, part and object detectors; R=1 without draws."""
-        cols: dict[str, list[np.ndarray]] = {"E": [], "P": [], "O": []}
-        for name in layers:
-            u = units[name]
-            c = len(u["edge"])
-            idx = rng.integers(0, c, size=(bootstrap, c)) if draws else np.arange(c)[None]
-            cols["E"].append(u["edge"][idx].mean(axis=1))
-            cols["P"].append((u["category"][idx] == part).mean(axis=1))
-            if obj is not None:
-                cols["O"].append((u["category"][idx] == obj).mean(axis=1))
-        return {k: np.stack(v, axis=1) for k, v in cols.items() if v}
 
-    def judge(m: dict[str, np.ndarray], cs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        ctl = {k: np.mean([c[k] for c in cs], axis=0) for k in m}
-        rows = np.arange(m["E"].shape[0])
-        le, lp = m["E"].argmax(axis=1), m["P"].argmax(axis=1)
-        holds = (
-            (le < lp)
-            & (m["E"][rows, le] > ctl["E"][rows, le])
-            & (m["P"][rows, lp] > ctl["P"][rows, lp])
-        )
-        out = {"holds": holds, "edge_peak": le, "part_peak": lp}
-        if "O" in m:
-            lo = m["O"].argmax(axis=1)
-            out["object_peak"] = lo
-            out["objects_after_parts"] = (
-                (lo >= lp) & (m["O"][rows, lo] > ctl["O"][rows, lo]) & (m["P"][rows, lp] > 0)
-            )
-        out["E"], out["P"] = m["E"][rows, le], m["P"][rows, lp]
-        out["E_control"], out["P_control"] = ctl["E"][rows, le], ctl["P"][rows, lp]
-        return out
-
-    point = judge(feats(model_units, False), [feats(c, False) for c in control_units])
-    boot = judge(feats(model_units, True), [feats(c, True) for c in control_units])
-
-    def call(support: float) -> str:
-        return (
-            "holds" if support >= 0.95 else "does not hold" if support <= 0.05 else "inconclusive"
-        )
-
-    def peak_interval(key: str) -> list[str]:
-        lo, hi = np.quantile(boot[key], [0.05, 0.95]).astype(int)
-        return [layers[lo], layers[hi]]
-
-    support = float(boot["holds"].mean())
-    le, lp = int(point["edge_peak"][0]), int(point["part_peak"][0])
-    e, p = float(point["E"][0]), float(point["P"][0])
-    ec, pc = float(point["E_control"][0]), float(point["P_control"][0])
-    text = (
-        f"edge units peak at {layers[le]} ({e:.1%} of units; control {ec:.1%}), part "
-        f"detectors peak at {layers[lp]} ({p:.1%}; control {pc:.1%}): "
-        f"{call(support)} (holds in {support:.0%} of {bootstrap} bootstrap resamples of units)"
-    )
-    reasons = []
-    if not le < lp:
-        reasons.append("edge units do not peak before part detectors")
-    if not e > ec:
-        reasons.append("the edge-unit fraction at its peak does not exceed the control")
-    if not p > pc:
-        reasons.append("the part-detector fraction at its peak does not exceed the control")
-    out: dict[str, Any] = {
-        "claim": "early edges, later parts",
-        "rule": (
-            "holds when the layer with the largest edge-unit fraction comes before the layer "
-            "with the largest part-detector fraction and both peak fractions exceed the "
-            "random-init control at that layer; bootstrap over units (model and control "
-            "resampled per layer): holds if >= 95% of resamples satisfy it, does not hold if "
-            "<= 5%, inconclusive otherwise"
-        ),
-        "verdict": call(support),
-        "point_estimate_holds": bool(point["holds"][0]),
-        "bootstrap_support": round(support, 4),
-        "bootstrap_resamples": bootstrap,
-        "edge_peak": layers[le],
-        "edge_peak_90": peak_interval("edge_peak"),
-        "edge_fraction_at_peak": round(e, 4),
-        "edge_fraction_at_peak_90": np.quantile(boot["E"], [0.05, 0.95]).round(4).tolist(),
-        "edge_fraction_control": round(ec, 4),
-        "part_peak": layers[lp],
-        "part_peak_90": peak_interval("part_peak"),
-        "part_fraction_at_peak": round(p, 4),
-        "part_fraction_at_peak_90": np.quantile(boot["P"], [0.05, 0.95]).round(4).tolist(),
-        "part_fraction_control": round(pc, 4),
-        "failed_conditions": reasons,
-        "text": text,
-    }
-    if "objects_after_parts" in point:
-        s2 = float(boot["objects_after_parts"].mean())
-        lo = int(point["object_peak"][0])
-        out["objects_after_parts"] = {
-            "rule": "object detectors peak at or after the part peak and exceed the control there",
-            "verdict": call(s2),
-            "bootstrap_support": round(s2, 4),
-            "object_peak": layers[lo],
-        }
+def control_thresholds(
+    controls: Sequence[NetworkProbes], layers: Sequence[str], quantile: float
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per instrument and layer, the control threshold from every pooled control unit that
+    passes the instrument's gate: OSI of driven units (gratings), orientedness of good Gabor
+    fits (ERF); with its 90% bootstrap interval and the number of units behind it."""
+    out: dict[str, dict[str, dict[str, Any]]] = {"gratings": {}, "erf": {}}
+    for name in layers:
+        osi, ori, total, total_erf = [], [], 0, 0
+        for c in controls:
+            if name in c.gratings:
+                g = c.gratings[name]
+                driven = np.nan_to_num(g["drive_ratio"].astype(np.float64), nan=-1.0) >= DRIVE_MIN
+                osi.append(g["osi"][driven])
+                total += len(g["osi"])
+            e = c.erf.get(name)
+            if e:
+                ori.append(e["orientedness"][e["r2"] >= R2_MIN])
+                total_erf += len(e["r2"])
+        for key, vals, n in (("gratings", osi, total), ("erf", ori, total_erf)):
+            if not n:
+                continue
+            t = control_threshold(np.concatenate(vals) if vals else np.zeros(0), quantile)
+            t["control_units"] = n
+            out[key][name] = t
     return out
 
 
 @dataclass
 class HierarchyResult:
-    """The profile of a model and its control(s), the verdict, and how they were measured."""
+    """The profile of a model and its control(s), the verdict, and how they were measured.
+
+    ``controls`` are the dissected controls; ``edge_controls`` the extra edge-only seeds
+    pooled with them for the edge instruments' thresholds and control fractions.
+    """
 
     model_name: str
     data_name: str
@@ -464,44 +541,133 @@ class HierarchyResult:
     categories: list[str]
     model: NetworkProbes
     controls: list[NetworkProbes]
-    edge_thresholds: dict[str, float]
+    edge_controls: list[NetworkProbes]
+    thresholds: dict[str, dict[str, dict[str, Any]]]
     verdict: dict[str, Any]
     settings: dict[str, Any]
 
-    def units(self, probes: NetworkProbes) -> dict[str, dict[str, np.ndarray]]:
-        return _unit_arrays(probes, self.edge_thresholds)
+    @property
+    def edge_thresholds(self) -> dict[str, float]:
+        """The OSI an edge unit must exceed by the gratings, per layer (absolute cut or the
+        control's threshold, whichever is higher)."""
+        return {
+            n: float(np.nanmax([OSI_MIN, self.thresholds["gratings"][n]["value"]]))
+            for n in self.layers
+        }
+
+    def statuses(self, probes: NetworkProbes) -> dict[str, dict[str, np.ndarray | None]]:
+        return _edge_statuses(probes, self.thresholds)
+
+    def edge_units(self, layer: str) -> dict[str, list[int]]:
+        """The model's edge units of ``layer`` by each edge instrument."""
+        st = self.statuses(self.model)
+        return {
+            k: [] if v.get(layer) is None else np.flatnonzero(v[layer]).tolist()
+            for k, v in st.items()
+        }
 
     def profile(self) -> list[dict[str, Any]]:
-        """Per layer: fractions (model, control mean), counts, OSI and selectivity summaries."""
-        mu = self.units(self.model)
-        cus = [self.units(c) for c in self.controls]
+        """Per layer: every instrument's fraction with its interval (model; controls pooled),
+        drive and clipping statistics, control thresholds, counts and summaries."""
+        every = [*self.controls, *self.edge_controls]
+        ms = self.statuses(self.model)
+        cs_all = [self.statuses(c) for c in every]
         rows = []
         for depth, name in enumerate(self.layers):
             d = self.model.dissection[name]
-            frac = _fractions(mu[name], self.categories)
-            cfr = [_fractions(cu[name], self.categories) for cu in cus]
-            osi = self.model.osi[name]
-            cosi = np.concatenate([c.osi[name] for c in self.controls])
-            si, csi = mu[name]["si"], np.concatenate([cu[name]["si"] for cu in cus])
+            fr: dict[str, float] = {}
+            cfr: dict[str, float] = {}
+            intervals: dict[str, Any] = {}
+            for inst in ("gratings", "erf"):
+                m = ms[inst].get(name)
+                if m is None:
+                    continue
+                c = [s[inst][name] for s in cs_all if s[inst].get(name) is not None]
+                pooled = np.concatenate(c) if c else np.zeros(0, bool)
+                fr[f"edge_{inst}"] = round(float(m.mean()), 4)
+                cfr[f"edge_{inst}"] = round(float(pooled.mean()), 4) if len(pooled) else 0.0
+                intervals[f"edge_{inst}"] = {
+                    "model": _wilson(int(m.sum()), len(m)),
+                    "control": _wilson(int(pooled.sum()), len(pooled)),
+                    "control_units": int(len(pooled)),
+                    "control_seeds": len(c),
+                }
+            for i, cat in enumerate(self.categories):
+                hits = d.unit_category == i
+                fr[cat] = round(float(hits.mean()), 4)
+                ch = [c.dissection[name].unit_category == i for c in self.controls]
+                pooled = np.concatenate(ch)
+                cfr[cat] = round(float(pooled.mean()), 4)
+                intervals[cat] = {
+                    "model": _wilson(int(hits.sum()), len(hits)),
+                    "control": _wilson(int(pooled.sum()), len(pooled)),
+                }
+            g = self.model.gratings[name]
+            cg = [c.gratings[name] for c in every if name in c.gratings]
+            ratio = g["drive_ratio"][np.isfinite(g["drive_ratio"])]
+            cratio = np.concatenate([x["drive_ratio"] for x in cg])
+            cratio = cratio[np.isfinite(cratio)]
+            si = d.selectivity
+            csi = [c.dissection[name].selectivity for c in self.controls]
+            csi = (
+                np.concatenate([x for x in csi if x is not None])
+                if any(x is not None for x in csi)
+                else np.zeros(0)
+            )
+            info = self.model.layer_info.get(name, {})
             rows.append(
                 {
                     "layer": name,
                     "depth": depth,
                     "units": d.units,
-                    "fractions": {k: round(v, 4) for k, v in frac.items()},
-                    "control_fractions": {
-                        k: round(float(np.mean([c[k] for c in cfr])), 4) for k in frac
+                    "fractions": fr,
+                    "control_fractions": cfr,
+                    "intervals_90": intervals,
+                    "counts": {
+                        **{
+                            k: int(np.sum(v[name]))
+                            for k, v in ms.items()
+                            if v.get(name) is not None
+                        },
+                        **d.counts(),
                     },
-                    "counts": {"edge_units": int(mu[name]["edge"].sum()), **d.counts()},
-                    "control_counts": [
-                        {"edge_units": int(cu[name]["edge"].sum()), **c.dissection[name].counts()}
-                        for cu, c in zip(cus, self.controls, strict=True)
-                    ],
-                    "osi": _quantiles(osi),
-                    "control_osi": _quantiles(cosi),
+                    "gratings": {
+                        "osi": _quantiles(g["osi"]),
+                        "control_osi": _quantiles(np.concatenate([x["osi"] for x in cg])),
+                        "drive_ratio": _quantiles(ratio) if len(ratio) else None,
+                        "control_drive_ratio": _quantiles(cratio) if len(cratio) else None,
+                        "driven_fraction": round(
+                            float((ratio >= DRIVE_MIN).sum() / len(g["osi"])), 4
+                        ),
+                        "control_driven_fraction": round(
+                            float(
+                                (cratio >= DRIVE_MIN).sum() / max(1, sum(len(x["osi"]) for x in cg))
+                            ),
+                            4,
+                        ),
+                        "simple_fraction": round(float(g["simple"].mean()), 4),
+                        "contrast_read_median": float(np.median(g["contrast"])),
+                        "clipped_by_contrast": info.get("clipped_by_contrast"),
+                        "contrasts": info.get("contrasts"),
+                        "clipped_at_contrast_read_median": round(
+                            float(np.median(g["unit_clipped"])), 4
+                        ),
+                        "rf_centre": info.get("rf_centre"),
+                        "control_threshold": self.thresholds["gratings"].get(name),
+                    },
+                    "erf": None
+                    if name not in self.model.erf
+                    else {
+                        "r2": _quantiles(self.model.erf[name]["r2"]),
+                        "orientedness": _quantiles(self.model.erf[name]["orientedness"]),
+                        "good_fits": round(float((self.model.erf[name]["r2"] >= R2_MIN).mean()), 4),
+                        "control_threshold": self.thresholds["erf"].get(name),
+                    },
+                    "erf_skipped": info.get("erf_skipped"),
                     "edge_threshold_osi": round(self.edge_thresholds[name], 4),
-                    "selectivity": None if np.isnan(si).all() else _quantiles(si),
-                    "control_selectivity": None if np.isnan(csi).all() else _quantiles(csi),
+                    "edge_units": self.edge_units(name),
+                    "selectivity": None if si is None else _quantiles(si),
+                    "control_selectivity": None if not len(csi) else _quantiles(csi),
                     "top_detectors": d.summary()["top_units"],
                 }
             )
@@ -512,28 +678,41 @@ class HierarchyResult:
         return int(d.info.get("values_kept_per_unit", 0))
 
     def to_json(self) -> dict[str, Any]:
+        s = self.settings
+        seeds = [c.seed for c in self.controls]
+        extra = [c.seed for c in self.edge_controls]
         return {
             "model": self.model_name,
             "data": self.data_name,
-            "settings": self.settings,
+            "settings": s,
             "rules": {
-                "edge_unit": (
-                    f"OSI above the {self.settings['osi_percentile']}th percentile of the same "
-                    "layer's units in the random-init control(s) (so about "
-                    f"{100 - self.settings['osi_percentile']:.0f}% of control units pass by "
-                    "construction)"
+                "edge_unit_gratings": (
+                    f"driven (drive ratio >= {DRIVE_MIN}: the best evoked grating response over "
+                    "the unit's evoked top-0.5% response on natural photo crops) and OSI of the "
+                    f"evoked tuning >= {OSI_MIN} and above the {s['control_quantile']:.0%} "
+                    "quantile of the pooled random-init controls' driven units (at least "
+                    f"{s['min_control_units']} control units per layer)"
                 ),
+                "edge_unit_erf": (
+                    f"Gabor fit of the effective receptive field with R^2 >= {R2_MIN} and "
+                    f"orientedness >= {ORIENTED_MIN}, and orientedness above the "
+                    f"{s['control_quantile']:.0%} quantile of the pooled controls' good fits; "
+                    "layers with receptive fields under 5 px are not measured"
+                ),
+                "edge_unit_dissection": "an edge-concept detector of Network Dissection",
                 "detector": (
-                    f"best concept's IoU > {self.settings['iou_threshold']} with the unit's "
-                    f"region cut at its top {self.settings['quantile']:.1%} activation quantile "
-                    "(Network Dissection)"
+                    f"best concept's IoU > {s['iou_threshold']} with the unit's region cut at "
+                    f"its top {s['quantile']:.1%} activation quantile (Network Dissection)"
                 ),
                 "selectivity": "class selectivity index (Morcos et al. 2018) of the rectified, "
                 "spatially averaged activation",
             },
             "control": {
-                "seeds": [c.seed for c in self.controls],
-                "notes": sorted({n for c in self.controls for n in c.notes}),
+                "seeds": seeds,
+                "edge_only_seeds": extra,
+                "notes": sorted(
+                    {n for c in [*self.controls, *self.edge_controls] for n in c.notes}
+                ),
             },
             "memory": {
                 "threshold_buffers_mib": round(
@@ -558,9 +737,11 @@ class HierarchyResult:
 
 
 def _quantiles(x: np.ndarray) -> dict[str, Any]:
-    x = x[~np.isnan(x)]
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
     q = np.quantile(x, [0.1, 0.25, 0.5, 0.75, 0.9]) if len(x) else [np.nan] * 5
-    return {"mean": round(float(x.mean()), 4), "q10_25_50_75_90": np.round(q, 4).tolist()}
+    mean = float(x.mean()) if len(x) else float("nan")
+    return {"mean": round(mean, 4), "q10_25_50_75_90": np.round(q, 4).tolist()}
 
 
 def hierarchy(
@@ -569,12 +750,15 @@ def hierarchy(
     layers: str | Sequence[str] | None = None,
     *,
     control: str = "random-init",
-    control_seeds: Sequence[int] = (0,),
+    control_seeds: Sequence[int] = (0, 1),
+    min_control_units: int = 500,
+    max_control_seeds: int = 48,
+    control_quantile: float = 0.95,
+    reference_images: int = 256,
     n: int | None = None,
     size: int | None = None,
     quantile: float = 0.005,
     iou_threshold: float = 0.04,
-    osi_percentile: float = 99.0,
     bootstrap: int = 1000,
     batch_size: int | None = None,
     bn_images: int = 512,
@@ -590,12 +774,16 @@ def hierarchy(
         data: ``partsworld``, ``broden:PATH`` or a :class:`~interp.data.concepts.ConceptData`.
         layers: layers to probe (default: the first conv's activation, then every block).
         control: ``"random-init"`` (the only control so far).
-        control_seeds: seeds of the control networks (pooled for the edge threshold).
+        control_seeds: seeds of the dissected control networks.
+        min_control_units: the edge instruments pool further control seeds (edge-only, in the
+            layers that need them) until every layer has this many control units.
+        max_control_seeds: at most this many control networks in all.
+        control_quantile: quantile of the pooled control units an edge unit must exceed.
+        reference_images: natural photo crops for the drive ratio.
         n: number of probe images (PartsWorld default 1,000).
         size: image size (default: the model's input size, at most 128).
         quantile, iou_threshold: Network Dissection's settings.
-        osi_percentile: control percentile an edge unit's OSI must exceed.
-        bootstrap: resamples of units for the verdict's confidence.
+        bootstrap: resamples of units and control seeds for the verdict's confidence.
         batch_size: images per forward pass (default 32 on CPU, 128 on CUDA; halved on
             out-of-memory in the dissection).
         bn_images: probe images used to re-estimate a control's BatchNorm statistics.
@@ -609,6 +797,12 @@ def hierarchy(
         raise ValueError(f"unknown control {control!r}: only 'random-init' is implemented")
     if not control_seeds:
         raise ValueError("give at least one control seed")
+    if not 0 < control_quantile < 1:
+        raise ValueError(f"control_quantile must be in (0, 1), got {control_quantile}")
+    if min_control_units < 1 or max_control_seeds < len(control_seeds):
+        raise ValueError(
+            "min_control_units must be >= 1 and max_control_seeds >= the number of control seeds"
+        )
     if isinstance(model, str):
         model = load_model(model, device=device)
     model = as_model(model)
@@ -624,46 +818,74 @@ def hierarchy(
         "mask_size": concept_data.mask_size,
         "quantile": quantile,
         "iou_threshold": iou_threshold,
-        "osi_percentile": osi_percentile,
         "bootstrap": bootstrap,
         "bn_images": bn_images,
         "precision": precision,
         "control": control,
         "control_seeds": list(control_seeds),
+        "min_control_units": min_control_units,
+        "max_control_seeds": max_control_seeds,
+        "control_quantile": control_quantile,
+        "reference": f"{reference_images} photo crops (skimage.data), seed 0",
+        "edge_instruments": "gratings v2 (evoked, contrast series), erf v1, dissection",
     }
     kwargs = {"quantile": quantile, "iou_threshold": iou_threshold, "batch_size": batch_size}
     kwargs["precision"] = precision
     stage_dir = Path(out) / "stages" if out is not None else None
-    identity = {k: v for k, v in settings.items() if k not in ("bootstrap", "control_seeds")}
-    identity["model"] = [model.name, model.weights_source]
-
-    def run(role: str, seed: int | None) -> NetworkProbes:
-        key = settings_digest({**identity, "role": role, "seed": seed})
-        path = (
-            stage_dir / f"{role}{'' if seed is None else f'-seed{seed}'}-{key}.npz"
-            if stage_dir
-            else None
+    identity = {
+        k: v
+        for k, v in settings.items()
+        if k
+        not in (
+            "bootstrap",
+            "control_seeds",
+            "min_control_units",
+            "max_control_seeds",
+            "control_quantile",
         )
+    }
+    identity["model"] = [model.name, model.weights_source]
+    reference = torch.stack(
+        [PhotoCrops(n=reference_images, size=size, seed=0)[i][0] for i in range(reference_images)]
+    )
+    stage_paths: dict[str, str] = {}
+
+    def run(role: str, seed: int | None, upto: list[str] | None = None) -> NetworkProbes:
+        probe_layers = names if upto is None else upto
+        key = settings_digest({**identity, "role": role, "seed": seed, "layers": probe_layers})
+        tag = f"{role}{'' if seed is None else f'-seed{seed}'}"
+        path = stage_dir / f"{tag}-{key}.npz" if stage_dir else None
+        if path is not None:
+            stage_paths[tag] = path.name
         if path is not None and path.is_file() and path.with_suffix(".json").is_file():
             return NetworkProbes.load(path)
         if role == "model":
             net, notes = model, ["the model as loaded"]
         else:
             net, notes = random_control(
-                model, int(seed or 0), concept_data, bn_images=bn_images, batch_size=batch_size
+                model,
+                int(seed or 0),
+                concept_data,
+                bn_images=bn_images,
+                batch_size=batch_size,
+                upto=None if upto is None else upto[-1],
             )
+        edges_only = role == "control-edges"
         probes = probe_network(
             net,
             concept_data,
-            names,
+            probe_layers,
             role=role,
             seed=seed,
             notes=notes,
             # an interrupted stage resumes mid-dissection from its ranks' checkpoints
-            dissect_kwargs=kwargs | ({"checkpoint": path.with_suffix(".partial")} if path else {}),
+            dissect_kwargs=None
+            if edges_only
+            else kwargs | ({"checkpoint": path.with_suffix(".partial")} if path else {}),
+            reference=reference,
             progress=progress,
         )
-        if path is not None:
+        if path is not None and not edges_only:
             dist.barrier()  # every rank's checkpoint is gone before the folder goes
             if dist.is_main():
                 shutil.rmtree(path.with_suffix(".partial"), ignore_errors=True)
@@ -675,14 +897,23 @@ def hierarchy(
     model_probes = run("model", None)
     controls = [run("control", int(s)) for s in control_seeds]
     kept = [n for n in model_probes.layers if all(n in c.layers for c in controls)]
-    thresholds = {
-        n: float(np.percentile(np.concatenate([c.osi[n] for c in controls]), osi_percentile))
-        for n in kept
-    }
     model_probes.layers = kept
+    # pool further control seeds, each probed only in the layers still short of units
+    units = {n: len(model_probes.gratings[n]["osi"]) for n in kept}
+    pooled = {n: units[n] * len(controls) for n in kept}
+    edge_controls: list[NetworkProbes] = []
+    seed = max(int(s) for s in control_seeds) + 1
+    while len(controls) + len(edge_controls) < max_control_seeds:
+        short = [n for n in kept if pooled[n] < min_control_units]
+        if not short:
+            break
+        extra = run("control-edges", seed, short)
+        edge_controls.append(extra)
+        for n in extra.layers:
+            pooled[n] += units[n]
+        seed += 1
+    thresholds = control_thresholds([*controls, *edge_controls], kept, control_quantile)
     categories = model_probes.dissection[kept[0]].categories
-    mu = _unit_arrays(model_probes, thresholds)
-    cus = [_unit_arrays(c, thresholds) for c in controls]
     result = HierarchyResult(
         model_name=model.name,
         data_name=concept_data.name,
@@ -690,10 +921,35 @@ def hierarchy(
         categories=list(categories),
         model=model_probes,
         controls=controls,
-        edge_thresholds=thresholds,
-        verdict=verdict(mu, cus, kept, categories, bootstrap=bootstrap),
-        settings=settings,
+        edge_controls=edge_controls,
+        thresholds=thresholds,
+        verdict={},
+        settings={**settings, "stages": stage_paths},
     )
+    ms = result.statuses(model_probes)
+    cs = [result.statuses(c) for c in [*controls, *edge_controls]]
+    dis_cs = cs[: len(controls)]
+    edges = {
+        "gratings": (ms["gratings"], [c["gratings"] for c in cs]),
+        "erf": (ms["erf"], [c["erf"] for c in cs]),
+    }
+    if "edge" in categories:
+        edges["dissection"] = (ms["dissection"], [c["dissection"] for c in dis_cs])
+    if "part" not in categories:
+        result.verdict = {"verdict": "not measured", "reason": "the data have no part category"}
+    else:
+        result.verdict = centroid_verdict(
+            edges,
+            (_category_units(model_probes, "part"), [_category_units(c, "part") for c in controls]),
+            kept,
+            objects=None
+            if "object" not in categories
+            else (
+                _category_units(model_probes, "object"),
+                [_category_units(c, "object") for c in controls],
+            ),
+            bootstrap=bootstrap,
+        )
     if out is not None and dist.is_main():
         save_hierarchy(result, Path(out), model=model, data=concept_data)
     return result
@@ -746,6 +1002,48 @@ def detector_examples(
     return out
 
 
+def tuning_examples(
+    result: HierarchyResult, model: Model, *, layers: int = 3, steps: int = 96
+) -> list[dict[str, Any]]:
+    """Example units for the tuning figure: in an early, a middle and a late layer, the
+    grating edge unit with the highest OSI and the highest-OSI unit that is not one (often
+    an undriven unit whose tuning curve is sharp but tiny); each with a feature
+    visualization (``steps`` steps at 64 px)."""
+    from ..featvis.render import render_channels
+
+    picks = sorted({0, len(result.layers) // 2, len(result.layers) - 1})[:layers]
+    statuses = result.statuses(result.model)
+    out = []
+    for i in picks:
+        name = result.layers[i]
+        g = result.model.gratings[name]
+        edge = statuses["gratings"][name]
+        order = np.argsort(-g["osi"], kind="stable")
+        chosen = [u for u in order if edge[u]][:1] + [u for u in order if not edge[u]][:1]
+        if not chosen:
+            continue
+        images = render_channels(
+            model, name, [int(u) for u in chosen], steps=steps, size=64, progress=False
+        ).images
+        for u, img in zip(chosen, images, strict=True):
+            out.append(
+                {
+                    "layer": name,
+                    "unit": int(u),
+                    "image": img.permute(1, 2, 0).cpu().numpy(),
+                    "orientations": result.model.layer_info[name]["orientations"],
+                    "tuning": g["tuning"][u],
+                    "osi": float(g["osi"][u]),
+                    "drive_ratio": float(g["drive_ratio"][u]),
+                    "contrast": float(g["contrast"][u]),
+                    "status": {
+                        k: bool(v[name][u]) for k, v in statuses.items() if v.get(name) is not None
+                    },
+                }
+            )
+    return out
+
+
 def save_hierarchy(
     result: HierarchyResult,
     out: Path,
@@ -753,7 +1051,8 @@ def save_hierarchy(
     model: Model | None = None,
     data: ConceptData | None = None,
 ) -> dict[str, Path]:
-    """Write hierarchy.json and the figures (profile, OSI, detectors, first-conv filters)."""
+    """Write hierarchy.json and the figures (profile, OSI, tuning examples, detectors,
+    first-conv filters)."""
     from ..report import hierarchy_figures as figs
     from ..report.figures import save_figure
 
@@ -762,16 +1061,22 @@ def save_hierarchy(
     paths = {"json": out / "hierarchy.json"}
     atomic_write_text(paths["json"], json.dumps(doc, indent=1))
     paths["profile"] = save_figure(figs.plot_profile(doc), out / "profile.png")
+    every = [*result.controls, *result.edge_controls]
+    pooled = {
+        n: np.concatenate([c.gratings[n]["osi"] for c in every if n in c.gratings])
+        for n in result.layers
+    }
     paths["osi"] = save_figure(
         figs.plot_osi(
-            result.layers,
-            result.model.osi,
-            [c.osi for c in result.controls],
-            result.edge_thresholds,
-            result.model_name,
+            result.layers, result.model.osi, [pooled], result.edge_thresholds, result.model_name
         ),
         out / "osi.png",
     )
+    if model is not None:
+        examples = tuning_examples(result, model)
+        paths["tuning"] = save_figure(
+            figs.plot_tuning(examples, result.model_name), out / "tuning.png"
+        )
     if model is not None and data is not None:
         examples = {
             c: detector_examples(model, data, result.model.dissection, c) for c in result.categories

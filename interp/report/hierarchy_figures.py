@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_profile", "plot_osi", "plot_detectors", "plot_filters"]
+__all__ = ["plot_profile", "plot_osi", "plot_detectors", "plot_filters", "plot_tuning"]
 
 CATEGORY_COLOURS = {
     "colour": "#e6a23c",
@@ -31,16 +31,21 @@ def _short(name: str, limit: int = 16) -> str:
 
 def plot_profile(doc: dict[str, Any]) -> plt.Figure:
     """Stacked bars of detector fractions by category per layer, model above control, with the
-    edge-unit (OSI) fraction as a line (cf. Network Dissection, Fig. 5)."""
+    edge-unit fractions of the grating and ERF instruments as lines (cf. Network Dissection,
+    Fig. 5)."""
     rows = doc["layers"]
     names = [_short(r["layer"]) for r in rows]
-    cats = [c for c in rows[0]["fractions"] if c != "edge_units"]
+    lines = {
+        "edge_gratings": ("k.-", "edge units (gratings)"),
+        "edge_erf": ("C3s--", "edge units (ERF fit)"),
+    }
+    cats = [c for c in rows[0]["fractions"] if c not in lines]
     x = np.arange(len(rows))
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.55 * len(rows) + 2), 6.4), sharex=True)
     top = 0.05
     for key in ("fractions", "control_fractions"):
         stacked = [sum(r[key][c] for c in cats) for r in rows]
-        top = max(top, *stacked, *(r[key]["edge_units"] for r in rows))
+        top = max(top, *stacked, *(r[key].get(k, 0) for r in rows for k in lines))
     for ax, key, title in (
         (axes[0], "fractions", f"{doc['model']}"),
         (axes[1], "control_fractions", "random-init control (mean over seeds)"),
@@ -52,8 +57,9 @@ def plot_profile(doc: dict[str, Any]) -> plt.Figure:
                 x, vals, bottom=bottom, color=CATEGORY_COLOURS.get(c, None), label=f"{c} detectors"
             )
             bottom += vals
-        edge = np.array([r[key]["edge_units"] for r in rows])
-        ax.plot(x, edge, "k.-", label="edge units (OSI rule)")
+        for k, (style, label) in lines.items():
+            edge = np.array([r[key].get(k, np.nan) for r in rows], dtype=float)
+            ax.plot(x, edge, style, label=label, markersize=4)
         ax.set_ylabel("fraction of units")
         ax.set_ylim(0, min(1.0, top * 1.1))
         ax.set_title(title, fontsize=10)
@@ -61,10 +67,13 @@ def plot_profile(doc: dict[str, Any]) -> plt.Figure:
     axes[0].legend(fontsize=7, loc="upper left", ncol=2)
     axes[1].set_xticks(x, names, rotation=60, ha="right", fontsize=7)
     v = doc["verdict"]
+    support = ", ".join(
+        f"{k} {i['bootstrap_support']:.0%}" for k, i in v.get("instruments", {}).items()
+    )
     fig.suptitle(
-        f"early edges, later parts: {v.get('verdict', '?')} "
-        f"(bootstrap support {v.get('bootstrap_support', float('nan')):.0%})",
-        fontsize=11,
+        f"early edges, later parts: {v.get('verdict', '?')} (support by edge instrument: "
+        f"{support or 'n/a'})",
+        fontsize=10,
     )
     fig.tight_layout()
     return fig
@@ -179,4 +188,41 @@ def plot_filters(weights: np.ndarray, filters: Any, title: str) -> plt.Figure:
         f"{title}: first conv ({filters.layer}); R²: Gabor fit, c: colour fraction", fontsize=8
     )
     fig.tight_layout()
+    return fig
+
+
+def plot_tuning(examples: list[dict[str, Any]], title: str) -> plt.Figure:
+    """Example units: the feature visualization next to the evoked orientation tuning curve
+    (at the preferred frequency and the contrast read), with OSI, drive ratio and status."""
+    n = max(1, len(examples))
+    fig, axes = plt.subplots(
+        n, 2, figsize=(5.4, 1.9 * n + 0.4), squeeze=False, gridspec_kw={"width_ratios": [1, 1.7]}
+    )
+    for row, e in zip(axes, examples, strict=False):
+        img_ax, ax = row
+        img_ax.axis("off")
+        if e.get("image") is not None:
+            img_ax.imshow(np.clip(e["image"], 0, 1))
+        img_ax.set_title(f"{_short(e['layer'], 14)}:{e['unit']}", fontsize=7)
+        theta = np.asarray(e["orientations"])
+        curve = np.asarray(e["tuning"])
+        ax.plot(np.r_[theta, 180.0], np.r_[curve, curve[:1]], "k.-")
+        ax.set_xlim(0, 180)
+        ax.set_xticks([0, 45, 90, 135, 180])
+        ax.tick_params(labelsize=6)
+        ax.set_ylabel("evoked F1/F0", fontsize=6)
+        status = ", ".join(k for k, v in e["status"].items() if v) or "no instrument"
+        ax.set_title(
+            f"OSI {e['osi']:.2f}, drive {e['drive_ratio']:.2f}, contrast {e['contrast']:g}; "
+            f"edge unit by: {status}",
+            fontsize=6,
+            loc="left",
+        )
+        ax.grid(alpha=0.3)
+    for row in axes[len(examples) :]:
+        for ax in row:
+            ax.axis("off")
+    axes[-1, 1].set_xlabel("stripe orientation (deg)", fontsize=7)
+    fig.suptitle(f"{title}: example tuning curves", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
