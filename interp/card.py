@@ -53,11 +53,18 @@ def parse_unit(model: Model, unit: str) -> tuple[str, int]:
 def _hierarchy_scores(folder: Path, layer: str, channel: int) -> dict[str, Any]:
     from .probes.hierarchy import NetworkProbes
 
-    stages = sorted((folder / "stages").glob("model-*.npz"))
     doc_path = folder / "hierarchy.json"
-    if not stages:
-        raise InterpError(f"{folder} holds no hierarchy check (no stages/model-*.npz)")
-    probes = NetworkProbes.load(stages[-1])
+    if not doc_path.is_file():
+        raise InterpError(f"{folder} holds no hierarchy check (no hierarchy.json)")
+    doc = json.loads(doc_path.read_text())
+    stage = doc.get("settings", {}).get("stages", {}).get("model")
+    path = folder / "stages" / stage if stage else None
+    if path is None or not path.is_file():
+        raise InterpError(
+            f"{folder} holds a hierarchy check from an older interp (no model stage named in "
+            "hierarchy.json): run `interp hierarchy` again"
+        )
+    probes = NetworkProbes.load(path)
     if layer not in probes.layers:
         return {"note": f"the hierarchy check in {folder} did not measure {layer}"}
     d = probes.dissection[layer]
@@ -70,12 +77,11 @@ def _hierarchy_scores(folder: Path, layer: str, channel: int) -> dict[str, Any]:
     si = d.selectivity
     if si is not None:
         out["selectivity"] = round(float(si[channel]), 4)
-    if doc_path.is_file():
-        doc = json.loads(doc_path.read_text())
-        row = next((r for r in doc["layers"] if r["layer"] == layer), None)
-        if row is not None:
-            out["edge_unit"] = bool(probes.osi[layer][channel] > row["edge_threshold_osi"])
-            out["edge_threshold_osi"] = row["edge_threshold_osi"]
+    row = next((r for r in doc["layers"] if r["layer"] == layer), None)
+    if row is not None:
+        out["edge_unit_by"] = {k: channel in v for k, v in row["edge_units"].items()}
+        out["drive_ratio"] = round(float(probes.gratings[layer]["drive_ratio"][channel]), 4)
+        out["edge_threshold_osi"] = row["edge_threshold_osi"]
     return out
 
 
@@ -165,6 +171,8 @@ def unit_card(
         "osi": round(float(edge.osi[channel]), 4),
         "preferred_orientation_deg": float(edge.preferred_orientation[channel]),
         "preferred_frequency_cpp": float(edge.preferred_frequency[channel]),
+        "drive_ratio_photos": round(float(edge.drive_ratio[channel]), 4),
+        "simple_like": bool(edge.simple[channel]),
     }
     if hierarchy is not None:
         scores["hierarchy"] = _hierarchy_scores(Path(hierarchy), layer, channel)
@@ -172,19 +180,19 @@ def unit_card(
         f"model    {model.name}",
         f"unit     {layer}:{channel}   (RF {found.rf_size} px, "
         f"grid {found.grid[0]}x{found.grid[1]})",
-        f"edges    OSI {scores['osi']:.2f}, prefers "
+        f"edges    evoked OSI {scores['osi']:.2f}, prefers "
         f"{scores['preferred_orientation_deg']:.0f} deg at "
-        f"{scores['preferred_frequency_cpp']:.3f} cycles/px",
+        f"{scores['preferred_frequency_cpp']:.3f} cycles/px; drive ratio "
+        f"{scores['drive_ratio_photos']:.2f} on photos; "
+        f"{'simple' if scores['simple_like'] else 'complex'}-like",
     ]
     h = scores.get("hierarchy")
     if h and "label" in h:
         label = h["label"] or f"no detector (best {h['best_concept']})"
         lines.append(f"label    {label}, IoU {h['iou']:.3f}")
-        if "edge_unit" in h:
-            lines.append(
-                f"         edge unit: {'yes' if h['edge_unit'] else 'no'} "
-                f"(OSI > {h['edge_threshold_osi']:.2f}, the control's 99th percentile)"
-            )
+        if "edge_unit_by" in h:
+            by = [k for k, v in h["edge_unit_by"].items() if v]
+            lines.append(f"         edge unit by: {', '.join(by) if by else 'no edge instrument'}")
         if "selectivity" in h:
             lines.append(f"classes  selectivity index {h['selectivity']:.2f}")
     elif h:

@@ -235,11 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
         "hierarchy",
         parents=[common],
         help="the hierarchy check: edge, colour, part, object units per layer vs random init",
-        description="Measure every layer of MODEL with the edge probe (grating OSI), Network "
-        "Dissection and class selectivity, against the same architecture at random init "
-        "(BatchNorm statistics re-estimated on the probe images), and judge 'early edges, "
-        "later parts'. Writes hierarchy.json, profile.png, osi.png, detectors.png and "
-        "first_conv.png to OUT; finished networks are kept in OUT/stages and reused by a rerun.",
+        description="Measure every layer of MODEL with three edge instruments (evoked grating "
+        "tuning gated by drive, Gabor fits of the effective receptive field, Network "
+        "Dissection's edge concepts), Network Dissection and class selectivity, against the "
+        "same architecture at random init (BatchNorm statistics re-estimated on the probe "
+        "images; further control seeds pooled until every layer has enough control units), "
+        "and judge 'early edges, later parts' by the depth centroids of the excess-over-"
+        "control profiles. Writes hierarchy.json, profile.png, osi.png, tuning.png, "
+        "detectors.png and first_conv.png to OUT; finished networks are kept in OUT/stages "
+        "and reused by a rerun.",
     )
     p.add_argument("model", help="model spec or run folder (see `interp models`)")
     p.add_argument(
@@ -253,10 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", "--images", type=int, default=None, help="probe images [PartsWorld 1000; all]"
     )
     p.add_argument("--size", type=int, default=None, help="image size [model's, at most 128]")
-    p.add_argument("--control-seeds", default="0,1", help="seeds of the random-init controls [0,1]")
+    p.add_argument(
+        "--control-seeds", default="0,1", help="seeds of the dissected random-init controls [0,1]"
+    )
+    p.add_argument(
+        "--min-control-units",
+        type=int,
+        default=500,
+        help="pool edge-only control seeds until every layer has this many control units [500]",
+    )
+    p.add_argument(
+        "--control-quantile",
+        type=float,
+        default=0.95,
+        help="quantile of the pooled control units an edge unit must exceed [0.95]",
+    )
     p.add_argument("--quantile", type=float, default=0.005, help="unit threshold quantile [0.005]")
     p.add_argument("--iou", type=float, default=0.04, help="detector IoU threshold [0.04]")
-    p.add_argument("--osi-percentile", type=float, default=99.0, help="edge-unit rule [99]")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the verdict [1000]")
     p.add_argument(
         "--batch-size",
@@ -452,7 +469,8 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
         size=args.size,
         quantile=args.quantile,
         iou_threshold=args.iou,
-        osi_percentile=args.osi_percentile,
+        min_control_units=args.min_control_units,
+        control_quantile=args.control_quantile,
         bootstrap=args.bootstrap,
         batch_size=args.batch_size,
         precision=args.precision,
@@ -464,20 +482,23 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
     if not is_main():
         return 0
     doc = result.to_json()
-    heads = ("edge(OSI)", "colour", "edge", "part", "object")
+    keys = ("edge_gratings", "edge_erf", "colour", "edge", "part", "object")
+    heads = ("gratings", "ERF fit", "colour", "edge", "part", "object")
     print(f"{'layer':<22} {'units':>5}  " + " ".join(f"{h:>9}" for h in heads))
     for row in doc["layers"]:
         f, c = row["fractions"], row["control_fractions"]
-        cells = [
-            f"{f.get(k, 0):.2f}/{c.get(k, 0):.2f}"
-            for k in ("edge_units", "colour", "edge", "part", "object")
-        ]
+        cells = [f"{f[k]:.2f}/{c[k]:.2f}" if k in f else "-" for k in keys]
         print(f"{row['layer']:<22} {row['units']:>5}  " + " ".join(f"{x:>9}" for x in cells))
-    print("(fractions of units: model/control)")
+    print(
+        "(fractions of units, model/control: edge units by gratings and by the ERF's Gabor "
+        "fit, then Network Dissection's detectors by category)"
+    )
     for name, why in doc["skipped_layers"].items():
         print(f"skipped {name}: {why}")
     print(f"verdict: {doc['verdict'].get('text', doc['verdict'].get('verdict'))}")
-    print(f"wrote {out}/ (hierarchy.json, profile.png, osi.png, detectors.png)")
+    for name, v in doc["verdict"].get("instruments", {}).items():
+        print(f"  {name}: {v['verdict']} ({v['bootstrap_support']:.0%} of resamples)")
+    print(f"wrote {out}/ (hierarchy.json, profile.png, osi.png, tuning.png, detectors.png)")
     return 0
 
 

@@ -239,6 +239,14 @@ def test_reduced_canvas_gives_the_same_erf_as_the_full_canvas():
     assert result.canvas == small and result.erf.shape[-2:] == (rf, rf)
 
 
+def test_reduced_canvas_never_runs_later_layers_that_need_a_large_input():
+    # two 4x4 max-pools: a canvas under 16 px fails in the second one, after the probed layer
+    weights = [grey(gabor_kernel(a, 0.2, 0.0)) for a in (0, 90)]
+    model = planted(weights, extra=(nn.MaxPool2d(4), nn.MaxPool2d(4)))
+    result = erf_probe(model, "1")["1"]
+    assert result.canvas < 16 and erf_edge_units(result).all()
+
+
 def test_small_rf_and_non_spatial_layers_are_skipped_with_reasons():
     module = nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1),

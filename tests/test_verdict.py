@@ -68,7 +68,7 @@ def test_disagreeing_instruments_are_named():
     edges, parts = _planted(True, 1)
     rng = np.random.default_rng(7)
     n = len(SIZES)
-    late = _profile([0.04] * (n - 3) + [0.35] * 3, rng)  # edge units only in the last layers
+    late = _profile([0.01] * (n - 3) + [0.5] * 3, rng)  # edge units only in the last layers
     both = {"gratings": edges["gratings"], "erf": (late, edges["gratings"][1])}
     v = centroid_verdict(both, parts, LAYERS, bootstrap=300)
     assert v["verdict"] == "inconclusive" and not v["instruments_agree"]

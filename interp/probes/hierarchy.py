@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -711,7 +712,11 @@ class HierarchyResult:
                 "seeds": seeds,
                 "edge_only_seeds": extra,
                 "notes": sorted(
-                    {n for c in [*self.controls, *self.edge_controls] for n in c.notes}
+                    {
+                        re.sub(r",? seed \d+", "", n)
+                        for c in [*self.controls, *self.edge_controls]
+                        for n in c.notes
+                    }
                 ),
             },
             "memory": {

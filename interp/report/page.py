@@ -250,9 +250,11 @@ def _unit_scores(
     """Per sampled unit: OSI, dissection label/IoU, selectivity (from the hierarchy stage)."""
     from ..probes.hierarchy import NetworkProbes
 
-    stages = sorted((out / "hierarchy" / "stages").glob("model-*.npz"))
-    probes = NetworkProbes.load(stages[-1]) if stages else None
-    thresholds = {r["layer"]: r["edge_threshold_osi"] for r in hdoc["layers"]}
+    # the stage this hierarchy.json was made from (not the newest file: names end in a hash)
+    stage = hdoc.get("settings", {}).get("stages", {}).get("model")
+    path = out / "hierarchy" / "stages" / stage if stage else None
+    probes = NetworkProbes.load(path) if path is not None and path.is_file() else None
+    edge_units = {r["layer"]: set(r["edge_units"]["gratings"]) for r in hdoc["layers"]}
     atlas_idx = json.loads((out / "atlas" / "index.json").read_text())
     values = {
         (e["layer"], u["channel"]): u.get("value") for e in atlas_idx["layers"] for u in e["units"]
@@ -265,7 +267,7 @@ def _unit_scores(
             if probes is not None and name in probes.layers:
                 d = probes.dissection[name]
                 row["osi"] = round(float(probes.osi[name][c]), 4)
-                row["edge_unit"] = bool(probes.osi[name][c] > thresholds.get(name, 1.0))
+                row["edge_unit"] = c in edge_units.get(name, set())
                 row["label"] = d.labels()[c]
                 row["best_concept"] = d.concepts[int(d.best_concept[c])]
                 row["iou"] = round(float(d.best_iou[c]), 4)
@@ -372,7 +374,7 @@ def _html(
         f, c = r["fractions"], r["control_fractions"]
         cells = "".join(
             f"<td>{f.get(k, 0):.2f} / {c.get(k, 0):.2f}</td>"
-            for k in ("edge_units", "colour", "edge", "part", "object")
+            for k in ("edge_gratings", "edge_erf", "colour", "edge", "part", "object")
         )
         rows.append(f"<tr><td>{esc(r['layer'])}</td><td>{r['units']}</td>{cells}</tr>")
     sections = []
@@ -428,11 +430,12 @@ td:first-child, th:first-child {{ text-align: left; }}
 <p class="verdict"><b>{esc(str(v.get("verdict")))}</b> — {esc(str(v.get("text", "")))}</p>
 <p>Rule: {esc(str(v.get("rule", "")))}</p>
 <img src="hierarchy/profile.png" alt="profile by depth">
-<table><tr><th>layer</th><th>units</th><th>edge units (OSI)</th><th>colour</th><th>edge</th>
-<th>part</th><th>object</th></tr>{"".join(rows)}</table>
+<table><tr><th>layer</th><th>units</th><th>edge units (gratings)</th><th>edge units (ERF fit)</th>
+<th>colour</th><th>edge</th><th>part</th><th>object</th></tr>{"".join(rows)}</table>
 <p>Fractions of units, model / random-init control. Rules:</p><ul>{rules}</ul>
 <p>Control:</p><ul>{notes}</ul>
 <img src="hierarchy/osi.png" alt="OSI distributions">
+<img src="hierarchy/tuning.png" alt="example tuning curves">
 <img src="hierarchy/detectors.png" alt="top detectors">
 <h2>Layers</h2>
 <p>Each row: a unit's feature visualization, then its top dataset examples (receptive-field
