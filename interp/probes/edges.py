@@ -308,10 +308,10 @@ def natural_reference(
 
 # ----------------------------------------------------------------------------- the probe
 def _frequencies(rf: int, size: int, grid: Sequence[float]) -> list[float]:
-    """The grid's frequencies a layer can see: from half a cycle to 16 cycles across its RF
+    """The grid's frequencies a layer can see: from half a cycle to 8 cycles across its RF
     (clipped to the canvas), at most 0.45 cycles/px."""
     extent = max(2, min(rf, size))
-    keep = [f for f in grid if f <= 0.45 and 0.5 <= f * extent <= 16]
+    keep = [f for f in grid if f <= 0.45 and 0.5 <= f * extent <= 8]
     return sorted(keep) if keep else [min(grid, key=lambda f: abs(f * extent - 1.0))]
 
 
@@ -334,6 +334,7 @@ class _ClipCounter:
         self.order: list[str] = []
         self._handles: list[Any] = []
         self._layers = list(windows)
+        self.every = 3
 
     def _bounds(self, m: nn.Module) -> tuple[float, float]:
         if isinstance(m, nn.Hardtanh):
@@ -358,25 +359,36 @@ class _ClipCounter:
             if self.mode == "off" or not isinstance(output, torch.Tensor) or output.dim() != 4:
                 return
             y = output.detach().float()
+            if self.mode == "grey":
+                y = y[:1]
+            else:
+                # every third stimulus is enough for a fraction over thousands of elements,
+                # and this hook would otherwise cost more than the forward pass
+                y = y[:: self.every]
             at = y >= hi - 1e-6
             if lower:
                 at |= y <= lo + 1e-6
             if self.mode == "grey":
-                self.grey[name] = (y[:1], at[:1])
+                self.grey[name] = (y, at)
                 if name not in self.order:
                     self.order.append(name)
                 return
             grey, grey_at = self.grey[name]
-            moved = (y - grey).abs() > tol
-            clipped = moved & at & ~grey_at
-            h, w = y.shape[-2:]
+            ys, ats = y, at
+            total = output.shape[0]
+            moved = (ys - grey).abs() > tol
+            # summed over channels first: the windows are cut from (B, h, w) maps
+            clipped = (moved & ats & ~grey_at).sum(dim=1, dtype=torch.float32)
+            moved = moved.sum(dim=1, dtype=torch.float32)
+            h, w = ys.shape[-2:]
             cs, ms = [], []
             for layer in self._layers:
                 rows, cols = self._window(layer, h, w)
-                cs.append(clipped[:, :, rows, cols].flatten(1).sum(dim=1))
-                ms.append(moved[:, :, rows, cols].flatten(1).sum(dim=1))
+                cs.append(clipped[:, rows, cols].sum(dim=(1, 2)))
+                ms.append(moved[:, rows, cols].sum(dim=(1, 2)))
             for store, part in ((self.clipped, cs), (self.moved, ms)):
-                counts = torch.stack(part, dim=1).cpu().double()  # (B, layers)
+                counts = torch.zeros(total, len(self._layers), dtype=torch.float64)
+                counts[:: self.every] = torch.stack(part, dim=1).cpu().double()
                 store[name] = torch.cat([store[name], counts]) if name in store else counts
 
         return fn
@@ -477,22 +489,21 @@ def edge_probe(
                 model, reference, names, images=reference_images, progress=progress
             )
         centres = rf_centres(model, names, size)
-        # layers whose RF centres agree share one pass of stimuli; a layer whose RF is clipped
-        # by the canvas (its centre only estimated) joins the nearest measured centre: it
-        # sees low frequencies, where a pixel is a small phase offset, and F1 is
-        # phase-invariant
+        # layers whose RF centres agree share one pass of stimuli. A layer whose RF is clipped
+        # by the canvas has only an estimated centre (the gradient's centroid); it joins the
+        # group of the deepest layer before it whose centre is exact (deeper maps are coarser
+        # grids around the same centre; they see low frequencies, where a pixel is a small
+        # phase offset, and F1 is phase-invariant)
         groups: dict[tuple[float, float], list[str]] = {}
-        exact = [n for n in names if not infos[n].rf_clipped]
-        for name in exact:
-            cy, cx = centres[name]
-            groups.setdefault((round(cy * 2) / 2, round(cx * 2) / 2), []).append(name)
+        last: tuple[float, float] | None = None
         for name in names:
-            if name in exact:
-                continue
             cy, cx = centres[name]
-            key = min(groups, key=lambda k: abs(k[0] - cy) + abs(k[1] - cx), default=None)
-            if key is None:
-                key = (round(cy * 2) / 2, round(cx * 2) / 2)
+            key = (round(cy * 2) / 2, round(cx * 2) / 2)
+            if infos[name].rf_clipped and last is not None:
+                key = last
+                centres[name] = key
+            elif not infos[name].rf_clipped:
+                last = key
             groups.setdefault(key, []).append(name)
         layer_freqs = {
             n: _frequencies((infos[n].rf_size or (size, size))[0], size, sorted(set(frequencies)))

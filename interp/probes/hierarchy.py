@@ -1,28 +1,40 @@
 """The hierarchy check: how edge-, colour-, part- and object-like each layer is, against a
 random-initialization control, and whether "early edges, later parts" holds.
 
-For the model and for one or more controls (the same architecture re-initialized with fixed
+For the model and for random-init controls (the same architecture re-initialized with fixed
 seeds; BatchNorm statistics of a control are re-estimated on the probe images, so that it is
 not handicapped by statistics that belong to other weights), every layer's units are
 measured with
 
-* the **edge probe** (:mod:`interp.probes.edges`): OSI per unit. A unit is an *edge unit*
-  when its OSI exceeds the ``osi_percentile`` (99th) percentile of the same layer's units in
-  the control(s); so about 1% of control units pass by construction;
+* three **edge instruments**, each validated on planted units (tests/test_probes_edges.py,
+  tests/test_erf.py):
+
+  - **gratings** (:mod:`interp.probes.edges`): evoked (grey-subtracted, signed) tuning, F1
+    or F0 by the unit's phase behaviour, read at the highest contrast that clips < 5% of
+    the bounded activations upstream; an edge unit is *driven* (drive ratio >= 0.3 against
+    its top-0.5% response on natural photo crops) and *oriented* (OSI >= 0.2 and above the
+    controls' threshold);
+  - **ERF fit** (:mod:`interp.probes.erf`): a Gabor fit of the effective receptive field (the
+    gradient of the centre unit averaged over noise images) that is good (R^2 >= 0.8) and
+    oriented, and above the controls' threshold of orientedness; layers with receptive fields
+    under 5 px are not measured;
+  - **dissection**: Network Dissection's edge-concept detectors;
+
 * **Network Dissection** (:mod:`interp.probes.dissect`): each unit's best concept; it is a
   colour / edge / part / object detector when that IoU passes ``iou_threshold``;
 * **class selectivity** (Morcos et al. 2018);
 * and, for the first convolution, Gabor fits and the colour/luminance split
   (:mod:`interp.probes.filters`).
 
-**Verdict rule** ("early edges, later parts"): with ``E_l`` the edge-unit fraction and
-``P_l`` the part-detector fraction of layer ``l`` (layers in execution order), the story
-*holds* when ``argmax E`` comes before ``argmax P``, ``E`` at its peak exceeds the control's
-``E`` at that layer and ``P`` at its peak exceeds the control's ``P`` there. Units of every
-layer (model and control) are resampled with replacement ``bootstrap`` times; the verdict is
-*holds* when it holds in at least 95% of the resamples, *does not hold* when in at most 5%,
-*inconclusive* in between. A second clause, "objects peak at or after parts", is reported
-the same way.
+**Controls that are not noise.** The dissected controls (``control_seeds``) are joined, for
+the two edge instruments, by further edge-only seeds, each probed only in the layers that
+still have fewer than ``min_control_units`` control units; an instrument's control threshold
+is the ``control_quantile`` (95%) of its gated control units' values, with a bootstrap
+interval, never the 99th percentile of a few dozen units.
+
+**Verdict** (:mod:`interp.probes.verdict`): per edge instrument, the depth centroid of its
+excess-over-control profile against the part detectors'; bootstrap over units and control
+seeds; the headline says how many instruments support it or how they disagree.
 """
 
 from __future__ import annotations
