@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 #: contrasts of the series (Michelson contrast of the gratings around grey 0.5)
-CONTRASTS = (0.125, 0.25, 0.5, 1.0)
+CONTRASTS = (0.125, 0.35, 1.0)
 #: absolute cut-offs, calibrated on planted units (module docstring)
 OSI_MIN = 0.2
 DRIVE_MIN = 0.3
@@ -489,27 +489,48 @@ def edge_probe(
                 model, reference, names, images=reference_images, progress=progress
             )
         centres = rf_centres(model, names, size)
-        # layers whose RF centres agree share one pass of stimuli. A layer whose RF is clipped
-        # by the canvas has only an estimated centre (the gradient's centroid); it joins the
-        # group of the deepest layer before it whose centre is exact (deeper maps are coarser
-        # grids around the same centre; they see low frequencies, where a pixel is a small
-        # phase offset, and F1 is phase-invariant)
-        groups: dict[tuple[float, float], list[str]] = {}
+        # a layer whose RF fits the canvas is shown the gratings on the smallest canvas that
+        # still holds its whole RF (its centre unit then sees the same pixels: the same
+        # response, at a fraction of the cost); layers whose RF centres agree share a pass
+        from .erf import _small_canvas
+
+        canvases: dict[str, int] = {}
+        for name in names:
+            info = infos[name]
+            if info.rf_clipped or info.rf_size is None:
+                canvases[name] = size
+            else:
+                stride = max(info.rf_stride) if info.rf_stride else 1
+                canvases[name] = _small_canvas(model, name, max(info.rf_size), stride, size)
+        for c in sorted(set(canvases.values()) - {size}):
+            on = [n for n in names if canvases[n] == c]
+            centres.update(rf_centres(model, on, c))
+        # A layer whose RF is clipped by the canvas has only an estimated centre (the
+        # gradient's centroid); it joins the deepest exact full-canvas layer before it (deeper
+        # maps are coarser grids around the same centre; they see low frequencies, where a
+        # pixel is a small phase offset, and F1 is phase-invariant) or, with none, the
+        # deepest exact layer's centre measured on the full canvas
+        full = (
+            rf_centres(model, names, size) if any(c != size for c in canvases.values()) else centres
+        )
+        groups: dict[tuple[int, float, float], list[str]] = {}
         last: tuple[float, float] | None = None
         for name in names:
             cy, cx = centres[name]
-            key = (round(cy * 2) / 2, round(cx * 2) / 2)
+            key = (canvases[name], round(cy * 2) / 2, round(cx * 2) / 2)
             if infos[name].rf_clipped and last is not None:
-                key = last
-                centres[name] = key
+                key = (size, *last)
+                centres[name] = last
             elif not infos[name].rf_clipped:
-                last = key
+                fy, fx = full[name]
+                last = (round(fy * 2) / 2, round(fx * 2) / 2)
             groups.setdefault(key, []).append(name)
         layer_freqs = {
             n: _frequencies((infos[n].rf_size or (size, size))[0], size, sorted(set(frequencies)))
             for n in names
         }
-        for centre, group in groups.items():
+        for (canvas, *centre_), group in groups.items():
+            centre = (centre_[0], centre_[1])
             freqs_all = sorted({f for n in group for f in layer_freqs[n]})
             n_stim = n_orientations * len(freqs_all) * n_phases
             windows = {}
@@ -518,15 +539,15 @@ def edge_probe(
                 cy, cx = centre
                 windows[name] = (
                     max(0, int(math.floor(cy - (rf[0] - 1) / 2))),
-                    min(size - 1, int(math.ceil(cy + (rf[0] - 1) / 2))),
+                    min(canvas - 1, int(math.ceil(cy + (rf[0] - 1) / 2))),
                     max(0, int(math.floor(cx - (rf[1] - 1) / 2))),
-                    min(size - 1, int(math.ceil(cx + (rf[1] - 1) / 2))),
+                    min(canvas - 1, int(math.ceil(cx + (rf[1] - 1) / 2))),
                 )
             channels = model.preprocessing.channels
-            grey = torch.full((1, channels, size, size), 0.5)
+            grey = torch.full((1, channels, canvas, canvas), 0.5)
             with (
                 torch.no_grad(),
-                _ClipCounter(model.module, windows, size) as clip,
+                _ClipCounter(model.module, windows, canvas) as clip,
                 ActivationCapture(model.module, group) as cap,
             ):
                 clip.mode = "grey"
@@ -541,7 +562,7 @@ def edge_probe(
                 steps = [(c, s) for c in contrasts for s in range(0, n_stim, batch_size)]
                 stims = {
                     c: gratings(
-                        size, orientations, freqs_all, phases, channels, contrast=c, centre=centre
+                        canvas, orientations, freqs_all, phases, channels, contrast=c, centre=centre
                     )
                     for c in contrasts
                 }
@@ -634,7 +655,7 @@ def edge_probe(
                     clipped=clipped,
                     info={
                         "rf_size": rf,
-                        "canvas": size,
+                        "canvas": canvas,
                         "phases": n_phases,
                         "rf_centre": [round(v, 2) for v in centres[name]],
                         "bounded_upstream": len(up),

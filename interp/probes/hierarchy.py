@@ -883,7 +883,9 @@ def hierarchy(
                 model,
                 int(seed or 0),
                 concept_data,
-                bn_images=bn_images,
+                # an edge-only control is probed in its first layers, whose BatchNorm
+                # statistics settle on fewer images
+                bn_images=bn_images if upto is None else min(bn_images, 128),
                 batch_size=batch_size,
                 upto=None if upto is None else upto[-1],
             )
