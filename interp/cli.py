@@ -267,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pool edge-only control seeds until every layer has this many control units [500]",
     )
     p.add_argument(
+        "--reference-images",
+        type=int,
+        default=256,
+        help="natural photo crops for the edge probe's drive ratio [256]",
+    )
+    p.add_argument(
         "--control-quantile",
         type=float,
         default=0.95,
@@ -471,6 +477,7 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
         iou_threshold=args.iou,
         min_control_units=args.min_control_units,
         control_quantile=args.control_quantile,
+        reference_images=args.reference_images,
         bootstrap=args.bootstrap,
         batch_size=args.batch_size,
         precision=args.precision,

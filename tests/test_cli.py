@@ -121,6 +121,7 @@ def test_hierarchy_command_end_to_end_and_errors(tmp_path, capsys):
     args = ["hierarchy", "simplecnn", "--weights", "none", "--data", "partsworld", "--n", "32"]
     args += ["--size", "32", "--layers", "features.relu1,features.relu5,fc", "--quiet"]
     args += ["--control-seeds", "0", "--bootstrap", "20", "--out", str(out)]
+    args += ["--min-control-units", "64", "--reference-images", "16"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "features.relu5" in text and "verdict:" in text and "skipped fc" in text

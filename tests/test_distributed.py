@@ -84,7 +84,8 @@ CLI_JOBS = {
     ),
     "hierarchy": (
         ["hierarchy", "simplecnn", "--weights", "none", "--data", "partsworld", "--images", "40"]
-        + ["--size", "32", "--control-seeds", "0", "--bootstrap", "50"],
+        + ["--size", "32", "--control-seeds", "0", "--bootstrap", "50"]
+        + ["--min-control-units", "64", "--reference-images", "16"],
         "hierarchy.json",
     ),
     "report": (["report", "simplecnn", "--weights", "none", "--quick"], "index.html"),

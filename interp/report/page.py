@@ -42,6 +42,8 @@ QUICK = {
     "examples_n": 48,
     "hierarchy_n": 96,
     "control_seeds": (0,),
+    "min_control_units": 48,
+    "reference_images": 32,
     "bootstrap": 100,
     "layers_max": 4,
 }
@@ -52,6 +54,8 @@ FULL = {
     "examples_n": 300,
     "hierarchy_n": None,
     "control_seeds": (0, 1),
+    "min_control_units": 500,
+    "reference_images": 256,
     "bootstrap": 1000,
     "layers_max": None,
 }
@@ -198,6 +202,8 @@ def report(
             data,
             names,
             control_seeds=cfg["control_seeds"],
+            min_control_units=cfg["min_control_units"],
+            reference_images=cfg["reference_images"],
             n=cfg["hierarchy_n"],
             bootstrap=cfg["bootstrap"],
             out=out / "hierarchy",
