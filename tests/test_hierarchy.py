@@ -192,7 +192,11 @@ def test_planted_gabors_then_decoys_hold_by_both_edge_instruments(one_thread):
     thresholds = control_thresholds(controls, layers, 0.95)
     ms = _edge_statuses(model, thresholds)
     cs = [_edge_statuses(c, thresholds) for c in controls]
-    assert ms["gratings"]["early.1"].all() and not ms["gratings"]["deep"].any()
+    # every Gabor is an edge unit by the gratings; the derivative-of-Gaussian edges (OSI
+    # 1/3, the broadest oriented filter) pass the absolute cut but need not beat the 95th
+    # percentile of random 11x11 filters
+    gabors = [i for i in range(len(net.module.angles)) if i % 4 != 3]
+    assert ms["gratings"]["early.1"][gabors].all() and not ms["gratings"]["deep"].any()
     assert ms["erf"]["early.1"].mean() >= 0.9 and not ms["erf"]["deep"].any()
     units = {n: len(model.gratings[n]["osi"]) for n in layers}
     rng = np.random.default_rng(0)

@@ -442,10 +442,12 @@ def probe_network(
         net, kept, size=data.image_size, reference=reference, progress=progress
     )
     kept = [n for n in kept if n in gratings]
-    try:
-        filters: FilterAnalysis | None = analyse_filters(net)
-    except ValueError:
-        filters = None
+    filters: FilterAnalysis | None = None
+    if dissect_kwargs is not None:  # an edge-only control needs no first-conv analysis
+        try:
+            filters = analyse_filters(net)
+        except ValueError:
+            filters = None
     return NetworkProbes(
         role=role,
         seed=seed,
