@@ -374,13 +374,12 @@ class _ClipCounter:
                     self.order.append(name)
                 return
             grey, grey_at = self.grey[name]
-            ys, ats = y, at
             total = output.shape[0]
-            moved = (ys - grey).abs() > tol
+            moved = (y - grey).abs() > tol
             # summed over channels first: the windows are cut from (B, h, w) maps
-            clipped = (moved & ats & ~grey_at).sum(dim=1, dtype=torch.float32)
+            clipped = (moved & at & ~grey_at).sum(dim=1, dtype=torch.float32)
             moved = moved.sum(dim=1, dtype=torch.float32)
-            h, w = ys.shape[-2:]
+            h, w = y.shape[-2:]
             cs, ms = [], []
             for layer in self._layers:
                 rows, cols = self._window(layer, h, w)
@@ -489,6 +488,7 @@ def edge_probe(
                 model, reference, names, images=reference_images, progress=progress
             )
         centres = rf_centres(model, names, size)
+        full = dict(centres)  # on the full canvas, before small canvases replace some
         # a layer whose RF fits the canvas is shown the gratings on the smallest canvas that
         # still holds its whole RF (its centre unit then sees the same pixels: the same
         # response, at a fraction of the cost); layers whose RF centres agree share a pass
@@ -510,9 +510,6 @@ def edge_probe(
         # maps are coarser grids around the same centre; they see low frequencies, where a
         # pixel is a small phase offset, and F1 is phase-invariant) or, with none, the
         # deepest exact layer's centre measured on the full canvas
-        full = (
-            rf_centres(model, names, size) if any(c != size for c in canvases.values()) else centres
-        )
         groups: dict[tuple[int, float, float], list[str]] = {}
         last: tuple[float, float] | None = None
         for name in names:
