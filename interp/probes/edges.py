@@ -69,6 +69,8 @@ __all__ = [
     "DRIVE_MIN",
     "OSI_MIN",
     "EdgeResult",
+    "driven",
+    "edge_mask",
     "edge_probe",
     "edge_units",
     "gratings",
@@ -173,7 +175,7 @@ class EdgeResult:
             "osi_quantiles_10_25_50_75_90": np.quantile(self.osi, q).round(4).tolist(),
             "osi_mean": round(float(self.osi.mean()), 4),
             "drive_ratio_median": round(float(np.median(ratio)), 4) if len(ratio) else None,
-            "driven_fraction": round(float((self.drive_ratio >= DRIVE_MIN).mean()), 4),
+            "driven_fraction": round(float(driven(self.drive_ratio).mean()), 4),
             "simple_fraction": round(float(self.simple.mean()), 4),
             "contrast_median": float(np.median(self.contrast)),
             "clipped_at_contrast_read_median": round(float(np.median(self.unit_clipped)), 4),
@@ -189,6 +191,27 @@ class EdgeResult:
         }
 
 
+def driven(drive_ratio: np.ndarray, drive_min: float = DRIVE_MIN) -> np.ndarray:
+    """Bool per unit: drive ratio >= ``drive_min`` (``nan``, no reference: not driven)."""
+    return np.nan_to_num(np.asarray(drive_ratio, dtype=np.float64), nan=-1.0) >= drive_min
+
+
+def edge_mask(
+    osi: np.ndarray,
+    drive_ratio: np.ndarray,
+    *,
+    osi_threshold: float | None = None,
+    osi_min: float = OSI_MIN,
+    drive_min: float = DRIVE_MIN,
+) -> np.ndarray:
+    """The edge-unit rule on per-unit arrays: driven, OSI >= ``osi_min`` and, when given
+    (and finite), OSI > ``osi_threshold`` (e.g. the random-init control's)."""
+    oriented = osi >= osi_min
+    if osi_threshold is not None and np.isfinite(osi_threshold):
+        oriented &= osi > osi_threshold
+    return driven(drive_ratio, drive_min) & oriented
+
+
 def edge_units(
     result: EdgeResult,
     *,
@@ -196,14 +219,15 @@ def edge_units(
     osi_min: float = OSI_MIN,
     drive_min: float = DRIVE_MIN,
 ) -> np.ndarray:
-    """Edge units of ``result``: drive ratio >= ``drive_min`` and OSI >= ``osi_min`` and, when
-    given, OSI > ``osi_threshold`` (e.g. the random-init control's). Without a natural-image
-    reference (drive ratio ``nan``) no unit passes the drive gate."""
-    driven = np.nan_to_num(result.drive_ratio, nan=-1.0) >= drive_min
-    oriented = result.osi >= osi_min
-    if osi_threshold is not None and np.isfinite(osi_threshold):
-        oriented &= result.osi > osi_threshold
-    return driven & oriented
+    """Edge units of ``result`` (:func:`edge_mask`). Without a natural-image reference
+    (drive ratio ``nan``) no unit passes the drive gate."""
+    return edge_mask(
+        result.osi,
+        result.drive_ratio,
+        osi_threshold=osi_threshold,
+        osi_min=osi_min,
+        drive_min=drive_min,
+    )
 
 
 # ------------------------------------------------------------------------- the RF centre

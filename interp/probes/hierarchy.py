@@ -62,7 +62,7 @@ from ..models.base import Model
 from ..models.registry import as_model, build_random, list_models, load_model
 from ..utils import atomic_path, atomic_write_text, settings_digest
 from .dissect import Dissection, LayerDissection, dissect, upsample
-from .edges import DRIVE_MIN, OSI_MIN, edge_probe
+from .edges import DRIVE_MIN, OSI_MIN, driven, edge_mask, edge_probe
 from .erf import ORIENTED_MIN, R2_MIN, erf_edge_units, erf_probe
 from .filters import FilterAnalysis, analyse_filters
 from .verdict import centroid_verdict, control_threshold
@@ -472,11 +472,7 @@ def _edge_statuses(
     for name in probes.layers:
         g = probes.gratings[name]
         t = thresholds["gratings"].get(name, {}).get("value", float("nan"))
-        driven = np.nan_to_num(g["drive_ratio"].astype(np.float64), nan=-1.0) >= DRIVE_MIN
-        oriented = g["osi"] >= OSI_MIN
-        if np.isfinite(t):
-            oriented &= g["osi"] > t
-        out["gratings"][name] = driven & oriented
+        out["gratings"][name] = edge_mask(g["osi"], g["drive_ratio"], osi_threshold=t)
         e = probes.erf.get(name)
         if e:
             te = thresholds["erf"].get(name, {}).get("value", float("nan"))
@@ -526,8 +522,7 @@ def control_thresholds(
         for c in controls:
             if name in c.gratings:
                 g = c.gratings[name]
-                driven = np.nan_to_num(g["drive_ratio"].astype(np.float64), nan=-1.0) >= DRIVE_MIN
-                osi.append(g["osi"][driven])
+                osi.append(g["osi"][driven(g["drive_ratio"])])
                 total += len(g["osi"])
             e = c.erf.get(name)
             if e:
@@ -573,9 +568,12 @@ class HierarchyResult:
     def statuses(self, probes: NetworkProbes) -> dict[str, dict[str, np.ndarray | None]]:
         return _edge_statuses(probes, self.thresholds)
 
-    def edge_units(self, layer: str) -> dict[str, list[int]]:
-        """The model's edge units of ``layer`` by each edge instrument."""
-        st = self.statuses(self.model)
+    def edge_units(
+        self, layer: str, statuses: dict[str, dict[str, np.ndarray | None]] | None = None
+    ) -> dict[str, list[int]]:
+        """The model's edge units of ``layer`` by each edge instrument (``statuses``: the
+        model's :meth:`statuses`, when the caller has them already)."""
+        st = self.statuses(self.model) if statuses is None else statuses
         return {
             k: [] if v.get(layer) is None else np.flatnonzero(v[layer]).tolist()
             for k, v in st.items()
@@ -680,7 +678,7 @@ class HierarchyResult:
                     },
                     "erf_skipped": info.get("erf_skipped"),
                     "edge_threshold_osi": round(self.edge_thresholds[name], 4),
-                    "edge_units": self.edge_units(name),
+                    "edge_units": self.edge_units(name, ms),
                     "selectivity": None if si is None else _quantiles(si),
                     "control_selectivity": None if not len(csi) else _quantiles(csi),
                     "top_detectors": d.summary()["top_units"],
