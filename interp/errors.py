@@ -16,11 +16,23 @@ __all__ = [
     "CheckpointError",
     "DeviceError",
     "ImageError",
+    "NonFiniteError",
+    "RangeError",
+    "OutputError",
 ]
 
 
 class InterpError(Exception):
-    """Base class of every user-facing interp error."""
+    """Base class of every user-facing interp error.
+
+    The message is one line: what is wrong and what to do. ``detail`` (optional) holds what a
+    developer may want besides (another library's own error text); the CLI prints it only with
+    ``--verbose``.
+    """
+
+    def __init__(self, *args: object, detail: str | None = None) -> None:
+        super().__init__(*args)
+        self.detail = detail
 
 
 class UnknownModelError(InterpError, KeyError):
@@ -62,3 +74,15 @@ class DeviceError(InterpError, RuntimeError):
 
 class ImageError(InterpError, ValueError):
     """An image file could not be read."""
+
+
+class NonFiniteError(InterpError, ValueError):
+    """A weight, an output, an objective or a loss is NaN or infinite."""
+
+
+class RangeError(InterpError, ValueError):
+    """A numeric argument is outside the range it must lie in."""
+
+
+class OutputError(InterpError, OSError):
+    """An output could not be written (read-only folder, disk full); earlier outputs are kept."""
