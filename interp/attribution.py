@@ -28,7 +28,7 @@ from .capture import ActivationCapture, get_module, preserved_state, resolve_lay
 from .errors import ChannelError, InterpError
 from .models.base import Model
 from .models.registry import as_model
-from .utils import atomic_path
+from .utils import atomic_path, make_dir
 
 __all__ = ["METHODS", "Attribution", "attribute", "parse_target", "save_attribution"]
 
@@ -257,7 +257,7 @@ def save_attribution(result: Attribution, out: str | os.PathLike[str], stem: str
     from .report.unit_figures import plot_attribution
 
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dir(folder)
     npy = folder / f"{stem}.npy"
     with atomic_path(npy, suffix=".npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, result.map)

@@ -26,7 +26,7 @@ from .errors import ChannelError, InterpError
 from .examples import _crop, examples, examples_data
 from .models.base import Model
 from .models.registry import as_model
-from .utils import atomic_write_text
+from .utils import atomic_write_text, make_dir
 
 __all__ = ["unit_card", "parse_unit"]
 
@@ -124,7 +124,7 @@ def unit_card(
     model = as_model(model)
     layer, channel = parse_unit(model, unit)
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dir(folder)
 
     vis = render_channels(
         model, layer, [channel], steps=steps, size=featvis_size, seed=seed, progress=progress

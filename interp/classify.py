@@ -33,6 +33,10 @@ def classify(
     Images are resized and centre-cropped as the model's preprocessing says; the model runs in
     eval mode (its previous mode is restored).
     """
+    from .checks import check_finite, check_int
+
+    check_int("k", k)
+    check_int("batch_size", batch_size)
     if not isinstance(images, list | tuple):
         images = [images]  # type: ignore[list-item]
     results: list[list[Prediction]] = []
@@ -40,6 +44,7 @@ def classify(
         for start in range(0, len(images), batch_size):
             x = to_input(list(images[start : start + batch_size]), model.preprocessing)
             logits = model.module(x.to(model.device)).float().cpu()
+            check_finite(logits, f"{model.name}'s output for image(s) {start}-{start + len(x) - 1}")
             probs = logits.softmax(dim=1)
             top = probs.topk(min(k, probs.shape[1]), dim=1)
             for row in range(len(x)):

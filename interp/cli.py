@@ -21,14 +21,84 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .errors import InterpError
 
 __all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _int(low: int | None = 1, high: int | None = None):  # noqa: ANN202
+    """An argparse type: an integer in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            where = f"in [{low}, {high}]" if low is not None and high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {where}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = True,
+    open_high: bool = True,
+):  # noqa: ANN202
+    """An argparse type: a finite number in the range (open ends by default)."""
+    from .checks import check_float
+    from .errors import RangeError
+
+    def parse(text: str) -> float:
+        try:
+            return check_float(  # type: ignore[return-value]
+                "value", text, low=low, high=high, open_low=open_low, open_high=open_high
+            )
+        except RangeError as exc:
+            raise argparse.ArgumentTypeError(
+                str(exc).replace("value must be", "expected")
+            ) from None
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _seed_list(text: str) -> list[int]:
+    """``0,1,2`` as a list of seeds (each >= 0)."""
+    parse = _int(0, _SEED_MAX)
+    seeds = [parse(part.strip()) for part in text.split(",") if part.strip()]
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
+    return seeds
+
+
+def _step_list(text: str) -> list[int]:
+    """``0,100,1000`` as a list of training steps (each >= 0); empty is none."""
+    parse = _int(0)
+    return [parse(part.strip()) for part in text.split(",") if part.strip()]
+
+
+_SEED_MAX = 2**32 - 1
+_MIN_SIZE = 8  # the smallest image side any job accepts
 
 
 def _common() -> argparse.ArgumentParser:
@@ -57,7 +127,14 @@ def _common() -> argparse.ArgumentParser:
         help="allow checkpoints that unpickle arbitrary code (full pickled modules); "
         "only for files you trust",
     )
-    group.add_argument("--seed", type=int, default=0, help="seed of random init [default: 0]")
+    group.add_argument(
+        "--seed", type=_int(0, _SEED_MAX), default=0, help="seed of random init [default: 0]"
+    )
+    group.add_argument(
+        "--verbose",
+        action="store_true",
+        help="on an error, also print the underlying library's message and the traceback",
+    )
     return parent
 
 
@@ -70,7 +147,7 @@ def _count_or_all(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="interp",
         description="Measure why units of a CNN specialize: load models, list their layers, "
         "capture activations, classify images.",
@@ -110,16 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify images (JPEG/PNG/..., grey or RGBA) and print the top-k classes.",
     )
     p.add_argument("model", help="model spec (see `interp models`)")
-    p.add_argument("images", nargs="*", type=Path, help="image files")
+    p.add_argument("images", nargs="*", type=Path, help="image files or folders of images")
     p.add_argument("--photos", action="store_true", help="classify the photos of skimage.data")
-    p.add_argument("--top", type=int, default=5, help="classes per image [default: 5]")
+    p.add_argument("--top", type=_int(1), default=5, help="classes per image [default: 5]")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", type=Path, default=None, help="write predictions.json and a PNG grid")
 
     render_opts = argparse.ArgumentParser(add_help=False)
     group = render_opts.add_argument_group("rendering")
-    group.add_argument("--steps", type=int, default=256, help="optimization steps [256]")
-    group.add_argument("--size", type=int, default=128, help="canvas size in pixels [128]")
+    group.add_argument("--steps", type=_int(1), default=256, help="optimization steps [256]")
+    group.add_argument(
+        "--size", type=_int(_MIN_SIZE), default=128, help="canvas size in pixels [128]"
+    )
     group.add_argument(
         "--objective",
         choices=["channel", "neuron"],
@@ -135,11 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--batch",
-        type=int,
+        type=_int(1),
         default=None,
         help="units optimized together [16 on CPU, 64 on CUDA; halved on out-of-memory]",
     )
-    group.add_argument("--lr", type=float, default=0.05, help="Adam learning rate [0.05]")
+    group.add_argument("--lr", type=_float(0), default=0.05, help="Adam learning rate [0.05]")
     group.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
@@ -149,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
     group.add_argument(
-        "--upsample", type=int, default=None, help="resize the canvas to N px before the model"
+        "--upsample",
+        type=_int(_MIN_SIZE),
+        default=None,
+        help="resize the canvas to N px before the model",
     )
     group.add_argument(
         "--reference",
@@ -157,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="natural reference set: 'photos' (random crops of skimage.data photos), a "
         "folder of images, or 'none' [photos]",
     )
-    group.add_argument("--n-reference", type=int, default=256, help="reference crops [256]")
+    group.add_argument("--n-reference", type=_int(1), default=256, help="reference crops [256]")
 
     p = sub.add_parser(
         "visualize",
@@ -204,14 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="partsworld, digits, folder:PATH, torchvision:MNIST|FashionMNIST|"
         "CIFAR10[:ROOT] [partsworld]",
     )
-    p.add_argument("--epochs", type=int, default=4, help="[4]")
-    p.add_argument("--batch-size", type=int, default=128, help="[128]")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate [3e-3]")
+    p.add_argument("--epochs", type=_int(1), default=4, help="[4]")
+    p.add_argument("--batch-size", type=_int(1), default=128, help="[128]")
+    p.add_argument("--lr", type=_float(0), default=3e-3, help="peak learning rate [3e-3]")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--schedule", choices=["cosine", "step", "none"], default="cosine")
-    p.add_argument("--size", type=int, default=None, help="image size (dataset default)")
-    p.add_argument("--n", type=int, default=None, help="PartsWorld training images [20000]")
-    p.add_argument("--width", type=float, default=1.0, help="simplecnn width multiplier")
+    p.add_argument(
+        "--size", type=_int(_MIN_SIZE), default=None, help="image size (dataset default)"
+    )
+    p.add_argument("--n", type=_int(1), default=None, help="PartsWorld training images [20000]")
+    p.add_argument("--width", type=_float(0), default=1.0, help="simplecnn width multiplier")
     p.add_argument("--no-batchnorm", action="store_true", help="simplecnn without BatchNorm")
     p.add_argument("--no-augment", action="store_true", help="no random shifts/flips")
     p.add_argument(
@@ -220,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="default, constant (every unit of a layer identical) or "
         "from:RUN:N[:frozen] (first N convs from another run)",
     )
-    p.add_argument("--snapshots", default="", help="steps to snapshot, e.g. 0,100,1000")
+    p.add_argument(
+        "--snapshots", type=_step_list, default=[], help="steps to snapshot, e.g. 0,100,1000"
+    )
     p.add_argument("--download", action="store_true", help="allow dataset downloads")
     p.add_argument(
         "--precision",
@@ -254,36 +340,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
     p.add_argument(
-        "--n", "--images", type=int, default=None, help="probe images [PartsWorld 1000; all]"
+        "--n", "--images", type=_int(1), default=None, help="probe images [PartsWorld 1000; all]"
     )
-    p.add_argument("--size", type=int, default=None, help="image size [model's, at most 128]")
     p.add_argument(
-        "--control-seeds", default="0,1", help="seeds of the dissected random-init controls [0,1]"
+        "--size", type=_int(_MIN_SIZE), default=None, help="image size [model's, at most 128]"
+    )
+    p.add_argument(
+        "--control-seeds",
+        type=_seed_list,
+        default=[0, 1],
+        help="seeds of the dissected random-init controls [0,1]",
     )
     p.add_argument(
         "--min-control-units",
-        type=int,
+        type=_int(0),
         default=500,
         help="pool edge-only control seeds until every layer has this many control units [500]",
     )
     p.add_argument(
         "--reference-images",
-        type=int,
+        type=_int(1),
         default=256,
         help="natural photo crops for the edge probe's drive ratio [256]",
     )
     p.add_argument(
         "--control-quantile",
-        type=float,
+        type=_float(0, 1),
         default=0.95,
         help="quantile of the pooled control units an edge unit must exceed [0.95]",
     )
-    p.add_argument("--quantile", type=float, default=0.005, help="unit threshold quantile [0.005]")
-    p.add_argument("--iou", type=float, default=0.04, help="detector IoU threshold [0.04]")
-    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the verdict [1000]")
+    p.add_argument(
+        "--quantile", type=_float(0, 1), default=0.005, help="unit threshold quantile [0.005]"
+    )
+    p.add_argument("--iou", type=_float(0, 1), default=0.04, help="detector IoU threshold [0.04]")
+    p.add_argument(
+        "--bootstrap", type=_int(1), default=1000, help="resamples for the verdict [1000]"
+    )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_int(1),
         default=None,
         help="images per forward [32 on CPU, 128 on CUDA; halved on out-of-memory]",
     )
@@ -305,22 +400,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model spec or run folder")
     p.add_argument("--data", default="photos", help="[photos]")
     p.add_argument("--layers", default=None, help="comma-separated layers [every block]")
-    p.add_argument("--k", type=int, default=9, help="examples per unit [9]")
+    p.add_argument("--k", type=_int(1), default=9, help="examples per unit [9]")
     p.add_argument(
         "--n",
         "--images",
-        type=int,
+        type=_int(1),
         default=None,
         help="images [photos 1000, partsworld 2000] (--images under torchrun, whose own "
         "options --n* would otherwise swallow --n)",
     )
-    p.add_argument("--size", type=int, default=None, help="image size [model's for photos]")
+    p.add_argument(
+        "--size", type=_int(_MIN_SIZE), default=None, help="image size [model's for photos]"
+    )
     p.add_argument("--bottom", action="store_true", help="also the k most negative images")
     p.add_argument("--no-dedup", action="store_true", help="allow several crops of a photo")
     p.add_argument("--units", default=None, help="units with grid PNGs, e.g. 0:32 [all]")
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_int(1),
         default=None,
         help="images per forward [32 on CPU, 128 on CUDA; halved on out-of-memory]",
     )
@@ -341,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", default=None, help="class index or name, or LAYER:CHANNEL [predicted class]"
     )
     p.add_argument("--layer", default=None, help="gradcam/conductance layer [last block]")
-    p.add_argument("--steps", type=int, default=50, help="integration steps [50]")
+    p.add_argument("--steps", type=_int(1), default=50, help="integration steps [50]")
     p.add_argument("--out", type=Path, default=Path("out/attribution"), help="output folder")
 
     p = sub.add_parser(
@@ -355,11 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model spec or run folder")
     p.add_argument("unit", help="LAYER:CHANNEL, e.g. _blocks.5:12")
     p.add_argument("--data", default="photos", help="[photos]")
-    p.add_argument("--n", type=int, default=300, help="images searched for examples [300]")
-    p.add_argument("--k", type=int, default=6, help="examples on the card [6]")
+    p.add_argument("--n", type=_int(1), default=300, help="images searched for examples [300]")
+    p.add_argument("--k", type=_int(1), default=6, help="examples on the card [6]")
     p.add_argument("--method", choices=["saliency", "ig", "gradcam", "conductance"], default="ig")
     p.add_argument("--hierarchy", type=Path, default=None, help="an `interp hierarchy` --out")
-    p.add_argument("--steps", type=int, default=256, help="feature visualization steps [256]")
+    p.add_argument("--steps", type=_int(1), default=256, help="feature visualization steps [256]")
     p.add_argument("--out", type=Path, default=Path("out/units"), help="output folder")
 
     p = sub.add_parser(
@@ -385,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
-        type=int,
+        type=_int(1),
         default=None,
         help="multiclass-lab: network seeds [100]; convergence: networks [5]; "
         "axis-alignment: rotations [3]",
@@ -421,8 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("preview", parents=[common], help="a preview grid PNG")
     q.add_argument("spec", choices=["partsworld"], help="dataset")
-    q.add_argument("--n", type=int, default=6, help="scenes to show [6]")
-    q.add_argument("--size", type=int, default=64, help="image size [64]")
+    q.add_argument("--n", type=_int(1), default=6, help="scenes to show [6]")
+    q.add_argument("--size", type=_int(_MIN_SIZE), default=64, help="image size [64]")
     q.add_argument("--out", type=Path, default=Path("out/data"), help="output folder")
     return parser
 
@@ -445,7 +542,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batchnorm=not args.no_batchnorm,
         augment=not args.no_augment,
         init=args.init,
-        snapshots=[int(s) for s in args.snapshots.split(",") if s.strip()],
+        snapshots=args.snapshots,
         download=args.download,
         precision=args.precision,
     )
@@ -464,7 +561,7 @@ def _cmd_hierarchy(args: argparse.Namespace) -> int:
 
     model = _load(args)
     out = args.out or _model_dir(args, "hierarchy")
-    seeds = [int(s) for s in args.control_seeds.split(",") if s.strip()]
+    seeds = args.control_seeds
     layers = _layer_list(args)
     result = hierarchy(
         model,
@@ -688,7 +785,15 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
         return 0
     for unit in doc["units"]:
         nat = f"  natural max {unit['natural_max']:.3f}" if "natural_max" in unit else ""
-        print(f"{doc['layer']}:{unit['channel']}  value {unit['value']:.3f}{nat}  {unit['png']}")
+        value = f"value {unit['value']:.3f}"
+        if unit.get("dead"):
+            value = f"DEAD (zero gradient from {unit['restarts'] + 1} starts; the image is blank)"
+        print(f"{doc['layer']}:{unit['channel']}  {value}{nat}  {unit['png']}")
+    if doc.get("dead_units"):
+        print(
+            f"{len(doc['dead_units'])} dead unit(s): {doc['dead_units'][:16]} never respond to "
+            "any start tried (results.json marks them 'dead')"
+        )
     if "exceeds_natural" in doc:
         print(
             f"{doc['exceeds_natural']}/{doc['units_total']} images excite their unit more than "
@@ -715,6 +820,8 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
             if "exceeds_natural" in entry
             else ""
         )
+        if entry.get("dead_units"):
+            extra += f", {len(entry['dead_units'])} dead"
         print(f"{entry['layer']:<24} {len(entry['units'])} units{extra}  {entry['grid']}")
     run = doc["this_run"]
     print(
@@ -790,9 +897,12 @@ def _cmd_layers(args: argparse.Namespace) -> int:
 
 def _cmd_classify(args: argparse.Namespace) -> int:
     from .classify import classify
+    from .data.images import image_files
 
-    images: list = list(args.images)
-    names = [str(p) for p in args.images]
+    images: list = []
+    for path in args.images:  # a folder stands for the images in it
+        images += image_files(path) if path.is_dir() else [path]
+    names = [str(p) for p in images]
     if args.photos:
         from .data.natural import PHOTO_NAMES, load_photo
 
@@ -876,15 +986,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` as one line without terminal escape codes."""
+    return " ".join(part.strip() for part in _ANSI.sub("", text).splitlines() if part.strip())
+
+
+def _os_error(exc: OSError) -> str:
+    """A one-line message for a file-system error that reached the top."""
+    import errno
+
+    where = f" {exc.filename}" if exc.filename else ""
+    what = exc.strerror or type(exc).__name__
+    advice = {
+        errno.ENOSPC: "free some disk space or choose another --out",
+        errno.EDQUOT: "free some disk space or choose another --out",
+        errno.EACCES: "choose a folder you may write to (--out) or fix its permissions",
+        errno.EPERM: "choose a folder you may write to (--out) or fix its permissions",
+        errno.EROFS: "the file system is read-only: choose another --out",
+        errno.ENOENT: "check the path",
+        errno.EISDIR: "give a file, not a folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    }.get(exc.errno or -1, "check the path and the disk")
+    return f"{what}:{where}; {advice}"
+
+
 def _run(args: argparse.Namespace) -> int:
+    verbose = getattr(args, "verbose", False)
     try:
         return _COMMANDS[args.command](args)
-    except InterpError as exc:
-        print(f"interp {args.command}: error: {exc}", file=sys.stderr)
+    except (InterpError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):  # piped into `head` and closed: not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        message = str(exc) if isinstance(exc, InterpError) else _os_error(exc)
+        print(f"interp {args.command}: error: {_one_line(message)}", file=sys.stderr)
+        if verbose:
+            import traceback
+
+            detail = getattr(exc, "detail", None)
+            if detail:
+                print(_ANSI.sub("", detail), file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into `head` and closed: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0

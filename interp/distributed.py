@@ -51,6 +51,7 @@ __all__ = [
     "all_gather",
     "all_sum",
     "barrier",
+    "checkpoint_interval",
     "is_distributed",
     "is_main",
     "object_state",
@@ -164,17 +165,39 @@ def restore_object(obj: Any, state: dict[str, Any]) -> Any:
     return obj
 
 
+def checkpoint_interval(default: float = 60.0) -> float:
+    """Seconds between the running-state saves of streaming jobs (``examples``, the
+    dissection of ``hierarchy``): ``INTERP_CHECKPOINT_EVERY`` when set (``0``: after every
+    batch), else ``default``."""
+    text = os.environ.get("INTERP_CHECKPOINT_EVERY", "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        from .errors import RangeError
+
+        raise RangeError(
+            f"INTERP_CHECKPOINT_EVERY={text!r}: give seconds between checkpoints (0 or more)"
+        )
+    return value
+
+
 class RankCheckpoint:
     """This rank's running state of a streaming job in ``folder/JOB.rankRofW.pt``.
 
-    Written atomically (at most every ``every`` seconds with :meth:`maybe_save`), made of
-    tensors and plain values so it loads with ``weights_only=True``; :meth:`load` returns
+    Written atomically (at most every ``every`` seconds with :meth:`maybe_save`; default
+    :func:`checkpoint_interval`), made of tensors and plain values so it loads with
+    ``weights_only=True``; :meth:`load` returns
     ``{}`` when there is none, when it is damaged, or when it was made under another ``key``
     (other settings) or another number of ranks (the file name differs).
     """
 
-    def __init__(self, folder: str | Path, job: str, every: float = 60.0) -> None:
+    def __init__(self, folder: str | Path, job: str, every: float | None = None) -> None:
         self.path = Path(folder) / f"{job}.rank{rank()}of{world()}.pt"
+        every = checkpoint_interval() if every is None else every
         self.every, self.last, self.digest = float(every), time.monotonic(), ""
 
     def load(self, key: dict[str, Any]) -> dict[str, Any]:
@@ -192,8 +215,10 @@ class RankCheckpoint:
     def save(self, doc: dict[str, Any]) -> None:
         from .utils import atomic_path
 
-        with atomic_path(self.path, suffix=".pt") as tmp:
-            torch.save({**doc, "digest": self.digest}, tmp)
+        # through a file object: a full disk then raises OSError (ENOSPC), which atomic_path
+        # turns into a clear OutputError (torch.save to a path raises a bare RuntimeError)
+        with atomic_path(self.path, suffix=".pt") as tmp, open(tmp, "wb") as handle:
+            torch.save({**doc, "digest": self.digest}, handle)
         self.last = time.monotonic()
 
     def maybe_save(self, make: Any) -> None:

@@ -32,7 +32,7 @@ from .capture import ActivationCapture, resolve_layers
 from .errors import InterpError
 from .models.base import Model
 from .models.registry import as_model
-from .utils import atomic_write_text
+from .utils import atomic_write_text, make_dir, remove_stale_temps
 
 __all__ = ["LayerExamples", "RunningTopK", "examples", "examples_data", "save_examples"]
 
@@ -212,7 +212,7 @@ def examples(
     seed: int = 0,
     receptive_fields: dict[str, int] | None = None,
     checkpoint: str | Path | None = None,
-    checkpoint_every: float = 60.0,
+    checkpoint_every: float | None = None,
     progress: bool = True,
 ) -> dict[str, LayerExamples]:
     """Top-``k`` dataset examples of every unit of ``layers`` (module docstring).
@@ -231,13 +231,21 @@ def examples(
         receptive_fields: ``{layer: RF size}`` when known (otherwise measured once, with the
             layer inventory, at the dataset's image size).
         checkpoint: a folder for this rank's running state, saved every ``checkpoint_every``
-            seconds; an interrupted pass with the same settings (and number of ranks) resumes
-            from it. Removed when the pass completes.
+            seconds (default 60, or ``INTERP_CHECKPOINT_EVERY``); an interrupted pass with the
+            same settings (and number of ranks) resumes from it. Removed when the pass
+            completes.
         progress: progress bar.
     """
+    from .checks import check_finite, check_int
     from .inventory import layers as inventory
 
+    check_int("k", k)
+    check_int("n", n, optional=True)
+    check_int("size", size, low=8, optional=True)
+    check_int("batch_size", batch_size, optional=True)
     model = as_model(model)
+    if checkpoint is not None:
+        remove_stale_temps(checkpoint)  # of a killed earlier run
     if size is None and data == "photos":
         size = model.input_size[0]
     dataset = examples_data(data, size=size, n=n, seed=seed)
@@ -343,6 +351,8 @@ def examples(
         raise InterpError("none of the layers has a 4-D (N, C, H, W) output: " + ", ".join(skipped))
     for r in results.values():
         r.info = {"images": start, "dedup": dedup, "skipped": skipped}
+        filled = r.top.key[r.top.key != -math.inf]  # empty slots hold -inf
+        check_finite(filled, f"{r.layer}'s activations")
     if state is not None:
         state.remove()
     return results
@@ -407,8 +417,8 @@ def save_examples(
     from .report.figures import save_figure
     from .report.unit_figures import plot_examples_grid
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out)
+    remove_stale_temps(out)
     doc: dict[str, Any] = {"layers": []}
     for name, r in results.items():
         chosen = list(range(r.units)) if units is None else [u for u in units if u < r.units]
@@ -424,7 +434,7 @@ def save_examples(
             if r.bottom is not None:
                 entry["units"][str(u)]["bottom"] = r.unit(u, "bottom")
         folder = out / name.replace("/", "_")
-        folder.mkdir(exist_ok=True)
+        make_dir(folder)
         cache: dict[int, torch.Tensor] = {}
         for start in range(0, len(chosen), per_figure):
             rows = []

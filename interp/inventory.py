@@ -167,13 +167,21 @@ def _measure_rf(
     return results
 
 
+class _TraceDone(Exception):
+    """Raised by the trace hook once every wanted module has run."""
+
+
 @torch.no_grad()
 def _trace(
-    module: nn.Module, x: torch.Tensor
+    module: nn.Module, x: torch.Tensor, until: Iterable[str] | None = None
 ) -> tuple[dict[str, tuple[int, ...] | None], dict[str, int], dict[str, str]]:
     """Output shape and execution order of every module, and for each module the module its
     receptive field equals when that is known without measuring: the module whose output it
-    returns unchanged (containers), or the producer of its input (element-wise modules)."""
+    returns unchanged (containers), or the producer of its input (element-wise modules).
+
+    With ``until``, the forward pass stops once all those modules have run: modules after
+    them are not traced (nor run, so a later module that fails does not matter)."""
+    pending = set(until) if until is not None else None
     produced: dict[int, str] = {}
     alive: list[torch.Tensor] = []  # keep outputs referenced so their id()s stay unique
     outputs: dict[str, tuple[int, ...] | None] = {}
@@ -196,6 +204,10 @@ def _trace(
                         same_rf[name] = source
                 produced[id(output)] = name
                 alive.append(output)
+            if pending is not None:
+                pending.discard(name)
+                if not pending:
+                    raise _TraceDone
 
         return fn
 
@@ -204,6 +216,8 @@ def _trace(
             if name:
                 handles.append(sub.register_forward_hook(hook(name, sub)))
         module(x)
+    except _TraceDone:
+        pass
     finally:
         for h in handles:
             h.remove()
@@ -257,7 +271,8 @@ def layers(
     ).to(device)
     wanted = resolve_layers(model, list(names)) if names is not None else layer_names(module)
     with preserved_state(module, eval_mode=True):
-        outputs, order, same_rf = _trace(module, x)
+        # with names given, trace only as far as the last of them
+        outputs, order, same_rf = _trace(module, x, wanted if names is not None else None)
     spatial = {n: outputs[n] for n in wanted if outputs.get(n) is not None and len(outputs[n]) == 3}
 
     rf: dict[str, tuple[tuple[int, int], tuple[int, int] | None, bool]] = {}

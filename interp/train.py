@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.specs import DataSplits, load_data
+from .errors import NonFiniteError
 from .models.base import IMAGENET_MEAN, IMAGENET_STD, Model, Preprocessing
 from .models.checkpoints import read_checkpoint, save_checkpoint
 from .models.registry import load_model
-from .utils import atomic_write_text
+from .utils import atomic_write_text, make_dir, remove_stale_temps
 
 __all__ = ["TrainConfig", "train", "load_run"]
 
@@ -53,6 +55,20 @@ class TrainConfig:
     snapshots: list[int] = field(default_factory=list)
     download: bool = False
     precision: str = "auto"  # bf16 autocast where native; or "bf16", "fp32"
+
+    def __post_init__(self) -> None:
+        from .checks import check_float, check_int
+
+        check_int("epochs", self.epochs)
+        check_int("batch_size", self.batch_size)
+        check_float("lr", self.lr, low=0, open_low=True)
+        check_float("weight_decay", self.weight_decay, low=0)
+        check_int("seed", self.seed, low=0)
+        check_int("size", self.size, low=8, optional=True)
+        check_int("n", self.n, optional=True)
+        check_float("width", self.width, low=0, open_low=True)
+        for step in self.snapshots:
+            check_int("snapshot step", step, low=0)
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -197,6 +213,7 @@ def train(
     from .device import resolve_device
 
     out = Path(out)
+    remove_stale_temps(out)  # of a killed earlier run
     dev = resolve_device(device)
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
@@ -204,7 +221,7 @@ def train(
         config = TrainConfig(**saved)
     elif ckpt_path.exists() and not resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume or another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1))
 
     splits = load_data(
@@ -243,6 +260,11 @@ def train(
         sched.load_state_dict(saved["scheduler"])
         history = list(saved["history"])
         start_epoch = int(saved["epoch"])
+        if progress:
+            print(
+                f"resuming after epoch {start_epoch} of {config.epochs} ({ckpt_path})",
+                file=sys.stderr,
+            )
     model.module.to(dev)
     for state in opt.state.values():  # optimizer moments follow the model's device
         for k, v in state.items():
@@ -283,7 +305,15 @@ def train(
             opt.step()
             sched.step()
             seen += len(y)
-            loss_sum += float(loss.detach()) * len(y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                kept = f"; {ckpt_path} keeps epoch {epoch}" if epoch else ""
+                raise NonFiniteError(
+                    f"the training loss became {value} at epoch {epoch + 1}, step {step + 1}: "
+                    f"the run diverged (lr {config.lr:g}){kept}. Train again into a fresh --out "
+                    "with a lower --lr (or without --precision bf16)"
+                )
+            loss_sum += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             global_step = epoch * steps_per_epoch + step + 1
             if global_step in config.snapshots:

@@ -1,15 +1,29 @@
-"""Small shared helpers: atomic file writes."""
+"""Small shared helpers: atomic file writes, output folders, stale temp files."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "save_png"]
+from .errors import OutputError
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "save_png",
+    "make_dir",
+    "output_error",
+    "is_temp_file",
+    "remove_stale_temps",
+]
 
 
 def _umask() -> int:
@@ -21,25 +35,152 @@ def _umask() -> int:
 # mkstemp creates files 0600; finished files get the usual permissions (0666 minus umask)
 _FILE_MODE = 0o666 & ~_umask()
 
+# Temp files are named ``.{name}.{host}.{pid}.{random}.tmp[{suffix}]``: hidden, and saying
+# which process wrote them, so that :func:`remove_stale_temps` can remove those of writers
+# that died (SIGKILL, out of memory, a lost node) and leave those of live ones alone.
+_HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:40].strip("-") or "host"
+_TEMP = re.compile(
+    r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[a-z0-9_]+\.tmp(\.[A-Za-z0-9]+)?$"
+)
+
+# errno values that mean "this output cannot be written here", and what to do about them
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def output_error(path: str | os.PathLike[str], exc: OSError, action: str = "write") -> OutputError:
+    """A one-line :class:`~interp.errors.OutputError` for an ``OSError`` met writing ``path``:
+    the path, the cause in words and what to do (the ``OSError`` goes in ``detail``)."""
+    code = exc.errno
+    if code == errno.ENOSPC:
+        cause, advice = "the disk is full (no space left on device)", "free some space"
+    elif code == errno.EDQUOT:
+        cause, advice = "the disk quota is exceeded", "free some space"
+    elif code == errno.EFBIG:
+        cause, advice = "the file is too large for this file system", "use another disk"
+    elif code == errno.EROFS:
+        cause, advice = "the file system is read-only", "use a writable disk"
+    elif code in (errno.EACCES, errno.EPERM):
+        cause, advice = "permission denied (the folder is read-only for you)", "make it writable"
+    elif code in (errno.EEXIST, errno.ENOTDIR):
+        cause, advice = "a file stands where a folder is needed", "move it"
+    else:
+        cause = os.strerror(code) if code else str(exc) or type(exc).__name__
+        advice = "check the disk"
+    error = OutputError(
+        f"cannot {action} {path}: {cause}; {advice}, or choose another output folder (--out); "
+        "earlier outputs are kept",
+        detail=f"{type(exc).__name__}: {exc}",
+    )
+    error.errno = code
+    return error
+
+
+def make_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` (and its parents) unless it exists; an ``OSError`` (read-only
+    disk, no permission, disk full) becomes a one-line :class:`~interp.errors.OutputError`."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(path, exc, "create the folder") from exc
+    return path
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it to ``path`` when the block succeeds.
 
     On error the temp file is removed and ``path`` is left as it was, so readers never see a
-    half-written file.
+    half-written file. A full disk or a folder that cannot be written (also when the block's
+    own write fails so) raises :class:`~interp.errors.OutputError` with a one-line message.
+    The temp file is hidden and names its writer (see :func:`remove_stale_temps`); it ends in
+    ``suffix`` for writers that look at the extension.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    make_dir(path.parent)
+    prefix = f".{path.name[:120]}.{_HOST}.{os.getpid()}."
     try:
-        yield Path(tmp)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(
+            prefix=prefix, suffix=".tmp" + ("" if suffix == ".tmp" else suffix), dir=path.parent
+        )
+    except OSError as exc:
+        raise output_error(path, exc) from exc
+    os.close(fd)
+    renamed = False
+    try:
+        try:
+            yield Path(tmp)
+        except OutputError:
+            raise
+        except Exception as exc:  # the block's own write: convert only "cannot write here"
+            cause = _write_refused(exc)
+            if cause is not None:
+                raise output_error(path, cause) from exc
+            raise
+        try:
+            os.chmod(tmp, _FILE_MODE)
+            os.replace(tmp, path)
+            renamed = True
+        except OSError as exc:
+            raise output_error(path, exc) from exc
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if not renamed:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _write_refused(exc: BaseException) -> OSError | None:
+    """The ``OSError`` saying the disk is full or not writable behind ``exc``: ``exc`` itself
+    or one it was raised while handling (``torch.save`` into a file object that hit a full disk
+    raises a ``RuntimeError`` while handling the ``OSError``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL | _NO_WRITE:
+            return exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
+def is_temp_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named like a temp file of :func:`atomic_path`."""
+    return _TEMP.match(Path(path).name) is not None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists (another user's)
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove, anywhere under ``folder``, the temp files of :func:`atomic_path` whose writer
+    is dead: written on this host by a process that no longer exists (killed before its
+    rename). Temp files of live processes (other ranks writing now) and of other hosts are
+    kept. Returns the removed paths; a file that cannot be removed is left."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for root, _, files in os.walk(folder):
+        for name in files:
+            match = _TEMP.match(name)
+            if match is None or match["host"] != _HOST or _alive(int(match["pid"])):
+                continue
+            path = Path(root) / name
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

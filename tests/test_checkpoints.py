@@ -48,16 +48,21 @@ def test_mismatch_lists_missing_unexpected_and_misshaped_keys(tmp_path, resnet):
     with pytest.raises(CheckpointError) as info:  # num_classes 1000 vs 10: fc mis-shaped
         load_model("torchvision:resnet18", weights=path, device="cpu")
     text = str(info.value)
-    assert "1 missing keys: layer1.0.conv1.weight" in text
-    assert "1 unexpected keys: extra.weight" in text
+    assert "\n" not in text  # one line; the full key lists are the detail (--verbose)
+    assert "1 missing keys (layer1.0.conv1.weight)" in text
+    assert "1 unexpected keys (extra.weight)" in text
     assert "fc.weight: checkpoint (10, 512) vs model (1000, 512)" in text
+    assert "layer1.0.conv1.weight" in info.value.detail
 
 
 def test_full_module_pickle_needs_explicit_trust(tmp_path, resnet):
     path = tmp_path / "full.pt"
     torch.save(resnet, path)
-    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+    with pytest.raises(CheckpointError, match="--trust-checkpoint") as info:
         load_model(str(path), device="cpu")
+    text = str(info.value)  # one line, naming the code, without PyTorch's own text
+    assert "\n" not in text and "\x1b" not in text and "torchvision.models.resnet.ResNet" in text
+    assert "Weights only load failed" not in text
     model = load_model(str(path), device="cpu", trust_checkpoint=True)
     assert _same(model.module, resnet)
 
@@ -77,6 +82,29 @@ def test_truncated_and_empty_files(tmp_path, resnet):
     garbage.write_bytes(b"not a safetensors file at all")
     with pytest.raises(CheckpointError, match="truncated"):
         read_checkpoint(garbage)
+
+
+@pytest.mark.parametrize("kind", ["random", "truncated module", "truncated state dict"])
+@pytest.mark.parametrize("where", ["model", "weights"])
+def test_corrupt_file_is_called_corrupt_never_unsafe(tmp_path, resnet, kind, where):
+    """Random bytes or a cut copy is a damaged file: say so, never advise trusting it."""
+    import os
+
+    path = tmp_path / "damaged.pt"
+    if kind == "random":
+        path.write_bytes(os.urandom(5000))
+    else:
+        torch.save(resnet if kind == "truncated module" else resnet.state_dict(), path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError) as info:
+        if where == "model":
+            load_model(str(path), device="cpu")
+        else:
+            load_model("torchvision:resnet18", weights=path, num_classes=10, device="cpu")
+    text = str(info.value)
+    assert "corrupt" in text and "trust" not in text, text
+    assert "\n" not in text and "Weights only" not in text
 
 
 def test_missing_file_and_bare_state_dict_as_spec(tmp_path, resnet):

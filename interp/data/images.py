@@ -13,9 +13,32 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ImageError
 from ..models.base import Preprocessing
 
-__all__ = ["load_image", "to_input", "ImageLike"]
+__all__ = ["load_image", "to_input", "image_files", "ImageLike", "IMAGE_SUFFIXES"]
 
 ImageLike = str | os.PathLike[str] | Image.Image | np.ndarray
+
+#: file suffixes taken as images when a folder is given
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
+
+
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files directly in ``folder`` (by suffix), sorted by name.
+
+    Raises:
+        ImageError: ``folder`` is not a folder, or holds no image file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder} is not a folder")
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise ImageError(
+            f"folder {folder} holds no image file ({', '.join(IMAGE_SUFFIXES[:5])}, ...); "
+            "give image files or a folder that holds some"
+        )
+    return files
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -51,6 +74,11 @@ def load_image(image: ImageLike, mode: str = "RGB") -> Image.Image:
         img = _from_array(image)
     else:
         path = Path(image)
+        if path.is_dir():
+            raise ImageError(
+                f"{path} is a folder, not an image file; give an image file inside it"
+                " (`interp classify MODEL FOLDER` classifies every image in a folder)"
+            )
         if not path.is_file():
             raise ImageError(f"image file {path} does not exist")
         try:
@@ -59,8 +87,9 @@ def load_image(image: ImageLike, mode: str = "RGB") -> Image.Image:
                 img = opened.copy()
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageError(
-                f"cannot read {path} as an image ({type(exc).__name__}: {exc}); "
-                "give a JPEG, PNG, BMP, TIFF or WebP file"
+                f"cannot read {path} as an image (not a format Pillow decodes, or a damaged "
+                "file); give a JPEG, PNG, BMP, TIFF or WebP file",
+                detail=f"{type(exc).__name__}: {exc}",
             ) from exc
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)

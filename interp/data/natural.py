@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..utils import save_png
+
 __all__ = ["PHOTO_NAMES", "load_photo", "save_photos"]
 
 #: Natural photographs in ``skimage.data`` that need no download (colour first, then grey).
@@ -52,8 +54,6 @@ def save_photos(
     for name in names:
         path = out / f"{name}.png"
         if not path.exists():
-            tmp = path.with_suffix(".png.tmp")
-            load_photo(name).save(tmp, format="PNG")
-            os.replace(tmp, path)
+            save_png(load_photo(name), path)  # atomic
         paths.append(path)
     return paths

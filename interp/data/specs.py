@@ -190,9 +190,10 @@ def _torchvision(
             else "it is not on disk and --download was not given"
         )
         raise DatasetUnavailableError(
-            f"torchvision:{name} is not available: {how}.\n  place {_TV_FILES[name]} under\n"
-            f"    {where}\n  or pass --download (Python: download=True) on a machine with "
-            f"network access, or give another root: torchvision:{name}:ROOT"
+            f"torchvision:{name} is not available ({how}): place {_TV_FILES[name]} under "
+            f"{where}, or pass --download (Python: download=True) on a machine with network "
+            f"access, or give another root: torchvision:{name}:ROOT",
+            detail=f"{type(exc).__name__}: {exc}",
         ) from exc
     finally:
         socket.setdefaulttimeout(previous)

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.base import Model
+from ..utils import make_dir
 from ._common import RunSpec, ensure_run, write_json
 
 __all__ = ["Rotation", "axis_alignment", "random_orthogonal", "rotate_layer"]
@@ -90,7 +91,7 @@ def axis_alignment(
 
     spec = spec or RunSpec()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     runs_dir = Path(runs) if runs is not None else out / "runs"
     folder = spec.folder(runs_dir, seed)
     ensure_run(folder, spec.config(seed))

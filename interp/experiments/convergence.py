@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture
 from ..similarity import CorrelationAccumulator, cka_from_grams, hsic_unbiased, match_units
+from ..utils import make_dir
 from ._common import CNN_LAYERS, RunSpec, ensure_run, write_json
 
 __all__ = ["convergence", "layer_identification"]
@@ -103,7 +104,7 @@ def convergence(
         raise ValueError("convergence needs at least two seeds")
     spec = spec or RunSpec()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     runs_dir = Path(runs) if runs is not None else out / "runs"
     accs = []
     for s in tqdm(range(seeds), desc="training seeds", disable=not progress):

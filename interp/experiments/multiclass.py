@@ -534,9 +534,9 @@ def _write_outputs(
     data: dict[str, torch.Tensor],
 ) -> None:
     from ..report.figures import save_figure
-    from ..utils import atomic_write_text
+    from ..utils import atomic_write_text, make_dir
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     atomic_write_text(out / "multiclass.json", json.dumps(doc, indent=1) + "\n")
     h = 2 if 2 in trained else min(trained)
     records = doc["results"][str(h)]["records"]

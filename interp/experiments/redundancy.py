@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture
 from ..similarity import CorrelationAccumulator
+from ..utils import make_dir
 from ._common import RunSpec, ensure_run, write_json
 
 __all__ = ["layer_redundancy", "redundancy"]
@@ -87,7 +88,7 @@ def redundancy(
 
     spec = spec or RunSpec()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     runs_dir = Path(runs) if runs is not None else out / "runs"
     world = PartsWorld(probe_images, spec.size, seed=777_002)
     images = torch.stack([world[i][0] for i in range(len(world))])

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, make_dir
 from ._common import write_json
 
 __all__ = ["EXPERIMENTS", "experiment_all", "run_experiment"]
@@ -86,7 +86,11 @@ def run_experiment(
         raise InterpError(
             f"unknown experiment {name!r}: use one of {', '.join(EXPERIMENTS)} or all"
         )
-    out = Path(out)
+    from ..checks import check_int
+    from ..utils import make_dir
+
+    check_int("seeds", seeds, optional=True)
+    out = make_dir(out)  # an unwritable --out fails now, not after the training
     runner = EXPERIMENTS[name][0]
     return runner(out, seeds, Path(runs) if runs is not None else out / "runs", progress)
 
@@ -112,7 +116,7 @@ def experiment_all(
 ) -> dict[str, Any]:
     """Every experiment with its defaults into ``out/<name>``; then the summary."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     runs = out / "runs"
     results: dict[str, Any] = {}
     timing: dict[str, float | str] = {}

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.small import SimpleCNN
+from ..utils import make_dir
 from ._common import limited_threads, write_json
 
 __all__ = [
@@ -719,7 +720,7 @@ def transfer(
         from ..report.figures import save_figure
 
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         write_json(out / "transfer.json", summary)
         save_figure(_probe_figure(summary), out / "transfer_probes.png")
         save_figure(_anb_figure(summary), out / "transfer_anb.png")

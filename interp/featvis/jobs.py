@@ -38,7 +38,7 @@ from ..capture import capture, resolve_layer, resolve_layers
 from ..device import HalveOnOOM, default_batch
 from ..models.base import Model
 from ..models.registry import as_model
-from ..utils import atomic_write_text, save_png, settings_digest
+from ..utils import atomic_write_text, make_dir, remove_stale_temps, save_png, settings_digest
 from .objectives import Objective, channel, neuron
 from .reference import reference_images
 from .render import evaluate, render, unit_seed
@@ -156,10 +156,29 @@ _SETTING_KEYS = (
 )
 
 
+#: bumped when the renderer changes what it draws for the same settings (2: dead starts are
+#: restarted), so a resumed job does not mix images of two renderers
+RENDERER_VERSION = 2
+
+
+def _check_render_args(arguments: dict[str, Any]) -> None:
+    """Range checks of visualize/atlas arguments, before any work."""
+    from ..checks import check_float, check_int
+
+    check_int("steps", arguments["steps"], low=0)
+    check_int("size", arguments["size"], low=8)
+    check_int("batch", arguments["batch"], optional=True)
+    check_int("upsample", arguments["upsample"], low=8, optional=True)
+    check_int("n_reference", arguments["n_reference"])
+    check_int("seed", arguments["seed"], low=0)
+    check_float("lr", arguments["lr"], low=0, open_low=True)
+
+
 def _job_settings(model: Model, arguments: dict[str, Any]) -> dict[str, Any]:
     values = {k: arguments[k] for k in _SETTING_KEYS}
     return {
         "model": model.name,
+        "renderer": RENDERER_VERSION,
         **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
     }
 
@@ -200,6 +219,24 @@ def _load_done(folder: Path, digest: str) -> tuple[dict[int, dict[str, Any]], bo
             if (folder / u["png"]).is_file():
                 done.setdefault(int(u["channel"]), u)
     return done, stale
+
+
+def _drop_stale(
+    folder: Path, digest: str, layer: str, settings: dict[str, Any], units: list[dict[str, Any]]
+) -> None:
+    """Replace the records of ``folder`` made under other settings: ``units.json`` by one
+    under ``settings`` holding ``units``, other ranks' files are removed."""
+    for path in _records(folder):
+        try:
+            saved = json.loads(path.read_text()) if path.is_file() else None
+        except (json.JSONDecodeError, OSError):
+            saved = {}
+        if saved is None or saved.get("settings_digest") == digest:
+            continue
+        if path.name == "units.json":
+            _write_record(path, layer, settings, units)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _write_record(
@@ -256,6 +293,9 @@ def _render_group(
                 "value": round(float(result.values[i]), 5),
                 "png": png,
                 "seed": unit_seed(settings["seed"], layer, c),
+                # dead: zero gradient from every start tried; the image shows nothing
+                "dead": bool(result.dead[i]) if result.dead else False,
+                "restarts": int(result.restarts[i]) if result.restarts else 0,
             }
             if natural is not None:
                 col = natural[:, i]
@@ -295,10 +335,16 @@ def _render_plan(
     groups: list[tuple[str, list[int]]] = []
     batch = max(1, int(settings["batch"]))
     for layer, chans, folder in plan:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dir(folder)
         done[layer], stale = _load_done(folder, digest)
         if stale and not done[layer]:
             log(f"{layer}: settings changed since the last run; re-rendering")
+        if stale and dist.is_main():
+            # forget the other settings' records before any PNG of theirs is overwritten: a
+            # run interrupted now must not reuse new images under the old settings
+            _drop_stale(
+                folder, digest, layer, settings, [done[layer][c] for c in sorted(done[layer])]
+            )
         todo = [c for c in chans if c not in done[layer]]
         groups += [(layer, todo[i : i + batch]) for i in range(0, len(todo), batch)]
     dist.barrier()  # every rank has read the records before any rank writes one
@@ -345,7 +391,8 @@ def _write_grid(model: Model, layer: str, units: list[dict[str, Any]], folder: P
         arr = arr[..., None] if arr.ndim == 2 else arr
         images.append(torch.from_numpy(arr).permute(2, 0, 1))
         nat = f" | nat {u['natural_max']:.3g}" if "natural_max" in u else ""
-        labels.append(f"#{u['channel']}: {u['value']:.3g}{nat}")
+        value = "dead" if u.get("dead") else f"{u['value']:.3g}"
+        labels.append(f"#{u['channel']}: {value}{nat}")
     title = f"{model.name}  {layer}  ({units[0]['objective'] if units else 'channel'} objective"
     title += "; value reached | best natural crop)" if units and "natural_max" in units[0] else ")"
     return save_figure(plot_image_grid(images, labels, title), folder / "grid.png")
@@ -385,11 +432,13 @@ def visualize(
     (``"photos"``: random crops of skimage.data photos; or a folder), the unit's highest value
     over the reference crops of the same size through the same preprocessing.
     """
+    _check_render_args(locals())
     model = as_model(model)
     batch = batch or default_batch(model.device, 16, 64)
     dotted = resolve_layer(model, layer)
     chans = parse_channels(channels, layer_channels(model, dotted, upsample or size))
     out = Path(out)
+    remove_stale_temps(out)  # of a killed earlier run
     settings = _job_settings(model, locals())
     refs = _reference(model, reference, size, upsample, n_reference)
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
@@ -420,10 +469,13 @@ def visualize(
 
 
 def _summary(units: list[dict[str, Any]]) -> dict[str, Any]:
+    dead = [u["channel"] for u in units if u.get("dead")]
+    out: dict[str, Any] = {"dead_units": dead}
     if not units or "natural_max" not in units[0]:
-        return {}
+        return out
     beats = sum(u["exceeds_natural"] for u in units)
     return {
+        **out,
         "exceeds_natural": beats,
         "units_total": len(units),
         "exceeds_natural_fraction": round(beats / len(units), 4),
@@ -456,10 +508,16 @@ def atlas(
     Writes ``out/<layer>/`` (unit PNGs, ``grid.png``, ``units.json``), ``out/index.json`` and
     ``out/overview.png``. Resumes after an interruption without redoing finished units.
     """
+    _check_render_args(locals())
+    if not (isinstance(per_layer, str) and per_layer == "all"):
+        from ..checks import check_int
+
+        check_int("per_layer", int(per_layer) if str(per_layer).isdigit() else per_layer)
     model = as_model(model)
     batch = batch or default_batch(model.device, 16, 64)
     chosen = _choose_layers(model, layers)
     out = Path(out)
+    remove_stale_temps(out)  # of a killed earlier run
     settings = _job_settings(model, locals())
     plan = []
     for layer in chosen:

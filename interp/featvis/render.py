@@ -60,6 +60,10 @@ class RenderResult:
         history: mean objective value over the batch at each step (with transforms).
         objective: the objective's name.
         units: per image, the unit it targets (when the objective says).
+        dead: per image, ``True`` when its objective had zero gradient from every start tried
+            (the start and :data:`RESTARTS` others): the unit is dead on such images (e.g. a
+            ReLU that never turns on) and the image is not a visualization of anything.
+        restarts: per image, how many fresh starts it took to get a non-zero gradient.
     """
 
     images: torch.Tensor
@@ -68,6 +72,14 @@ class RenderResult:
     objective: str
     units: list[dict[str, Any]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    dead: list[bool] = field(default_factory=list)
+    restarts: list[int] = field(default_factory=list)
+
+
+#: fresh starts tried for an image whose objective has zero gradient at its start; fft and
+#: pixel starts are drawn with 10x, 100x and 1000x the default contrast (a unit silent on
+#: near-grey noise may answer to stronger input), maco starts with new phases
+RESTARTS = 3
 
 
 class _Getter:
@@ -194,6 +206,13 @@ def render(
     Returns:
         :class:`RenderResult`.
     """
+    from ..checks import check_float, check_int
+
+    check_int("steps", steps, low=0)
+    check_int("size", size)
+    check_int("batch", batch, optional=True)
+    check_int("upsample", upsample, optional=True)
+    check_float("lr", lr, low=0, open_low=True)
     model = as_model(model)
     obj = as_objective(objective)
     device = model.device
@@ -252,6 +271,20 @@ def render(
             with torch.no_grad():  # check indices before spending steps
                 getter.acts, getter.output = _forward(model, cap, probe, need_logits)
                 _check_units(obj, getter)
+            restarts = _restart_dead_starts(
+                obj,
+                getter,
+                model,
+                cap,
+                need_logits,
+                params,
+                image_fn,
+                to_input,
+                param,
+                seeds,
+                size,
+                device,
+            )
             for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
                 optimizer.zero_grad(set_to_none=True)
                 img = image_fn()
@@ -273,6 +306,16 @@ def render(
                 values = obj(getter).detach().float()
     if values.dim() == 0:  # a whole-batch objective (lucent): one value for all
         values = values.expand(final.shape[0]).clone()
+    from ..checks import check_finite
+
+    curve = torch.stack(history) if history else torch.zeros(0)
+    check_finite(
+        torch.cat([values.flatten().cpu(), curve.cpu()]),
+        f"the objective {obj.name}",
+        "the model's weights, the objective or the learning rate produce NaN or inf; check "
+        "the model (interp checks its weights at load) and try a lower --lr",
+    )
+    dead = [r < 0 for r in restarts] if restarts else [False] * final.shape[0]
     return RenderResult(
         images=final.float().cpu(),
         values=values.cpu(),
@@ -288,7 +331,80 @@ def render(
             "layers": hooked,
             "device": str(device),
         },
+        dead=dead,
+        restarts=[max(r, 0) if r >= 0 else RESTARTS for r in restarts] if restarts else [],
     )
+
+
+def _row_gradients(params: list[torch.Tensor], batch: int) -> torch.Tensor | None:
+    """Per image, the summed absolute gradient of its parameters (``None`` when the
+    parametrization is not one tensor row per image)."""
+    total = None
+    for p in params:
+        if p.grad is None:
+            continue
+        if p.dim() == 0 or p.shape[0] != batch:
+            return None
+        row = p.grad.detach().abs().flatten(1).sum(dim=1).float()
+        total = row if total is None else total + row
+    return total
+
+
+def _restart_dead_starts(
+    obj: Objective,
+    getter: _Getter,
+    model: Model,
+    cap: ActivationCapture | None,
+    need_logits: bool,
+    params: list[torch.Tensor],
+    image_fn: Callable[[], torch.Tensor],
+    to_input: Callable[[torch.Tensor, bool], torch.Tensor],
+    param: Any,
+    seeds: list[int],
+    size: int,
+    device: torch.device,
+) -> list[int]:
+    """Find images whose objective has zero gradient at their start and draw fresh starts
+    for them (up to :data:`RESTARTS`); returns, per image, the restarts used (``-1``: dead
+    from every start). Leaves no gradient behind; empty list when per-image gradients cannot
+    be told apart (a custom or whole-batch objective)."""
+    batch = params[0].shape[0] if params and params[0].dim() > 0 else 0
+    used: list[int] = []
+    for attempt in range(RESTARTS + 1):
+        for p in params:
+            p.grad = None
+        img = image_fn()
+        getter.image = img
+        getter.acts, getter.output = _forward(model, cap, to_input(img, False), need_logits)
+        values = obj(getter)
+        if values.dim() == 0 or values.shape[0] != batch or not values.requires_grad:
+            used = []
+            break
+        (-values.sum()).backward()
+        grads = _row_gradients(params, batch)
+        if grads is None:
+            used = []
+            break
+        alive = (grads > 0) & torch.isfinite(grads)
+        if attempt == 0:
+            used = [0 if bool(a) else -1 for a in alive]
+        else:
+            for i in range(batch):
+                if used[i] < 0 and bool(alive[i]):
+                    used[i] = attempt
+        dead = [i for i in range(batch) if used[i] < 0]
+        if not dead or attempt == RESTARTS or not isinstance(param, str):
+            break
+        contrast = 1.0 if param == "maco" else 10.0 ** (attempt + 1)
+        fresh = [unit_seed(seeds[i], "restart", attempt + 1) for i in dead]
+        channels = model.preprocessing.channels
+        new_params, _ = make_param(param, len(dead), channels, size, fresh, device)
+        with torch.no_grad():
+            for p, q in zip(params, new_params, strict=True):
+                p[dead] = q.detach() * contrast
+    for p in params:
+        p.grad = None
+    return used
 
 
 def evaluate(

@@ -49,13 +49,72 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
-def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
+def _corrupt(path: Path, exc: BaseException | None = None) -> CheckpointError:
     size = path.stat().st_size if path.exists() else 0
     return CheckpointError(
-        f"could not read checkpoint {path} ({size} bytes): {type(exc).__name__}: {exc}\n"
-        "  the file is truncated, corrupt or not a PyTorch/safetensors checkpoint; "
-        "re-save it, e.g. torch.save(model.state_dict(), PATH), and check the copy is complete"
+        f"checkpoint {path} is truncated or corrupt ({size} bytes that are not a complete "
+        "PyTorch or safetensors file): copy or download it again and check the copy is "
+        "complete, or re-save it with torch.save(model.state_dict(), PATH)",
+        detail=f"{type(exc).__name__}: {exc}" if exc is not None else None,
     )
+
+
+# pickle opcodes that push the strings STACK_GLOBAL takes as module and name
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING"}
+_STRING_OPS |= {"BINSTRING", "SHORT_BINSTRING"}
+
+
+def _pickle_globals(data: bytes, *, first_only: bool = False) -> list[str] | None:
+    """The globals (``module.name``) the pickles in ``data`` name, or ``None`` when ``data``
+    does not start with a complete, well-formed pickle (a corrupt or truncated file).
+
+    A legacy (non-zip) ``torch.save`` file is several pickles back to back followed by raw
+    storage bytes: the pickles are read until one does not parse (the raw bytes)."""
+    import io
+    import pickletools
+
+    stream = io.BytesIO(data)
+    found: list[str] = []
+    count = 0
+    while stream.tell() < len(data):
+        strings: list[str] = []
+        names: list[str] = []
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in _STRING_OPS and isinstance(arg, str | bytes):
+                    strings.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+                elif op.name == "GLOBAL" and isinstance(arg, str):
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    names.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+        except Exception:  # noqa: BLE001 - pickletools raises ValueError, EOFError, ...
+            if count == 0:
+                return None
+            break
+        found += names
+        count += 1
+        if first_only or count >= 8:
+            break
+    return found if count else None
+
+
+def _checkpoint_globals(path: Path) -> list[str] | None:
+    """Globals named by the checkpoint's pickle, ``None`` when it is not well formed."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not pickles:
+                    return None
+                data = archive.read(pickles[0])  # checks the CRC too
+            return _pickle_globals(data, first_only=True)
+        return _pickle_globals(path.read_bytes())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError):
+        return None
+
+
+# globals a plain weights file names (torch.load(weights_only=True) allows these)
+_PLAIN = ("collections.OrderedDict", "torch.", "builtins.set", "__builtin__.set", "_codecs.encode")
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, trust_checkpoint: bool = False) -> Any:
@@ -64,6 +123,11 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust_checkpoint: bool = Fa
     Returns a state dict (``dict[str, Tensor]``), a checkpoint dict, an ``nn.Module`` (only
     TorchScript, or a full pickled module with ``trust_checkpoint=True``), or for safetensors a
     ``dict`` ``{"state_dict": ..., "metadata": {...}}``.
+
+    A file that fails the weights-only load is looked at before anything is said about it: a
+    well-formed pickle that names code (a class, a function) is refused as unsafe unless
+    trusted; anything else (random bytes, a truncated copy) is reported as corrupt, and never
+    with the advice to trust it.
 
     Raises:
         CheckpointError: missing, truncated or corrupt file; or an unsafe pickle without trust.
@@ -99,14 +163,19 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust_checkpoint: bool = Fa
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        names = _checkpoint_globals(path)
+        code = [n for n in names or [] if not n.startswith(_PLAIN)]
+        if names is None or not code:
+            raise _corrupt(path, exc) from exc
         if not trust_checkpoint:
+            shown = ", ".join(dict.fromkeys(code[:3]))
             raise CheckpointError(
-                f"{path} is not a plain weights file: unpickling it would run code it names "
-                f"({str(exc).splitlines()[0] if str(exc) else 'unsupported global'}).\n"
-                "  it is probably a full model saved with torch.save(model). If you trust its "
-                "source, pass --trust-checkpoint (Python: trust_checkpoint=True); better, "
-                "re-save it as torch.save(model.state_dict(), PATH) and load it with "
-                "--weights PATH on its architecture"
+                f"{path} is a pickle that names code ({shown}), not a plain weights file: "
+                "loading it would run that code. Re-save it as "
+                "torch.save(model.state_dict(), PATH) and load it with --weights PATH on its "
+                "architecture, or, only if you trust its source, pass --trust-checkpoint "
+                "(Python: trust_checkpoint=True)",
+                detail=f"torch.load(weights_only=True): {exc}",
             ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise _corrupt(path, exc) from exc
@@ -169,20 +238,22 @@ def load_state_dict_checked(module: nn.Module, state: Mapping[str, Any], source:
         and tuple(state[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or misshaped:
-        lines = [f"checkpoint {source} does not match {type(module).__name__}:"]
+        parts, details = [], []
         for label, keys in (
             ("missing keys", missing),
             ("unexpected keys", unexpected),
             ("mis-shaped keys", misshaped),
         ):
             if keys:
-                more = f" ... and {len(keys) - _SHOW} more" if len(keys) > _SHOW else ""
-                lines.append(f"  {len(keys)} {label}: {', '.join(keys[:_SHOW])}{more}")
-        lines.append(
-            "  check that the architecture (and num_classes) is the one the checkpoint was "
-            "saved from"
+                more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+                parts.append(f"{len(keys)} {label} ({'; '.join(keys[:3])}{more})")
+                details.append(f"{label}: " + "; ".join(keys))
+        raise CheckpointError(
+            f"checkpoint {source} does not match {type(module).__name__}: "
+            + ", ".join(parts)
+            + "; check that the architecture (and num_classes) is the one it was saved from",
+            detail="\n".join(details),
         )
-        raise CheckpointError("\n".join(lines))
     module.load_state_dict(state, strict=True)
 
 
@@ -213,12 +284,14 @@ def save_checkpoint(
         "class_names": list(class_names) if class_names is not None else None,
         **dict(extra or {}),
     }
+    # written through a file object, so a full disk raises OSError (ENOSPC) and atomic_path
+    # turns it into a clear OutputError (writing to a path raises a bare RuntimeError)
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        with atomic_path(path) as tmp:
-            save_file(state, str(tmp), metadata={"interp": json.dumps(meta)})
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            handle.write(save(state, metadata={"interp": json.dumps(meta)}))
     else:
-        with atomic_path(path) as tmp:
-            torch.save({**meta, "state_dict": state}, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            torch.save({**meta, "state_dict": state}, handle)
     return path

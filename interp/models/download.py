@@ -41,12 +41,10 @@ def offline_requested(offline: bool | None = None) -> bool:
 
 def _unavailable(what: str, url: str, path: Path, reason: str) -> WeightsUnavailableError:
     return WeightsUnavailableError(
-        f"pretrained weights for {what} are not available: {reason}.\n"
-        f"  place the file {path.name} at:\n"
-        f"    {path}\n"
-        f"  (it is served at {url}; copy it from a machine with network access),\n"
-        "  or pass --weights PATH (Python: weights=PATH) to load a state dict from elsewhere,\n"
-        "  or --weights none for a randomly initialized model."
+        f"pretrained weights for {what} are not available ({reason}): place the file "
+        f"{path.name} at {path} (served at {url}; copy it from a machine with network access), "
+        "or pass --weights PATH (Python: weights=PATH) for a state dict from elsewhere, or "
+        "--weights none for random init"
     )
 
 

@@ -175,11 +175,13 @@ def load_model(
     Raises:
         UnknownModelError, WeightsUnavailableError, CheckpointError, DeviceError.
     """
+    from ..checks import check_finite_module
+
     dev = resolve_device(device)
-    if isinstance(spec, Model):
-        return spec.to(dev)
-    if isinstance(spec, nn.Module):
-        return as_model(spec).to(dev)
+    if isinstance(spec, Model | nn.Module):
+        wrapped = spec if isinstance(spec, Model) else as_model(spec)
+        check_finite_module(wrapped.module, wrapped.name)
+        return wrapped.to(dev)
     _ensure_builtin()
     options = LoadOptions(
         weights=weights,
@@ -207,6 +209,7 @@ def load_model(
         raise CheckpointError(f"checkpoint file {text} does not exist")
     else:
         raise _unknown(text)
+    check_finite_module(model.module, model.weights_source or text)
     model.module.eval()
     model.module.to(dev)
     return model

@@ -510,7 +510,8 @@ def dissect(
     precision: str = "auto",
     num_workers: int = 0,
     checkpoint: str | Path | None = None,
-    checkpoint_every: float = 60.0,
+    checkpoint_every: float | None = None,
+    keep_checkpoint: bool = False,
     progress: bool = True,
 ) -> Dissection:
     """Network Dissection of ``layers`` over ``data`` (see the module docstring).
@@ -529,15 +530,25 @@ def dissect(
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
         num_workers: DataLoader workers producing images and masks.
         checkpoint: a folder for this rank's running state (``dissect.rankRofW.pt``), saved
-            every ``checkpoint_every`` seconds and between the passes; an interrupted run with
-            the same model, data and settings (and number of ranks) resumes from it. Removed
-            when the dissection completes.
+            every ``checkpoint_every`` seconds (default 60, or ``INTERP_CHECKPOINT_EVERY``)
+            and between the passes; an interrupted run with the same model, data and
+            settings (and number of ranks) resumes from it. Removed when the dissection
+            completes, unless ``keep_checkpoint``: then it holds the finished dissection,
+            which a rerun reuses, until the caller removes it (``hierarchy`` does once the
+            network's stage file, which also needs the slower edge instruments, is saved).
         progress: show progress bars.
 
     Returns:
         ``{layer: LayerDissection}`` (a :class:`Dissection`); layers whose output is not a
         4-D map are skipped and listed, with the reason, in its ``skipped``.
     """
+    from ..checks import check_finite, check_fraction, check_int
+
+    check_fraction("quantile", quantile)
+    check_fraction("iou_threshold", iou_threshold)
+    check_int("batch_size", batch_size, optional=True)
+    check_int("top_images", top_images)
+    check_int("max_topk", max_topk)
     model = as_model(model)
     if isinstance(data, str):
         data = load_concepts(data, size=model.input_size[0])
@@ -579,7 +590,9 @@ def dissect(
         dist.restore_object(quant[name], st)
     if saved:
         sums, class_count = dict(saved["sums"]), saved["class_count"]
-        if progress:
+        if progress and start_pass == 3:
+            print("dissect: reusing the finished dissection of an interrupted run", file=sys.stderr)
+        elif progress:
             print(f"dissect: resuming pass {start_pass} after {done} images", file=sys.stderr)
 
     def snapshot(pass_no: int, count: int, accs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -626,6 +639,8 @@ def dissect(
         if state is not None:  # the merged first pass: a resumed run starts at pass 2
             state.save(snapshot(2, 0))
 
+    for name, q in quant.items():  # NaN activations would make every threshold NaN
+        check_finite(torch.as_tensor(q.thresholds()), f"{name}'s activation thresholds")
     # pass 2: IoU with every concept
     cat_of = data.category_of()
     accs = {
@@ -639,22 +654,25 @@ def dissect(
         )
         for name, q in quant.items()
     }
-    for name, st in saved.get("accs", {}).items() if start_pass == 2 else ():
+    for name, st in saved.get("accs", {}).items() if start_pass >= 2 else ():
         dist.restore_object(accs[name], st)
-    for indices, items, acts in stream_activations(
-        model, names, data, masks=True, progress=progress, desc="dissect 2/2", skip=done, **kw
-    ):
-        for name, a in acts.items():
-            accs[name].update(a, items, indices)
-        done += len(items)
-        if state is not None:
-            state.maybe_save(lambda done=done: snapshot(2, done, accs))
+    if start_pass <= 2:
+        for indices, items, acts in stream_activations(
+            model, names, data, masks=True, progress=progress, desc="dissect 2/2", skip=done, **kw
+        ):
+            for name, a in acts.items():
+                accs[name].update(a, items, indices)
+            done += len(items)
+            if state is not None:
+                state.maybe_save(lambda done=done: snapshot(2, done, accs))
+        if state is not None and keep_checkpoint:  # this rank's finished (unmerged) pass 2
+            state.save(snapshot(3, done, accs))
 
     if dist.is_distributed():
         gathered = dist.all_gather({n: a for n, a in accs.items()})
         for name, acc in accs.items():
             acc.merge([g[name] for i, g in enumerate(gathered) if i != dist.rank()])
-    if state is not None:
+    if state is not None and not keep_checkpoint:
         state.remove()
 
     results = Dissection(skipped=skipped, data=data.name)

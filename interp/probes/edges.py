@@ -61,6 +61,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture, preserved_state, resolve_layers
+from ..checks import check_finite, check_fraction, check_int
 from ..models.base import Model
 from ..models.registry import as_model
 
@@ -477,13 +478,15 @@ def edge_probe(
         reference_images: natural images for the reference percentile.
         progress: progress bars.
     """
-    if n_orientations < 12 or n_phases < 4:
-        raise ValueError("use at least 12 orientations and 4 phases")
+    check_int("n_orientations", n_orientations, low=12)
+    check_int("n_phases", n_phases, low=4)
+    check_int("batch_size", batch_size)
+    check_int("reference_images", reference_images)
+    check_int("size", size, low=8, optional=True)
     contrasts = sorted(float(c) for c in contrasts)
     if not contrasts or contrasts[0] <= 0 or contrasts[-1] > 1:
         raise ValueError(f"contrasts must lie in (0, 1], got {contrasts}")
-    if not 0 < clip_limit < 1:
-        raise ValueError(f"clip_limit must be in (0, 1), got {clip_limit}")
+    check_fraction("clip_limit", clip_limit)
     from ..inventory import layers as inventory
 
     model = as_model(model)
@@ -596,6 +599,7 @@ def edge_probe(
                         chunks[name].append(a[:, :, h // 2, w // 2].cpu())
             for gi, name in enumerate(group):
                 resp = torch.cat(chunks[name]).double().numpy()  # (C*O*F*P, units)
+                check_finite(torch.from_numpy(resp), f"{name}'s response to the gratings")
                 units = resp.shape[1]
                 evoked = resp - base[name].double().numpy()[None]
                 evoked = evoked.T.reshape(

@@ -44,6 +44,7 @@ import json
 import math
 import re
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ from ..data.photos import PhotoCrops
 from ..device import default_batch
 from ..models.base import Model
 from ..models.registry import as_model, build_random, list_models, load_model
-from ..utils import atomic_path, atomic_write_text, settings_digest
+from ..utils import atomic_path, atomic_write_text, make_dir, remove_stale_temps, settings_digest
 from .dissect import Dissection, LayerDissection, dissect, upsample
 from .edges import DRIVE_MIN, OSI_MIN, driven, edge_mask, edge_probe
 from .erf import ORIENTED_MIN, R2_MIN, erf_edge_units, erf_probe
@@ -849,6 +850,8 @@ def hierarchy(
     kwargs = {"quantile": quantile, "iou_threshold": iou_threshold, "batch_size": batch_size}
     kwargs["precision"] = precision
     stage_dir = Path(out) / "stages" if out is not None else None
+    if out is not None:
+        remove_stale_temps(out)  # of a killed earlier run
     identity = {
         k: v
         for k, v in settings.items()
@@ -875,6 +878,8 @@ def hierarchy(
         if path is not None:
             stage_paths[tag] = path.name
         if path is not None and path.is_file() and path.with_suffix(".json").is_file():
+            if progress and dist.is_main():
+                print(f"hierarchy: reusing the finished {tag} stage ({path})", file=sys.stderr)
             return NetworkProbes.load(path)
         if role == "model":
             net, notes = model, ["the model as loaded"]
@@ -890,6 +895,11 @@ def hierarchy(
                 upto=None if upto is None else upto[-1],
             )
         edges_only = role == "control-edges"
+        dissect_kwargs = None if edges_only else dict(kwargs)
+        if dissect_kwargs is not None and path is not None:
+            # an interrupted stage resumes mid-dissection from its ranks' checkpoints, and
+            # reuses the finished dissection when it was interrupted in the edge instruments
+            dissect_kwargs |= {"checkpoint": path.with_suffix(".partial"), "keep_checkpoint": True}
         probes = probe_network(
             net,
             concept_data,
@@ -897,20 +907,17 @@ def hierarchy(
             role=role,
             seed=seed,
             notes=notes,
-            # an interrupted stage resumes mid-dissection from its ranks' checkpoints
-            dissect_kwargs=None
-            if edges_only
-            else kwargs | ({"checkpoint": path.with_suffix(".partial")} if path else {}),
+            dissect_kwargs=dissect_kwargs,
             reference=reference,
             progress=progress,
         )
+        if path is not None and dist.is_main():  # every rank reads stages, rank 0 writes
+            make_dir(path.parent)
+            probes.save(path)
         if path is not None and not edges_only:
-            dist.barrier()  # every rank's checkpoint is gone before the folder goes
+            dist.barrier()  # the stage is saved and no rank reads its checkpoint any more
             if dist.is_main():
                 shutil.rmtree(path.with_suffix(".partial"), ignore_errors=True)
-        if path is not None and dist.is_main():  # every rank reads stages, rank 0 writes
-            path.parent.mkdir(parents=True, exist_ok=True)
-            probes.save(path)
         return probes
 
     model_probes = run("model", None)
@@ -1075,7 +1082,7 @@ def save_hierarchy(
     from ..report import hierarchy_figures as figs
     from ..report.figures import save_figure
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     doc = result.to_json()
     paths = {"json": out / "hierarchy.json"}
     atomic_write_text(paths["json"], json.dumps(doc, indent=1))

@@ -31,7 +31,7 @@ import torch
 from .. import distributed as dist
 from ..models.base import Model
 from ..models.registry import as_model
-from ..utils import atomic_write_text, settings_digest
+from ..utils import atomic_write_text, make_dir, remove_stale_temps, settings_digest
 
 __all__ = ["report"]
 
@@ -66,7 +66,7 @@ class _Stages:
 
     def __init__(self, out: Path, force: bool) -> None:
         self.dir = out / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.dir)
         self.force = force
         self.log: dict[str, str] = {}
 
@@ -81,6 +81,22 @@ class _Stages:
         atomic_write_text(
             self.dir / f"{name}.json",
             json.dumps({"key": settings_digest(key), **result}, default=str),
+        )
+
+
+def _check_inputs(data: str, examples_data: str | None, experiments: Any) -> None:
+    """The data specs and the experiments folder, checked before hours of stages."""
+    from ..data.concepts import load_concepts
+    from ..errors import InterpError
+    from ..examples import examples_data as load_examples_data
+
+    load_concepts(data, size=16, n=1)  # raises on an unknown spec or a missing Broden folder
+    if examples_data is not None:
+        load_examples_data(examples_data, size=16, n=1)
+    if experiments is not None and not (Path(experiments) / "summary.json").is_file():
+        raise InterpError(
+            f"{experiments} holds no summary.json: give the --out folder of a finished "
+            "`interp experiment all` run"
         )
 
 
@@ -118,13 +134,14 @@ def report(
     from ..probes.hierarchy import default_hierarchy_layers, hierarchy
     from .figures import plot_inventory, save_figure
 
+    _check_inputs(data, examples_data, experiments)  # before any stage runs
     if isinstance(model, str):
         from ..models.registry import load_model
 
         model = load_model(model, device=device)
     model = as_model(model)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out)
+    remove_stale_temps(out)  # of a killed earlier run
     cfg = dict(QUICK if quick else FULL)
     stages = _Stages(out, force)
     names = layers or default_hierarchy_layers(model)
