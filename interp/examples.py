@@ -32,7 +32,7 @@ from .capture import ActivationCapture, resolve_layers
 from .errors import InterpError
 from .models.base import Model
 from .models.registry import as_model
-from .utils import atomic_write_text, make_dir, remove_stale_temps
+from .utils import atomic_write_text, make_dir, prepare_output
 
 __all__ = ["LayerExamples", "RunningTopK", "examples", "examples_data", "save_examples"]
 
@@ -245,7 +245,7 @@ def examples(
     check_int("batch_size", batch_size, optional=True)
     model = as_model(model)
     if checkpoint is not None:
-        remove_stale_temps(checkpoint)  # of a killed earlier run
+        prepare_output(checkpoint)  # writable; no temp files of a killed run
     if size is None and data == "photos":
         size = model.input_size[0]
     dataset = examples_data(data, size=size, n=n, seed=seed)
@@ -418,7 +418,7 @@ def save_examples(
     from .report.unit_figures import plot_examples_grid
 
     out = make_dir(out)
-    remove_stale_temps(out)
+    prepare_output(out)
     doc: dict[str, Any] = {"layers": []}
     for name, r in results.items():
         chosen = list(range(r.units)) if units is None else [u for u in units if u < r.units]

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.specs import DataSplits, load_data
-from .errors import NonFiniteError
+from .errors import InterpError, NonFiniteError
 from .models.base import IMAGENET_MEAN, IMAGENET_STD, Model, Preprocessing
 from .models.checkpoints import read_checkpoint, save_checkpoint
 from .models.registry import load_model
-from .utils import atomic_write_text, make_dir, remove_stale_temps
+from .utils import atomic_write_text, make_dir, prepare_output
 
 __all__ = ["TrainConfig", "train", "load_run"]
 
@@ -213,11 +213,19 @@ def train(
     from .device import resolve_device
 
     out = Path(out)
-    remove_stale_temps(out)  # of a killed earlier run
+    prepare_output(out)  # writable; no temp files of a killed run
     dev = resolve_device(device)
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         saved = json.loads((out / "config.json").read_text())
+        given = asdict(config)
+        differ = [k for k in given if k in saved and saved[k] != given[k]]
+        if differ:
+            shown = ", ".join(f"{k} {saved[k]!r} there, {given[k]!r} now" for k in differ[:4])
+            raise InterpError(
+                f"{out} was trained with other settings ({shown}): resume with the same "
+                "options, or train into another --out"
+            )
         config = TrainConfig(**saved)
     elif ckpt_path.exists() and not resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume or another --out")

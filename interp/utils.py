@@ -23,6 +23,7 @@ __all__ = [
     "output_error",
     "is_temp_file",
     "remove_stale_temps",
+    "prepare_output",
 ]
 
 
@@ -181,6 +182,28 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def prepare_output(folder: str | os.PathLike[str]) -> Path:
+    """Get the output folder of a job ready before any work: create it, check that a file can
+    be written in it (a read-only folder fails now, not after hours of work) and remove the
+    temp files of a killed earlier run (:func:`remove_stale_temps`).
+
+    Raises:
+        OutputError: the folder cannot be created or written.
+    """
+    folder = make_dir(folder)
+    try:
+        fd, probe = tempfile.mkstemp(
+            prefix=f".write-check.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=folder
+        )
+    except OSError as exc:
+        raise output_error(folder, exc, "write into") from exc
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    remove_stale_temps(folder)
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

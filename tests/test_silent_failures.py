@@ -206,3 +206,37 @@ def test_early_layers_do_not_need_the_whole_network(tmp_path):
     assert probed["relu2"].osi.shape == (8,)
     with pytest.raises(RuntimeError, match="broken"):  # the whole network still fails
         layers(model)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, one_thread):
+    """--resume silently trained on with the saved settings whatever the command said."""
+    from interp.errors import InterpError
+    from interp.train import TrainConfig, train
+
+    config = TrainConfig(data="digits", epochs=1, batch_size=64, width=0.25)
+    train(config, tmp_path, progress=False)
+    (tmp_path / "metrics.json").unlink()  # as if interrupted after its checkpoint
+    with pytest.raises(InterpError, match="lr 0.003 there, 0.001 now"):
+        train(TrainConfig(**{**config.__dict__, "lr": 1e-3}), tmp_path, resume=True)
+
+
+def test_grey_model_on_colour_data_and_colour_model_on_grey_data():
+    """A grey model given PartsWorld's colour images (and a colour one given digits) sees
+    luminance (or the grey image repeated), instead of a channel-mismatch traceback."""
+    from interp import examples
+    from interp.models.base import Model
+
+    torch.manual_seed(0)
+    grey = Model(
+        module=nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()),
+        name="grey",
+        weights_source="in memory",
+        preprocessing=Preprocessing(mean=(0.5,), std=(0.5,), input_size=(32, 32), channels=1),
+    )
+    found = examples(grey, "partsworld", ["1"], k=2, n=8, size=32, progress=False)
+    assert found["1"].top.items.shape == (4, 2)
+    pixels = torch.rand(2, 3, 8, 8)
+    luminance = (pixels * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True)
+    assert torch.allclose(grey.normalize(pixels), (luminance - 0.5) / 0.5)
+    colour = load_model(_Dead(), device="cpu")
+    assert colour.normalize(torch.rand(2, 1, 8, 8)).shape == (2, 3, 8, 8)

@@ -276,3 +276,35 @@ def test_temp_files_are_hidden_and_name_their_writer(tmp_path):
         assert f".{os.getpid()}." in tmp.name and is_temp_file(tmp)
         tmp.write_bytes(b"x")
     assert not is_temp_file(tmp_path / "grid.png") and not is_temp_file(tmp_path / "a.tmp")
+
+
+@pytest.mark.parametrize("command", ["hierarchy", "examples", "atlas", "train"])
+def test_read_only_folder_fails_before_any_work(command, tmp_path, monkeypatch, capsys):
+    """A folder that exists but cannot be written stops the job at once (it computed a whole
+    network first before), with one line naming the folder."""
+    import importlib
+    import tempfile
+
+    hierarchy_mod = importlib.import_module("interp.probes.hierarchy")
+
+    out = tmp_path / "read_only"
+    out.mkdir()
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    def no_work(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("work started before the folder was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(hierarchy_mod, "probe_network", no_work)
+    model = ["simplecnn", "--weights", "none", "--quiet", "--device", "cpu"]
+    argv = {
+        "hierarchy": ["hierarchy", *model, "--n", "8", "--size", "32"],
+        "examples": ["examples", *model, "--data", "digits", "--n", "8"],
+        "atlas": ["atlas", *model, "--steps", "1", "--size", "16", "--reference", "none"],
+        "train": ["train", "--data", "digits", "--epochs", "1", "--quiet"],
+    }[command]
+    assert main([*argv, "--out", str(out)]) == 2
+    line = _one_error_line(capsys, command)
+    assert str(out) in line and "read-only" in line

@@ -38,7 +38,7 @@ from ..capture import capture, resolve_layer, resolve_layers
 from ..device import HalveOnOOM, default_batch
 from ..models.base import Model
 from ..models.registry import as_model
-from ..utils import atomic_write_text, make_dir, remove_stale_temps, save_png, settings_digest
+from ..utils import atomic_write_text, make_dir, prepare_output, save_png, settings_digest
 from .objectives import Objective, channel, neuron
 from .reference import reference_images
 from .render import evaluate, render, unit_seed
@@ -438,7 +438,7 @@ def visualize(
     dotted = resolve_layer(model, layer)
     chans = parse_channels(channels, layer_channels(model, dotted, upsample or size))
     out = Path(out)
-    remove_stale_temps(out)  # of a killed earlier run
+    prepare_output(out)  # writable; no temp files of a killed run
     settings = _job_settings(model, locals())
     refs = _reference(model, reference, size, upsample, n_reference)
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
@@ -517,7 +517,7 @@ def atlas(
     batch = batch or default_batch(model.device, 16, 64)
     chosen = _choose_layers(model, layers)
     out = Path(out)
-    remove_stale_temps(out)  # of a killed earlier run
+    prepare_output(out)  # writable; no temp files of a killed run
     settings = _job_settings(model, locals())
     plan = []
     for layer in chosen:

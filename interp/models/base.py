@@ -54,7 +54,17 @@ class Preprocessing:
         return self.channels == 1
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Map a batch of ``[0, 1]`` images ``(N, C, H, W)`` to model input."""
+        """Map a batch of ``[0, 1]`` images ``(N, C, H, W)`` to model input.
+
+        Grey images given to a colour model are repeated to RGB; colour images given to a grey
+        model are turned to luminance (ITU-R 601 weights), as :func:`load_image` would.
+        """
+        if pixels.dim() == 4 and pixels.shape[1] != self.channels:
+            if pixels.shape[1] == 1 and self.channels == 3:
+                pixels = pixels.expand(-1, 3, -1, -1)
+            elif pixels.shape[1] == 3 and self.channels == 1:
+                weights = torch.tensor([0.299, 0.587, 0.114], dtype=pixels.dtype)
+                pixels = (pixels * weights.to(pixels.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         shape = (1, -1, 1, 1)
         mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(shape)
         std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(shape)

@@ -61,7 +61,7 @@ from ..data.photos import PhotoCrops
 from ..device import default_batch
 from ..models.base import Model
 from ..models.registry import as_model, build_random, list_models, load_model
-from ..utils import atomic_path, atomic_write_text, make_dir, remove_stale_temps, settings_digest
+from ..utils import atomic_path, atomic_write_text, make_dir, prepare_output, settings_digest
 from .dissect import Dissection, LayerDissection, dissect, upsample
 from .edges import DRIVE_MIN, OSI_MIN, driven, edge_mask, edge_probe
 from .erf import ORIENTED_MIN, R2_MIN, erf_edge_units, erf_probe
@@ -851,7 +851,7 @@ def hierarchy(
     kwargs["precision"] = precision
     stage_dir = Path(out) / "stages" if out is not None else None
     if out is not None:
-        remove_stale_temps(out)  # of a killed earlier run
+        prepare_output(out)  # writable; no temp files of a killed run
     identity = {
         k: v
         for k, v in settings.items()

@@ -31,7 +31,7 @@ import torch
 from .. import distributed as dist
 from ..models.base import Model
 from ..models.registry import as_model
-from ..utils import atomic_write_text, make_dir, remove_stale_temps, settings_digest
+from ..utils import atomic_write_text, make_dir, prepare_output, settings_digest
 
 __all__ = ["report"]
 
@@ -141,7 +141,7 @@ def report(
         model = load_model(model, device=device)
     model = as_model(model)
     out = make_dir(out)
-    remove_stale_temps(out)  # of a killed earlier run
+    prepare_output(out)  # writable; no temp files of a killed run
     cfg = dict(QUICK if quick else FULL)
     stages = _Stages(out, force)
     names = layers or default_hierarchy_layers(model)
