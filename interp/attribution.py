@@ -162,6 +162,10 @@ def attribute(
     """
     import captum.attr as ca
 
+    from .checks import check_int
+
+    check_int("n_steps", n_steps)
+    check_int("internal_batch_size", internal_batch_size, optional=True)
     model = as_model(model)
     if method not in METHODS:
         raise AttributionError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")

@@ -116,11 +116,16 @@ def unit_card(
         hierarchy: folder of an ``interp hierarchy`` run of this model, for the label and scores.
         steps, featvis_size: feature visualization settings.
     """
+    from .checks import check_int
     from .featvis.render import render_channels
     from .probes.edges import edge_probe
     from .report.figures import save_figure
     from .report.unit_figures import heat_overlay, plot_unit_card
 
+    for name, value in (("n", n), ("k", k), ("n_steps", n_steps), ("steps", steps)):
+        check_int(name, value, low=0 if name == "steps" else 1, optional=name == "n")
+    check_int("size", size, low=8, optional=True)
+    check_int("featvis_size", featvis_size, low=8)
     model = as_model(model)
     layer, channel = parse_unit(model, unit)
     folder = Path(out)

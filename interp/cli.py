@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--min-control-units",
-        type=_int(0),
+        type=_int(1),
         default=500,
         help="pool edge-only control seeds until every layer has this many control units [500]",
     )

@@ -811,16 +811,26 @@ def hierarchy(
         device: used when ``model`` is a spec.
         progress: progress bars.
     """
+    from ..checks import check_fraction, check_int
+    from ..errors import InterpError, RangeError
+
     if control != "random-init":
-        raise ValueError(f"unknown control {control!r}: only 'random-init' is implemented")
+        raise InterpError(f"unknown control {control!r}: only 'random-init' is implemented")
     if not control_seeds:
-        raise ValueError("give at least one control seed")
-    if not 0 < control_quantile < 1:
-        raise ValueError(f"control_quantile must be in (0, 1), got {control_quantile}")
-    if min_control_units < 1 or max_control_seeds < len(control_seeds):
-        raise ValueError(
-            "min_control_units must be >= 1 and max_control_seeds >= the number of control seeds"
-        )
+        raise RangeError("give at least one control seed")
+    for seed in control_seeds:
+        check_int("control seed", seed, low=0)
+    check_fraction("control_quantile", control_quantile)
+    check_fraction("quantile", quantile)
+    check_fraction("iou_threshold", iou_threshold)
+    check_int("min_control_units", min_control_units)
+    check_int("max_control_seeds", max_control_seeds, low=len(control_seeds))
+    check_int("reference_images", reference_images)
+    check_int("bootstrap", bootstrap)
+    check_int("bn_images", bn_images)
+    check_int("n", n, optional=True)
+    check_int("size", size, low=8, optional=True)
+    check_int("batch_size", batch_size, optional=True)
     if isinstance(model, str):
         model = load_model(model, device=device)
     model = as_model(model)
