@@ -88,7 +88,11 @@ CLI_JOBS = {
         + ["--min-control-units", "64", "--reference-images", "16"],
         "hierarchy.json",
     ),
-    "report": (["report", "simplecnn", "--weights", "none", "--quick"], "index.html"),
+    "report": (
+        ["report", "simplecnn", "--weights", "none", "--quick"]
+        + ["--layers", "features.relu1,features.relu4"],
+        "index.html",
+    ),
 }
 
 

@@ -121,9 +121,10 @@ def test_atlas_fault_keeps_the_previous_atlas(fault, finished_atlas, tmp_path, m
     shutil.copytree(finished_atlas, out)
     before = _snapshot(out)
     capsys.readouterr()
-    # other settings re-render: the two PNGs of the first layer are written, then its
-    # units.json (the third write) fails
-    faulty = _inject(monkeypatch, FaultyOS(out, fault, fail_at=3))
+    # other settings re-render: each layer's units.json is first rewritten without the old
+    # settings' units (writes 1, 2 of units.json), then the first layer's two PNGs are
+    # written and its units.json (the third) fails
+    faulty = _inject(monkeypatch, FaultyOS(out, fault, fail_at=3, match="units.json"))
     assert main([*ATLAS, "--steps", "5", "--out", str(out)]) == 2
     line = _one_error_line(capsys, "atlas")
     assert faulty.failed == out / "features.relu1" / "units.json"
