@@ -85,7 +85,8 @@ CLI_JOBS = {
     "hierarchy": (
         ["hierarchy", "simplecnn", "--weights", "none", "--data", "partsworld", "--images", "40"]
         + ["--size", "32", "--control-seeds", "0", "--bootstrap", "50"]
-        + ["--min-control-units", "64", "--reference-images", "16"],
+        + ["--min-control-units", "64", "--reference-images", "16"]
+        + ["--layers", "features.relu1,features.relu3,features.relu5"],
         "hierarchy.json",
     ),
     "report": (
