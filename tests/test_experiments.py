@@ -126,3 +126,36 @@ def test_suite_summary_and_resume(tmp_path, monkeypatch):
     assert len(calls) == len(table)
     suite.experiment_all(tmp_path, force=True, progress=False)
     assert len(calls) == 2 * len(table)
+
+
+def test_suite_recomputes_an_experiment_whose_defaults_changed(tmp_path, monkeypatch):
+    """A finished experiment was reused whenever its JSON existed, so results outlived a
+    change of defaults; now its record must carry the key of its current settings."""
+    from interp.experiments import suite, symmetry
+
+    calls = []
+
+    def run(out, seeds, runs, progress):
+        calls.append(out.name)
+        out.mkdir(parents=True, exist_ok=True)
+        doc = {"findings": [f"{out.name} ran."]}
+        (out / suite.EXPERIMENTS[out.name][1]).write_text(json.dumps(doc))
+        return doc
+
+    monkeypatch.setattr(
+        suite, "EXPERIMENTS", {k: (run, *v[1:]) for k, v in suite.EXPERIMENTS.items()}
+    )
+    suite.experiment_all(tmp_path, progress=False)
+    first = len(calls)
+    suite.experiment_all(tmp_path, progress=False)  # same settings: all reused
+    assert len(calls) == first
+    fn = symmetry.symmetry
+    defaults = dict(fn.__kwdefaults__)
+    monkeypatch.setattr(
+        fn, "__kwdefaults__", {**defaults, "cnn_epochs": defaults["cnn_epochs"] + 1}
+    )
+    suite.experiment_all(tmp_path, progress=False)  # symmetry's default changed: only it reruns
+    assert calls[first:] == ["symmetry"]
+    (tmp_path / "transfer" / "stage.json").unlink()  # a folder from before the records
+    suite.experiment_all(tmp_path, progress=False)
+    assert calls[first + 1 :] == ["transfer"]

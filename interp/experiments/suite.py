@@ -1,10 +1,14 @@
 """``interp experiment NAME`` and ``interp experiment all``: the set, and its plain answer.
 
 ``all`` runs every experiment with CPU-friendly defaults into ``OUT/<name>/`` (networks shared
-in ``OUT/runs``; an experiment whose JSON is there is reused, so an interrupted ``all``
-resumes) and writes ``OUT/summary.json`` and ``OUT/summary.md``: the student's three questions,
-each answered by the experiments' findings — sentences that carry their numbers — with the
-figure behind each.
+in ``OUT/runs``) and writes ``OUT/summary.json`` and ``OUT/summary.md``: the student's three
+questions, each answered by the experiments' findings — sentences that carry their numbers —
+with the figure behind each.
+
+A finished experiment is reused only when its record (``OUT/<name>/stage.json``) carries the
+key of the run asked for now: a digest of the experiment's name, its function's keyword
+defaults and :data:`SUITE_VERSION`. A changed default recomputes it; so an interrupted
+``all`` resumes, and results never outlive the settings that made them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..utils import atomic_write_text, make_dir
+from ..utils import atomic_write_text, make_dir, settings_digest
 from ._common import write_json
 
 __all__ = ["EXPERIMENTS", "experiment_all", "run_experiment"]
@@ -71,6 +75,52 @@ EXPERIMENTS: dict[str, tuple[Callable[..., dict[str, Any]], str, str]] = {
 }
 
 
+#: bumped when an experiment's code changes its results with the same defaults
+SUITE_VERSION = 1
+
+#: name -> (module, function) whose keyword defaults define the experiment's settings
+_FUNCTIONS = {
+    "multiclass-lab": ("multiclass", "multiclass_lab"),
+    "symmetry": ("symmetry", "symmetry"),
+    "convergence": ("convergence", "convergence"),
+    "redundancy": ("redundancy", "redundancy"),
+    "axis-alignment": ("axis_alignment", "axis_alignment"),
+    "transfer": ("transfer", "transfer"),
+}
+
+
+def experiment_settings(name: str) -> dict[str, Any]:
+    """The settings an ``experiment all`` run of ``name`` uses: its function's defaults."""
+    import importlib
+    import inspect
+
+    module, function = _FUNCTIONS[name]
+    fn = getattr(importlib.import_module(f"{__package__}.{module}"), function)
+    defaults = {
+        k: repr(p.default)
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty and k not in ("progress", "runs", "out")
+    }
+    if "spec" in defaults:  # spec=None stands for RunSpec(): its fields are the settings
+        from dataclasses import asdict
+
+        from ._common import RunSpec
+
+        defaults["spec"] = repr(asdict(RunSpec()))
+    return {"experiment": name, "defaults": defaults, "suite_version": SUITE_VERSION}
+
+
+def _finished(folder: Path, filename: str, key: str) -> dict[str, Any] | None:
+    """The finished result in ``folder`` when its record carries ``key``, else ``None``."""
+    record, done = folder / "stage.json", folder / filename
+    try:
+        if json.loads(record.read_text()).get("key") == key and done.is_file():
+            return json.loads(done.read_text())
+    except (OSError, json.JSONDecodeError):
+        pass
+    return None
+
+
 def run_experiment(
     name: str,
     out: str | Path,
@@ -122,13 +172,17 @@ def experiment_all(
     timing: dict[str, float | str] = {}
     for name, (_, filename, _) in EXPERIMENTS.items():
         folder = out / name
-        done = folder / filename
+        settings = experiment_settings(name)
+        key = settings_digest(settings, 16)
         start = time.perf_counter()
-        if done.is_file() and not force:
-            results[name] = json.loads(done.read_text())
+        found = None if force else _finished(folder, filename, key)
+        if found is not None:
+            results[name] = found
             timing[name] = "reused"
         else:
+            (folder / "stage.json").unlink(missing_ok=True)  # not finished under these
             results[name] = run_experiment(name, folder, runs=runs, progress=progress)
+            write_json(folder / "stage.json", {"key": key, "settings": settings})
             timing[name] = round(time.perf_counter() - start, 1)
     summary = {
         "questions": [
