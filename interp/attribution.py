@@ -28,6 +28,7 @@ from .capture import ActivationCapture, get_module, preserved_state, resolve_lay
 from .errors import ChannelError, InterpError
 from .models.base import Model
 from .models.registry import as_model
+from .settings import ATTRIBUTION
 from .utils import atomic_path, make_dir
 
 __all__ = ["METHODS", "Attribution", "attribute", "parse_target", "save_attribution"]
@@ -134,12 +135,12 @@ def _as_input(model: Model, image: Any) -> torch.Tensor:
 def attribute(
     model: Model | nn.Module,
     image: Any,
-    method: str = "saliency",
+    method: str = ATTRIBUTION.method,
     target: int | str | None = None,
     *,
     layer: str | None = None,
     baseline: float | torch.Tensor | None = None,
-    n_steps: int = 50,
+    n_steps: int = ATTRIBUTION.n_steps,
     internal_batch_size: int | None = 16,
     position: tuple[int, int] | None = None,
 ) -> Attribution:

@@ -26,6 +26,7 @@ from .errors import ChannelError, InterpError
 from .examples import _crop, examples, examples_data
 from .models.base import Model
 from .models.registry import as_model
+from .settings import ATTRIBUTION
 from .utils import atomic_write_text, make_dir
 
 __all__ = ["unit_card", "parse_unit"]
@@ -94,7 +95,7 @@ def unit_card(
     n: int | None = 300,
     size: int | None = None,
     k: int = 6,
-    method: str = "ig",
+    method: str = ATTRIBUTION.method,
     n_steps: int = 32,
     hierarchy: str | Path | None = None,
     steps: int = 256,

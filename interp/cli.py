@@ -29,6 +29,7 @@ from typing import NoReturn
 
 from . import __version__
 from .errors import InterpError
+from .settings import ATTRIBUTION, EXAMPLES, HIERARCHY, RENDER
 
 __all__ = ["main", "build_parser"]
 
@@ -195,20 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     render_opts = argparse.ArgumentParser(add_help=False)
     group = render_opts.add_argument_group("rendering")
-    group.add_argument("--steps", type=_int(1), default=256, help="optimization steps [256]")
     group.add_argument(
-        "--size", type=_int(_MIN_SIZE), default=128, help="canvas size in pixels [128]"
+        "--steps", type=_int(1), default=RENDER.steps, help="optimization steps [256]"
+    )
+    group.add_argument(
+        "--size", type=_int(_MIN_SIZE), default=RENDER.size, help="canvas size in pixels [128]"
     )
     group.add_argument(
         "--objective",
         choices=["channel", "neuron"],
-        default="channel",
+        default=RENDER.objective,
         help="channel: mean over positions; neuron: the centre position [channel]",
     )
     group.add_argument(
         "--param",
         choices=["fft", "pixel", "maco"],
-        default="fft",
+        default=RENDER.param,
         help="fft: lucid's decorrelated Fourier image; pixel; maco: phase-only Fourier with "
         "a natural magnitude spectrum [fft]",
     )
@@ -218,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="units optimized together [16 on CPU, 64 on CUDA; halved on out-of-memory]",
     )
-    group.add_argument("--lr", type=_float(0), default=0.05, help="Adam learning rate [0.05]")
+    group.add_argument("--lr", type=_float(0), default=RENDER.lr, help="Adam learning rate [0.05]")
     group.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
@@ -235,11 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--reference",
-        default="photos",
+        default=RENDER.reference,
         help="natural reference set: 'photos' (random crops of skimage.data photos), a "
         "folder of images, or 'none' [photos]",
     )
-    group.add_argument("--n-reference", type=_int(1), default=256, help="reference crops [256]")
+    group.add_argument(
+        "--n-reference", type=_int(1), default=RENDER.n_reference, help="reference crops [256]"
+    )
 
     p = sub.add_parser(
         "visualize",
@@ -267,7 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", default="all", help="'all' (the network's blocks) or L1,L2 (globs ok)"
     )
     p.add_argument(
-        "--per-layer", default="8", type=_count_or_all, help="units per layer, or 'all' [8]"
+        "--per-layer",
+        default=str(RENDER.per_layer),
+        type=_count_or_all,
+        help="units per layer, or 'all' [8]",
     )
     p.add_argument("--out", type=Path, default=Path("out/atlas"), help="output folder")
 
@@ -334,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model spec or run folder (see `interp models`)")
     p.add_argument(
         "--data",
-        default="partsworld",
+        default=HIERARCHY.data,
         help="partsworld, or broden:PATH (a folder in the Broden layout: index.csv, "
         "label.csv, images/) [partsworld]",
     )
@@ -348,33 +356,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--control-seeds",
         type=_seed_list,
-        default=[0, 1],
+        default=list(HIERARCHY.control_seeds),
         help="seeds of the dissected random-init controls [0,1]",
     )
     p.add_argument(
         "--min-control-units",
         type=_int(1),
-        default=500,
+        default=HIERARCHY.min_control_units,
         help="pool edge-only control seeds until every layer has this many control units [500]",
     )
     p.add_argument(
         "--reference-images",
         type=_int(1),
-        default=256,
+        default=HIERARCHY.reference_images,
         help="natural photo crops for the edge probe's drive ratio [256]",
     )
     p.add_argument(
         "--control-quantile",
         type=_float(0, 1),
-        default=0.95,
+        default=HIERARCHY.control_quantile,
         help="quantile of the pooled control units an edge unit must exceed [0.95]",
     )
     p.add_argument(
-        "--quantile", type=_float(0, 1), default=0.005, help="unit threshold quantile [0.005]"
+        "--quantile",
+        type=_float(0, 1),
+        default=HIERARCHY.quantile,
+        help="unit threshold quantile [0.005]",
     )
-    p.add_argument("--iou", type=_float(0, 1), default=0.04, help="detector IoU threshold [0.04]")
     p.add_argument(
-        "--bootstrap", type=_int(1), default=1000, help="resamples for the verdict [1000]"
+        "--iou",
+        type=_float(0, 1),
+        default=HIERARCHY.iou_threshold,
+        help="detector IoU threshold [0.04]",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=_int(1),
+        default=HIERARCHY.bootstrap,
+        help="resamples for the verdict [1000]",
     )
     p.add_argument(
         "--batch-size",
@@ -383,7 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per forward [32 on CPU, 128 on CUDA; halved on out-of-memory]",
     )
     p.add_argument(
-        "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="[auto: bf16 on CUDA]"
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default=HIERARCHY.precision,
+        help="[auto: bf16 on CUDA]",
     )
     p.add_argument("--out", type=Path, default=None, help="output folder [out/hierarchy-MODEL]")
 
@@ -398,9 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
         "digits, folder:PATH, torchvision:NAME.",
     )
     p.add_argument("model", help="model spec or run folder")
-    p.add_argument("--data", default="photos", help="[photos]")
+    p.add_argument("--data", default=EXAMPLES.data, help="[photos]")
     p.add_argument("--layers", default=None, help="comma-separated layers [every block]")
-    p.add_argument("--k", type=_int(1), default=9, help="examples per unit [9]")
+    p.add_argument("--k", type=_int(1), default=EXAMPLES.k, help="examples per unit [9]")
     p.add_argument(
         "--n",
         "--images",
@@ -433,12 +455,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="model spec or run folder")
     p.add_argument("image", help="image file")
-    p.add_argument("--method", choices=["saliency", "ig", "gradcam", "conductance"], default="ig")
+    p.add_argument(
+        "--method", choices=["saliency", "ig", "gradcam", "conductance"], default=ATTRIBUTION.method
+    )
     p.add_argument(
         "--target", default=None, help="class index or name, or LAYER:CHANNEL [predicted class]"
     )
     p.add_argument("--layer", default=None, help="gradcam/conductance layer [last block]")
-    p.add_argument("--steps", type=_int(1), default=50, help="integration steps [50]")
+    p.add_argument(
+        "--n-steps",
+        type=_int(1),
+        default=ATTRIBUTION.n_steps,
+        help=f"integration steps of ig/conductance [{ATTRIBUTION.n_steps}] (--steps is "
+        "optimization steps everywhere else)",
+    )
     p.add_argument("--out", type=Path, default=Path("out/attribution"), help="output folder")
 
     p = sub.add_parser(
@@ -454,9 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="photos", help="[photos]")
     p.add_argument("--n", type=_int(1), default=300, help="images searched for examples [300]")
     p.add_argument("--k", type=_int(1), default=6, help="examples on the card [6]")
-    p.add_argument("--method", choices=["saliency", "ig", "gradcam", "conductance"], default="ig")
+    p.add_argument(
+        "--method", choices=["saliency", "ig", "gradcam", "conductance"], default=ATTRIBUTION.method
+    )
     p.add_argument("--hierarchy", type=Path, default=None, help="an `interp hierarchy` --out")
-    p.add_argument("--steps", type=_int(1), default=256, help="feature visualization steps [256]")
+    p.add_argument(
+        "--steps", type=_int(1), default=RENDER.steps, help="feature visualization steps [256]"
+    )
     p.add_argument("--out", type=Path, default=Path("out/units"), help="output folder")
 
     p = sub.add_parser(
@@ -501,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stage is cached: a rerun reuses finished stages (--force redoes them).",
     )
     p.add_argument("model", help="model spec or run folder")
-    p.add_argument("--data", default="partsworld", help="hierarchy data [partsworld]")
+    p.add_argument("--data", default=HIERARCHY.data, help="hierarchy data [partsworld]")
     p.add_argument("--examples-data", default=None, help="[photos for ImageNet-sized models]")
     p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
     p.add_argument("--experiments", type=Path, default=None, help="an `experiment all` --out")
@@ -657,7 +691,7 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
 
     model = _load(args)
     result = attribute(
-        model, args.image, args.method, target=args.target, layer=args.layer, n_steps=args.steps
+        model, args.image, args.method, target=args.target, layer=args.layer, n_steps=args.n_steps
     )
     paths = save_attribution(result, args.out, args.method)
     print(f"{args.method}: {result.target}")

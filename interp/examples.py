@@ -32,6 +32,7 @@ from .capture import ActivationCapture, resolve_layers
 from .errors import InterpError
 from .models.base import Model
 from .models.registry import as_model
+from .settings import EXAMPLES
 from .utils import atomic_write_text, make_dir, prepare_output
 
 __all__ = ["LayerExamples", "RunningTopK", "examples", "examples_data", "save_examples"]
@@ -198,16 +199,16 @@ class LayerExamples:
 
 def examples(
     model: Model,
-    data: str | Dataset = "photos",
+    data: str | Dataset = EXAMPLES.data,
     layers: str | Sequence[str] | None = None,
     *,
-    k: int = 9,
+    k: int = EXAMPLES.k,
     bottom: bool = False,
     dedup: bool = True,
     n: int | None = None,
     size: int | None = None,
     batch_size: int | None = None,
-    precision: str = "auto",
+    precision: str = EXAMPLES.precision,
     num_workers: int = 0,
     seed: int = 0,
     receptive_fields: dict[str, int] | None = None,

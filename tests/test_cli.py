@@ -157,7 +157,7 @@ def test_examples_attribute_and_unit_commands(tmp_path, photo_dir, capsys):
                 image,
                 "--method",
                 "ig",
-                "--steps",
+                "--n-steps",
                 "16",
                 "--target",
                 "tabby",

@@ -112,7 +112,7 @@ def table(f) -> dict[str, list[tuple[list[str], str]]]:
             (["attribute", "simplecnn", str(f / "missing.png"), *OPTS], "does not exist"),
             (["attribute", "simplecnn", img, *OPTS], "cannot read"),
             (["attribute", "simplecnn", str(f / "empty_dir"), *OPTS], "folder"),
-            (["attribute", "simplecnn", img, *OPTS, "--steps", "0"], "--steps"),
+            (["attribute", "simplecnn", img, *OPTS, "--n-steps", "0"], "--n-steps"),
             (["attribute", "simplecnn", img, *OPTS, "--method", "nosuch"], "--method"),
         ],
         "unit": [

@@ -38,6 +38,7 @@ from ..capture import capture, resolve_layer, resolve_layers
 from ..device import HalveOnOOM, default_batch
 from ..models.base import Model
 from ..models.registry import as_model
+from ..settings import RENDER
 from ..utils import atomic_write_text, make_dir, prepare_output, save_png, settings_digest
 from .objectives import Objective, channel, neuron
 from .reference import reference_images
@@ -412,18 +413,18 @@ def visualize(
     channels: str | Sequence[int] | None = "0:16",
     out: str | Path = "out/visualize",
     *,
-    steps: int = 256,
-    size: int = 128,
-    objective: str = "channel",
-    param: str = "fft",
+    steps: int = RENDER.steps,
+    size: int = RENDER.size,
+    objective: str = RENDER.objective,
+    param: str = RENDER.param,
     batch: int | None = None,
-    lr: float = 0.05,
+    lr: float = RENDER.lr,
     amp: bool | None = None,
     seed: int = 0,
-    transforms: bool = True,
+    transforms: bool = RENDER.transforms,
     upsample: int | None = None,
-    reference: str | None = "photos",
-    n_reference: int = 256,
+    reference: str | None = RENDER.reference,
+    n_reference: int = RENDER.n_reference,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Render chosen units of one layer: a PNG per unit, ``grid.png`` and ``results.json``.
@@ -487,19 +488,19 @@ def atlas(
     out: str | Path = "out/atlas",
     *,
     layers: str | Sequence[str] = "all",
-    per_layer: int | str = 8,
-    steps: int = 256,
-    size: int = 128,
-    objective: str = "channel",
-    param: str = "fft",
+    per_layer: int | str = RENDER.per_layer,
+    steps: int = RENDER.steps,
+    size: int = RENDER.size,
+    objective: str = RENDER.objective,
+    param: str = RENDER.param,
     batch: int | None = None,
-    lr: float = 0.05,
+    lr: float = RENDER.lr,
     amp: bool | None = None,
     seed: int = 0,
-    transforms: bool = True,
+    transforms: bool = RENDER.transforms,
     upsample: int | None = None,
-    reference: str | None = "photos",
-    n_reference: int = 256,
+    reference: str | None = RENDER.reference,
+    n_reference: int = RENDER.n_reference,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Feature visualizations of ``per_layer`` units (a seeded random sample, or ``"all"``)

@@ -24,6 +24,7 @@ from ..capture import ActivationCapture, preserved_state, resolve_layer
 from ..errors import ChannelError
 from ..models.base import Model
 from ..models.registry import as_model
+from ..settings import RENDER
 from .objectives import INPUT, LOGITS, Objective, as_objective, channel
 from .param import make_param
 from .transforms import NONE, STANDARD, RobustTransform
@@ -167,12 +168,12 @@ def render(
     model: Model,
     objective: Objective | str | Any,
     *,
-    steps: int = 256,
-    size: int = 128,
+    steps: int = RENDER.steps,
+    size: int = RENDER.size,
     batch: int | None = None,
     param: str | Callable[[], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]] = "fft",
     transforms: RobustTransform | None = STANDARD,
-    lr: float = 0.05,
+    lr: float = RENDER.lr,
     seed: int = 0,
     seeds: Sequence[int] | None = None,
     upsample: int | None = None,

@@ -61,6 +61,7 @@ from ..data.photos import PhotoCrops
 from ..device import default_batch
 from ..models.base import Model
 from ..models.registry import as_model, build_random, list_models, load_model
+from ..settings import HIERARCHY
 from ..utils import atomic_path, atomic_write_text, make_dir, prepare_output, settings_digest
 from .dissect import Dissection, LayerDissection, dissect, upsample
 from .edges import DRIVE_MIN, OSI_MIN, driven, edge_mask, edge_probe
@@ -764,23 +765,23 @@ def _quantiles(x: np.ndarray) -> dict[str, Any]:
 
 def hierarchy(
     model: Model | nn.Module | str,
-    data: ConceptData | str = "partsworld",
+    data: ConceptData | str = HIERARCHY.data,
     layers: str | Sequence[str] | None = None,
     *,
     control: str = "random-init",
-    control_seeds: Sequence[int] = (0, 1),
-    min_control_units: int = 500,
-    max_control_seeds: int = 48,
-    control_quantile: float = 0.95,
-    reference_images: int = 256,
+    control_seeds: Sequence[int] = HIERARCHY.control_seeds,
+    min_control_units: int = HIERARCHY.min_control_units,
+    max_control_seeds: int = HIERARCHY.max_control_seeds,
+    control_quantile: float = HIERARCHY.control_quantile,
+    reference_images: int = HIERARCHY.reference_images,
     n: int | None = None,
     size: int | None = None,
-    quantile: float = 0.005,
-    iou_threshold: float = 0.04,
-    bootstrap: int = 1000,
+    quantile: float = HIERARCHY.quantile,
+    iou_threshold: float = HIERARCHY.iou_threshold,
+    bootstrap: int = HIERARCHY.bootstrap,
     batch_size: int | None = None,
-    bn_images: int = 512,
-    precision: str = "auto",
+    bn_images: int = HIERARCHY.bn_images,
+    precision: str = HIERARCHY.precision,
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,

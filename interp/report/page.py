@@ -31,6 +31,7 @@ import torch
 from .. import distributed as dist
 from ..models.base import Model
 from ..models.registry import as_model
+from ..settings import HIERARCHY
 from ..utils import atomic_write_text, make_dir, prepare_output, settings_digest
 
 __all__ = ["report"]
@@ -53,10 +54,10 @@ FULL = {
     "size": 96,
     "examples_n": 300,
     "hierarchy_n": None,
-    "control_seeds": (0, 1),
-    "min_control_units": 500,
-    "reference_images": 256,
-    "bootstrap": 1000,
+    "control_seeds": HIERARCHY.control_seeds,  # the full preset is the API's and CLI's
+    "min_control_units": HIERARCHY.min_control_units,
+    "reference_images": HIERARCHY.reference_images,
+    "bootstrap": HIERARCHY.bootstrap,
     "layers_max": None,
 }
 

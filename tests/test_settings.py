@@ -1,0 +1,108 @@
+"""One source of defaults: every CLI flag that has a setting defaults to it, and so does the
+API function the command calls (they drifted: control seeds (0,) in the API and 0,1 in the
+CLI, attribution saliency in the API and ig in the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+import pytest
+
+import interp
+from interp.card import unit_card
+from interp.cli import build_parser
+from interp.featvis.render import render
+from interp.settings import ATTRIBUTION, EXAMPLES, HIERARCHY, RENDER
+
+RENDER_FLAGS = {
+    "steps": "steps",
+    "size": "size",
+    "objective": "objective",
+    "param": "param",
+    "lr": "lr",
+    "reference": "reference",
+    "n_reference": "n_reference",
+}
+# command -> (settings, {flag dest: settings field}, API function, {flag dest: API parameter})
+TABLE = {
+    "visualize": (RENDER, RENDER_FLAGS, interp.visualize, RENDER_FLAGS),
+    "atlas": (
+        RENDER,
+        {**RENDER_FLAGS, "per_layer": "per_layer"},
+        interp.atlas,
+        {**RENDER_FLAGS, "per_layer": "per_layer"},
+    ),
+    "hierarchy": (
+        HIERARCHY,
+        {
+            "data": "data",
+            "control_seeds": "control_seeds",
+            "min_control_units": "min_control_units",
+            "reference_images": "reference_images",
+            "control_quantile": "control_quantile",
+            "quantile": "quantile",
+            "iou": "iou_threshold",
+            "bootstrap": "bootstrap",
+            "precision": "precision",
+        },
+        interp.hierarchy,
+        {
+            "data": "data",
+            "control_seeds": "control_seeds",
+            "min_control_units": "min_control_units",
+            "reference_images": "reference_images",
+            "control_quantile": "control_quantile",
+            "quantile": "quantile",
+            "iou": "iou_threshold",
+            "bootstrap": "bootstrap",
+            "precision": "precision",
+        },
+    ),
+    "examples": (EXAMPLES, {"data": "data", "k": "k"}, interp.examples, {"data": "data", "k": "k"}),
+    "attribute": (
+        ATTRIBUTION,
+        {"method": "method", "n_steps": "n_steps"},
+        interp.attribute,
+        {"method": "method", "n_steps": "n_steps"},
+    ),
+    "unit": (ATTRIBUTION, {"method": "method"}, unit_card, {"method": "method"}),
+}
+
+
+def _defaults(command: str) -> dict[str, object]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.default for a in sub.choices[command]._actions}
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return list(a) == list(b)
+    return a == b or str(a) == str(b)
+
+
+@pytest.mark.parametrize("command", sorted(TABLE))
+def test_flag_defaults_equal_the_settings_and_the_api(command):
+    settings, flags, api, params = TABLE[command]
+    cli = _defaults(command)
+    signature = inspect.signature(api).parameters
+    for dest, field in flags.items():
+        want = getattr(settings, field)
+        assert _same(cli[dest], want), f"{command} --{dest}: CLI {cli[dest]!r}, settings {want!r}"
+        got = signature[params[dest]].default
+        assert _same(got, want), f"{api.__name__}({params[dest]}=): API {got!r}, settings {want!r}"
+
+
+def test_render_and_unit_steps_share_the_render_default():
+    assert inspect.signature(render).parameters["steps"].default == RENDER.steps
+    assert _defaults("unit")["steps"] == RENDER.steps
+    assert "steps" not in _defaults("attribute")  # integration steps are --n-steps there
+
+
+def test_report_full_preset_is_the_hierarchy_default():
+    from interp.report.page import FULL
+
+    assert tuple(FULL["control_seeds"]) == HIERARCHY.control_seeds
+    assert FULL["min_control_units"] == HIERARCHY.min_control_units
+    assert FULL["bootstrap"] == HIERARCHY.bootstrap
