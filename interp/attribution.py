@@ -111,7 +111,7 @@ class Attribution:
 
 
 def _last_spatial_layer(model: Model) -> str:
-    from .featvis.jobs import default_layers
+    from .inventory import default_layers
 
     layers = default_layers(model)
     if not layers:

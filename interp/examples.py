@@ -251,7 +251,7 @@ def examples(
         size = model.input_size[0]
     dataset = examples_data(data, size=size, n=n, seed=seed)
     if layers is None:
-        from .featvis.jobs import default_layers
+        from .inventory import default_layers
 
         layers = default_layers(model)
     names = resolve_layers(model, layers)

@@ -9,5 +9,7 @@ echo "== ruff check" >&2
 ruff check interp tests scripts
 echo "== ruff format --check" >&2
 ruff format --check interp tests scripts
+echo "== lint-imports (the import contract in pyproject.toml)" >&2
+lint-imports --no-cache
 echo "== pytest" >&2
 python -m pytest -q "$@"

@@ -36,6 +36,7 @@ from torch import nn
 from .. import distributed as dist
 from ..capture import capture, resolve_layer, resolve_layers
 from ..device import HalveOnOOM, default_batch
+from ..inventory import default_layers  # noqa: F401 - re-exported: featvis.default_layers
 from ..models.base import Model
 from ..models.registry import as_model
 from ..settings import RENDER
@@ -95,48 +96,6 @@ def layer_channels(model: Model, layer: str, size: int | None = None) -> int:
     x = model.normalize(torch.rand(1, model.preprocessing.channels, h, w)).to(model.device)
     with torch.no_grad():
         return int(capture(model, x, [layer])[layer].shape[1])
-
-
-def default_layers(model: Model | nn.Module) -> list[str]:
-    """The layers an atlas covers by default: the network's blocks in execution order.
-
-    A block is a composite module (it has children) that sits in a ``Sequential`` or
-    ``ModuleList`` and is not inside another block, with a spatial output: ResNet's
-    ``layerN.M``, EfficientNet's ``_blocks.N``, MobileNet's ``features.N``. Plain CNNs with
-    no such blocks get their activation modules that follow convolutions.
-    """
-    model = as_model(model)
-    module = model.module
-    named = dict(module.named_modules())
-    containers = (nn.Sequential, nn.ModuleList)
-    blocks = []
-    for name, sub in named.items():
-        if not name or not any(True for _ in sub.children()) or isinstance(sub, containers):
-            continue
-        parent = named[name.rsplit(".", 1)[0]] if "." in name else module
-        if not isinstance(parent, containers):
-            continue
-        if any(name.startswith(b + ".") for b in blocks):
-            continue
-        blocks.append(name)
-    from ..inventory import layers as inventory
-
-    infos = {i.name: i for i in inventory(model, receptive_field=False)}
-    spatial = [b for b in blocks if infos[b].output_shape and len(infos[b].output_shape) == 3]
-    if spatial:
-        return sorted(spatial, key=lambda n: infos[n].order or 0)
-    acts = []
-    ordered = sorted((i for i in infos.values() if i.order is not None), key=lambda i: i.order)
-    for prev, cur in zip(ordered, ordered[1:], strict=False):
-        if isinstance(named[prev.name], nn.Conv2d) and not isinstance(
-            named[cur.name], (nn.Conv2d, nn.BatchNorm2d)
-        ):
-            acts.append(cur.name)
-        elif isinstance(named[prev.name], nn.BatchNorm2d) and isinstance(
-            named[cur.name], nn.ReLU | nn.ReLU6 | nn.SiLU | nn.GELU | nn.Hardswish
-        ):
-            acts.append(cur.name)
-    return acts or [i.name for i in ordered if isinstance(named[i.name], nn.Conv2d)]
 
 
 # the arguments of visualize/atlas that change what is rendered (recorded, and compared on

@@ -553,7 +553,7 @@ def dissect(
     if isinstance(data, str):
         data = load_concepts(data, size=model.input_size[0])
     if layers is None:
-        from ..featvis.jobs import default_layers
+        from ..inventory import default_layers
 
         layers = default_layers(model)
     names = resolve_layers(model, layers)

@@ -95,7 +95,7 @@ _ACTIVATIONS = (
 
 def default_hierarchy_layers(model: Model | nn.Module) -> list[str]:
     """The first convolution's activation (or the conv itself), then the network's blocks."""
-    from ..featvis.jobs import default_layers
+    from ..inventory import default_layers
     from ..inventory import layers as inventory
 
     model = as_model(model)
