@@ -24,6 +24,12 @@ RENDER_FLAGS = {
     "reference": "reference",
     "n_reference": "n_reference",
 }
+# flag dest -> field (= API parameter): the same names but --iou
+HIERARCHY_FLAGS = {
+    **{f: f for f in ("data", "control_seeds", "min_control_units", "reference_images")},
+    **{f: f for f in ("control_quantile", "quantile", "bootstrap", "precision")},
+    "iou": "iou_threshold",
+}
 # command -> (settings, {flag dest: settings field}, API function, {flag dest: API parameter})
 TABLE = {
     "visualize": (RENDER, RENDER_FLAGS, interp.visualize, RENDER_FLAGS),
@@ -33,32 +39,7 @@ TABLE = {
         interp.atlas,
         {**RENDER_FLAGS, "per_layer": "per_layer"},
     ),
-    "hierarchy": (
-        HIERARCHY,
-        {
-            "data": "data",
-            "control_seeds": "control_seeds",
-            "min_control_units": "min_control_units",
-            "reference_images": "reference_images",
-            "control_quantile": "control_quantile",
-            "quantile": "quantile",
-            "iou": "iou_threshold",
-            "bootstrap": "bootstrap",
-            "precision": "precision",
-        },
-        interp.hierarchy,
-        {
-            "data": "data",
-            "control_seeds": "control_seeds",
-            "min_control_units": "min_control_units",
-            "reference_images": "reference_images",
-            "control_quantile": "control_quantile",
-            "quantile": "quantile",
-            "iou": "iou_threshold",
-            "bootstrap": "bootstrap",
-            "precision": "precision",
-        },
-    ),
+    "hierarchy": (HIERARCHY, HIERARCHY_FLAGS, interp.hierarchy, HIERARCHY_FLAGS),
     "examples": (EXAMPLES, {"data": "data", "k": "k"}, interp.examples, {"data": "data", "k": "k"}),
     "attribute": (
         ATTRIBUTION,
