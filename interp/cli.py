@@ -493,33 +493,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("out/units"), help="output folder")
 
+    from .experiments.suite import EXPERIMENTS  # the registry: names and what --seeds means
+
+    names = [*EXPERIMENTS, "all"]
     p = sub.add_parser(
         "experiment",
         parents=[common],
-        help="why units specialize: multiclass-lab, symmetry, convergence, redundancy, "
-        "axis-alignment, transfer, all",
+        help="why units specialize: " + ", ".join(names),
         description="Run one experiment (JSON + PNGs in OUT) or all of them (OUT/<name>/, "
         "networks shared in OUT/runs, finished experiments reused; OUT/summary.md answers "
         "the question in sentences with their numbers and figures).",
     )
-    p.add_argument(
-        "name",
-        choices=[
-            "multiclass-lab",
-            "symmetry",
-            "convergence",
-            "redundancy",
-            "axis-alignment",
-            "transfer",
-            "all",
-        ],
-    )
+    p.add_argument("name", choices=names)
     p.add_argument(
         "--seeds",
         type=_int(1),
         default=None,
-        help="multiclass-lab: network seeds [100]; convergence: networks [5]; "
-        "axis-alignment: rotations [3]",
+        help="; ".join(f"{k}: {v[2]}" for k, v in EXPERIMENTS.items() if v[2] != "(unused)"),
     )
     p.add_argument("--runs", type=Path, default=None, help="trained networks [OUT/runs]")
     p.add_argument("--force", action="store_true", help="all: rerun finished experiments")

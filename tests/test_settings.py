@@ -87,3 +87,13 @@ def test_report_full_preset_is_the_hierarchy_default():
     assert tuple(FULL["control_seeds"]) == HIERARCHY.control_seeds
     assert FULL["min_control_units"] == HIERARCHY.min_control_units
     assert FULL["bootstrap"] == HIERARCHY.bootstrap
+
+
+def test_experiment_names_come_from_the_registry():
+    """The CLI repeated the experiment names by hand; it takes them from the registry now."""
+    from interp.experiments.suite import EXPERIMENTS
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    name = next(a for a in sub.choices["experiment"]._actions if a.dest == "name")
+    assert list(name.choices) == [*EXPERIMENTS, "all"]
