@@ -443,13 +443,14 @@ def render_channels(
     layer: str,
     channels: Sequence[int] | None = None,
     *,
-    batch_size: int | None = None,
+    batch: int | None = None,
     seed: int = 0,
     **kwargs: Any,
 ) -> RenderResult:
-    """One image per channel of ``layer`` (all channels by default), in batches of
-    ``batch_size`` (default: all at once). Each channel's start and transforms come from
-    ``unit_seed(seed, layer, channel)``, so a channel renders the same in any batch."""
+    """One image per channel of ``layer`` (all channels by default), ``batch`` images
+    optimized together (default: all at once; the same name as :func:`render`'s). Each
+    channel's start and transforms come from ``unit_seed(seed, layer, channel)``, so a
+    channel renders the same in any batch."""
     model = as_model(model)
     dotted = resolve_layer(model, layer)
     if channels is None:
@@ -459,7 +460,7 @@ def render_channels(
         with torch.no_grad():
             channels = list(range(capture(model, probe, [dotted])[dotted].shape[1]))
     channels = [int(c) for c in channels]
-    step = batch_size or len(channels)
+    step = batch or len(channels)
     results = []
     for start in range(0, len(channels), step):
         group = channels[start : start + step]
