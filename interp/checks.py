@@ -28,13 +28,16 @@ __all__ = [
 
 
 def _describe(low: float | None, high: float | None, *, open_low: bool, open_high: bool) -> str:
+    def show(v: float) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
     if low is not None and high is not None:
         left, right = ("(" if open_low else "["), (")" if open_high else "]")
-        return f"in {left}{low:g}, {high:g}{right}"
+        return f"in {left}{show(low)}, {show(high)}{right}"
     if low is not None:
-        return f"{'>' if open_low else '>='} {low:g}"
+        return f"{'>' if open_low else '>='} {show(low)}"
     if high is not None:
-        return f"{'<' if open_high else '<='} {high:g}"
+        return f"{'<' if open_high else '<='} {show(high)}"
     return "a number"
 
 

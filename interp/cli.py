@@ -42,17 +42,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _int(low: int | None = 1, high: int | None = None):  # noqa: ANN202
-    """An argparse type: an integer in ``[low, high]``."""
+    """An argparse type: an integer in ``[low, high]`` (the range check of the API)."""
+    from .checks import check_int
+    from .errors import RangeError
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            where = f"in [{low}, {high}]" if low is not None and high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"expected an integer {where}, got {value}")
-        return value
+        try:
+            return check_int("value", value, low=low, high=high)  # type: ignore[return-value]
+        except RangeError as exc:
+            raise argparse.ArgumentTypeError(
+                str(exc).replace("value must be", "expected")
+            ) from None
 
     parse.__name__ = "integer"
     return parse
@@ -1019,17 +1023,18 @@ def _one_line(text: str) -> str:
 
 
 def _os_error(exc: OSError) -> str:
-    """A one-line message for a file-system error that reached the top."""
+    """A one-line message for a file-system error that reached the top: a write refused
+    (disk full, read-only, no permission) in the words of :func:`~interp.utils.output_error`,
+    any other error with what to check."""
     import errno
 
+    from .utils import output_error, write_refused
+
+    if write_refused(exc) is not None:
+        return str(output_error(exc.filename or "the output", exc))
     where = f" {exc.filename}" if exc.filename else ""
     what = exc.strerror or type(exc).__name__
     advice = {
-        errno.ENOSPC: "free some disk space or choose another --out",
-        errno.EDQUOT: "free some disk space or choose another --out",
-        errno.EACCES: "choose a folder you may write to (--out) or fix its permissions",
-        errno.EPERM: "choose a folder you may write to (--out) or fix its permissions",
-        errno.EROFS: "the file system is read-only: choose another --out",
         errno.ENOENT: "check the path",
         errno.EISDIR: "give a file, not a folder",
         errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",

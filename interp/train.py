@@ -174,16 +174,11 @@ def _evaluate(
     with torch.no_grad():
         for start in range(0, len(labels), batch):
             x = images[start : start + batch].to(device).float() / 255
-            x = _fit_channels(x, channels)
-            out = module(model.normalize(x))
+            out = module(model.normalize(x))  # grey batches are repeated for colour models
             y = labels[start : start + batch].to(device)
             loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
     return loss / len(labels), correct / len(labels)
-
-
-def _fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    return x.expand(-1, channels, -1, -1) if x.shape[1] == 1 and channels == 3 else x
 
 
 def _save(path: Path, model: Model, config: TrainConfig, extra: dict[str, Any]) -> None:
@@ -302,7 +297,7 @@ def train(
             x = train_x[idx].float() / 255
             if config.augment:
                 x = _augment(x, gen, flip, shift)
-            x = model.normalize(_fit_channels(x, channels)).to(dev)
+            x = model.normalize(x).to(dev)
             y = train_y[idx].to(dev)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):

@@ -24,6 +24,7 @@ __all__ = [
     "is_temp_file",
     "remove_stale_temps",
     "prepare_output",
+    "write_refused",
 ]
 
 
@@ -117,7 +118,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
         except OutputError:
             raise
         except Exception as exc:  # the block's own write: convert only "cannot write here"
-            cause = _write_refused(exc)
+            cause = write_refused(exc)
             if cause is not None:
                 raise output_error(path, cause) from exc
             raise
@@ -133,7 +134,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
                 os.unlink(tmp)
 
 
-def _write_refused(exc: BaseException) -> OSError | None:
+def write_refused(exc: BaseException) -> OSError | None:
     """The ``OSError`` saying the disk is full or not writable behind ``exc``: ``exc`` itself
     or one it was raised while handling (``torch.save`` into a file object that hit a full disk
     raises a ``RuntimeError`` while handling the ``OSError``)."""

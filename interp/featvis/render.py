@@ -333,7 +333,7 @@ def render(
             "device": str(device),
         },
         dead=dead,
-        restarts=[max(r, 0) if r >= 0 else RESTARTS for r in restarts] if restarts else [],
+        restarts=[r if r >= 0 else RESTARTS for r in restarts],
     )
 
 
