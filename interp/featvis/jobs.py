@@ -43,7 +43,7 @@ from ..settings import RENDER
 from ..utils import atomic_write_text, make_dir, prepare_output, save_png, settings_digest
 from .objectives import Objective, channel, neuron
 from .reference import reference_images
-from .render import evaluate, render, unit_seed
+from .render import check_render_args, evaluate, render, unit_seed
 from .transforms import NONE, STANDARD
 
 __all__ = ["visualize", "atlas", "default_layers", "parse_channels", "layer_channels"]
@@ -123,15 +123,12 @@ RENDERER_VERSION = 2
 
 def _check_render_args(arguments: dict[str, Any]) -> None:
     """Range checks of visualize/atlas arguments, before any work."""
-    from ..checks import check_float, check_int
+    from ..checks import check_int
 
-    check_int("steps", arguments["steps"], low=0)
-    check_int("size", arguments["size"], low=8)
-    check_int("batch", arguments["batch"], optional=True)
-    check_int("upsample", arguments["upsample"], low=8, optional=True)
+    keys = ("steps", "size", "batch", "upsample", "lr")
+    check_render_args(**{k: arguments[k] for k in keys}, min_size=8)
     check_int("n_reference", arguments["n_reference"])
     check_int("seed", arguments["seed"], low=0)
-    check_float("lr", arguments["lr"], low=0, open_low=True)
 
 
 def _job_settings(model: Model, arguments: dict[str, Any]) -> dict[str, Any]:

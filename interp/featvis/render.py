@@ -164,6 +164,20 @@ def _forward(
     return acts, cap.output if need_logits else None
 
 
+def check_render_args(
+    *, steps: int, size: int, batch: int | None, upsample: int | None, lr: float, min_size: int = 1
+) -> None:
+    """Range checks of the renderer's arguments (``min_size``: the smallest canvas and
+    upsampled size; the jobs, which jitter and scale, ask for 8)."""
+    from ..checks import check_float, check_int
+
+    check_int("steps", steps, low=0)
+    check_int("size", size, low=min_size)
+    check_int("batch", batch, optional=True)
+    check_int("upsample", upsample, low=min_size, optional=True)
+    check_float("lr", lr, low=0, open_low=True)
+
+
 def render(
     model: Model,
     objective: Objective | str | Any,
@@ -207,13 +221,7 @@ def render(
     Returns:
         :class:`RenderResult`.
     """
-    from ..checks import check_float, check_int
-
-    check_int("steps", steps, low=0)
-    check_int("size", size)
-    check_int("batch", batch, optional=True)
-    check_int("upsample", upsample, optional=True)
-    check_float("lr", lr, low=0, open_low=True)
+    check_render_args(steps=steps, size=size, batch=batch, upsample=upsample, lr=lr)
     model = as_model(model)
     obj = as_objective(objective)
     device = model.device
