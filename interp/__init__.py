@@ -13,7 +13,7 @@ The public API::
     interp.report(model, "out/report")                        # all of it on one static page
 """
 
-from . import objectives, report
+from . import objectives
 from .attribution import attribute
 from .capture import ActivationCapture, capture, layer_names, resolve_layer
 from .classify import Prediction, classify
@@ -29,16 +29,24 @@ from .errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
-from .examples import examples
-from .featvis import RenderResult, atlas, render, render_channels, visualize
+from .examples import Examples, examples
+from .featvis import RenderResult, render, render_channels
 from .inventory import LayerInfo, layers
 from .models import Model, Preprocessing, list_models, load_model, save_checkpoint
-from .probes import dissect, edge_probe, hierarchy
+from .pipeline.atlas import Atlas, atlas, visualize
+from .pipeline.card import unit_card
+from .pipeline.hierarchy import hierarchy
+from .pipeline.report import report
+from .probes import Hierarchy, Verdict, dissect, edge_probe
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActivationCapture",
+    "Atlas",
+    "Examples",
+    "Hierarchy",
+    "Verdict",
     "ChannelError",
     "CheckpointError",
     "DeviceError",
@@ -72,6 +80,7 @@ __all__ = [
     "resolve_device",
     "resolve_layer",
     "save_checkpoint",
+    "unit_card",
     "visualize",
     "__version__",
 ]

@@ -25,9 +25,14 @@ import torch
 from torch import nn
 
 from .capture import ActivationCapture, get_module, preserved_state, resolve_layer
+from .checks import check_int
+from .data.images import to_input
 from .errors import ChannelError, InterpError
+from .inventory import default_layers
 from .models.base import Model
 from .models.registry import as_model
+from .report.figures import save_figure
+from .report.unit_figures import plot_attribution
 from .settings import ATTRIBUTION
 from .utils import atomic_path, make_dir
 
@@ -111,8 +116,6 @@ class Attribution:
 
 
 def _last_spatial_layer(model: Model) -> str:
-    from .inventory import default_layers
-
     layers = default_layers(model)
     if not layers:
         raise AttributionError("no spatial layer found for Grad-CAM; give one with layer=")
@@ -120,8 +123,6 @@ def _last_spatial_layer(model: Model) -> str:
 
 
 def _as_input(model: Model, image: Any) -> torch.Tensor:
-    from .data.images import to_input
-
     if isinstance(image, torch.Tensor):
         x = image if image.dim() == 4 else image[None]
         if x.shape[1] != model.preprocessing.channels:
@@ -162,8 +163,6 @@ def attribute(
             there instead of its spatial mean.
     """
     import captum.attr as ca
-
-    from .checks import check_int
 
     check_int("n_steps", n_steps)
     check_int("internal_batch_size", internal_batch_size, optional=True)
@@ -258,9 +257,6 @@ def attribute(
 
 def save_attribution(result: Attribution, out: str | os.PathLike[str], stem: str) -> list[Path]:
     """``stem.png`` (image, map, overlay) and ``stem.npy`` (the map) in ``out``, atomically."""
-    from .report.figures import save_figure
-    from .report.unit_figures import plot_attribution
-
     folder = Path(out)
     make_dir(folder)
     npy = folder / f"{stem}.npy"

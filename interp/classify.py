@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .capture import preserved_state
+from .checks import check_finite, check_int
 from .data.images import ImageLike, to_input
 from .models.base import Model
 
@@ -33,8 +34,6 @@ def classify(
     Images are resized and centre-cropped as the model's preprocessing says; the model runs in
     eval mode (its previous mode is restored).
     """
-    from .checks import check_finite, check_int
-
     check_int("k", k)
     check_int("batch_size", batch_size)
     if not isinstance(images, list | tuple):

@@ -9,11 +9,14 @@ import torch
 from .errors import DeviceError
 
 __all__ = [
+    "PRECISIONS",
     "HalveOnOOM",
+    "bf16_is_fast",
     "default_batch",
     "is_out_of_memory",
     "resolve_device",
     "synchronize",
+    "use_bf16",
 ]
 
 
@@ -121,3 +124,34 @@ def synchronize(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+#: the values of every ``precision`` setting (API, CLI, report)
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def bf16_is_fast(device: torch.device | str) -> bool:
+    """True where bf16 autocast runs on native hardware: CUDA GPUs with bf16, and CPUs whose
+    oneDNN has native bf16 (AVX512-BF16 / AMX); elsewhere bf16 would be emulated and slow."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def use_bf16(precision: str, device: torch.device | str) -> bool:
+    """The one precision policy of every job (rendering, training, dissection, examples):
+    ``bf16`` and ``fp32`` are what they say; ``auto`` is bf16 autocast on a CUDA GPU with
+    native bf16 and fp32 elsewhere. Never bf16 on the CPU by default, even where oneDNN has
+    it: the same seed must give the same numbers on every CPU (with and without AMX)."""
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"

@@ -46,6 +46,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .errors import RangeError
+from .utils import atomic_path, settings_digest
+
 __all__ = [
     "RankCheckpoint",
     "all_gather",
@@ -177,8 +180,6 @@ def checkpoint_interval(default: float = 60.0) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        from .errors import RangeError
-
         raise RangeError(
             f"INTERP_CHECKPOINT_EVERY={text!r}: give seconds between checkpoints (0 or more)"
         )
@@ -201,8 +202,6 @@ class RankCheckpoint:
         self.every, self.last, self.digest = float(every), time.monotonic(), ""
 
     def load(self, key: dict[str, Any]) -> dict[str, Any]:
-        from .utils import settings_digest
-
         self.digest = settings_digest(key, 16)
         if not self.path.is_file():
             return {}
@@ -213,8 +212,6 @@ class RankCheckpoint:
         return saved if saved.get("digest") == self.digest else {}
 
     def save(self, doc: dict[str, Any]) -> None:
-        from .utils import atomic_path
-
         # through a file object: a full disk then raises OSError (ENOSPC), which atomic_path
         # turns into a clear OutputError (torch.save to a path raises a bare RuntimeError)
         with atomic_path(self.path, suffix=".pt") as tmp, open(tmp, "wb") as handle:

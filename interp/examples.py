@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,31 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from . import distributed as dist
 from .capture import ActivationCapture, resolve_layers
+from .checks import check_finite, check_int
+from .data.specs import data_images
+from .device import HalveOnOOM, default_batch, use_bf16
+from .distributed import object_state, restore_object
 from .errors import InterpError
+from .inventory import default_layers
+from .inventory import layers as inventory
 from .models.base import Model
 from .models.registry import as_model
+from .report.figures import plt, save_figure
+from .report.unit_figures import plot_examples_grid
 from .settings import EXAMPLES
-from .utils import atomic_write_text, make_dir, prepare_output
+from .utils import atomic_path, atomic_write_text, make_dir, prepare_output
 
-__all__ = ["LayerExamples", "RunningTopK", "examples", "examples_data", "save_examples"]
+__all__ = [
+    "Examples",
+    "LayerExamples",
+    "RunningTopK",
+    "crop",
+    "examples",
+    "examples_data",
+    "save_examples",
+]
 
 
 class RunningTopK:
@@ -114,26 +131,15 @@ class RunningTopK:
 def examples_data(
     spec: str | Dataset, *, size: int | None = None, n: int | None = None, seed: int = 0
 ) -> Dataset:
-    """A dataset of ``(image in [0, 1], label)`` for a spec: ``photos`` (random crops of the
-    skimage photos, default 1,000 at ``size``), ``partsworld`` (default 2,000 scenes of a world
+    """A dataset of ``(image in [0, 1], label)`` for a spec (the data registry's images:
+    :func:`interp.data.specs.data_images`): ``photos`` (random crops of the skimage photos,
+    default 1,000 at ``size``), ``partsworld`` (default 2,000 scenes of its test split, a world
     no ``interp train`` run saw), or any :func:`~interp.data.load_data` spec (its test split).
+    A dataset is returned as it is.
     """
     if not isinstance(spec, str):
         return spec
-    if spec == "photos":
-        from .data.photos import PhotoCrops
-
-        return PhotoCrops(n or 1000, size or 224, seed=seed)
-    if spec == "partsworld":
-        from .data.partsworld import PartsWorld
-
-        return PartsWorld(n or 2000, size or 64, seed=3 + 1_000_003 * seed)
-    from .data import load_data
-
-    test = load_data(spec, size=size, seed=seed).test
-    if n is not None and n < len(test):
-        test = torch.utils.data.Subset(test, range(n))
-    return test
+    return data_images(spec, size=size, n=n, seed=seed)
 
 
 def _source(data: Dataset, index: int) -> int:
@@ -215,7 +221,7 @@ def examples(
     checkpoint: str | Path | None = None,
     checkpoint_every: float | None = None,
     progress: bool = True,
-) -> dict[str, LayerExamples]:
+) -> Examples:
     """Top-``k`` dataset examples of every unit of ``layers`` (module docstring).
 
     Args:
@@ -227,8 +233,9 @@ def examples(
         dedup: at most one example per source (photo) in a unit's list.
         n, size, seed: dataset size, image size (default: the model's input size for photos)
             and seed, for spec strings.
-        batch_size, precision, num_workers: as for dissection (bf16 autocast on CUDA;
-            batches of 32 on CPU, 128 on CUDA, halved on out-of-memory).
+        batch_size, precision, num_workers: as for dissection (``precision``: see
+            :func:`interp.device.use_bf16`; batches of 32 on CPU, 128 on CUDA, halved on
+            out-of-memory).
         receptive_fields: ``{layer: RF size}`` when known (otherwise measured once, with the
             layer inventory, at the dataset's image size).
         checkpoint: a folder for this rank's running state, saved every ``checkpoint_every``
@@ -237,9 +244,6 @@ def examples(
             completes.
         progress: progress bar.
     """
-    from .checks import check_finite, check_int
-    from .inventory import layers as inventory
-
     check_int("k", k)
     check_int("n", n, optional=True)
     check_int("size", size, low=8, optional=True)
@@ -251,21 +255,16 @@ def examples(
         size = model.input_size[0]
     dataset = examples_data(data, size=size, n=n, seed=seed)
     if layers is None:
-        from .inventory import default_layers
-
         layers = default_layers(model)
     names = resolve_layers(model, layers)
     first = dataset[0][0]
     if receptive_fields is None or any(n not in receptive_fields for n in names):
         found = inventory(model, names=names, input_size=tuple(first.shape[-2:]))
         receptive_fields = {i.name: i.rf_size[0] for i in found if i.rf_size}
-    from . import distributed as dist
-    from .device import HalveOnOOM, default_batch
-
     batch_size = batch_size or default_batch(model.device, 32, 128)
     mine = dist.shard(len(dataset))  # every item in a single process; this rank's otherwise
     device = model.device
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(precision, device)
     results: dict[str, LayerExamples] = {}
     skipped: dict[str, str] = {}
     start = 0
@@ -308,7 +307,7 @@ def examples(
             x_all = x_all.contiguous(memory_format=torch.channels_last)  # see bench_speedups
 
             def work(a: int, b: int, x_all: torch.Tensor = x_all) -> dict[str, Any]:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     return cap.run(x_all[a:b])
 
             for a, b, acts in halver.chunks(len(images), work):
@@ -356,45 +355,23 @@ def examples(
         check_finite(filled, f"{r.layer}'s activations")
     if state is not None:
         state.remove()
-    return results
+    return Examples(results, data=dataset, data_name=data if isinstance(data, str) else "")
 
 
 def _pack(done: int, results: dict[str, LayerExamples], skipped: dict[str, str]) -> dict:
     """The running state of an examples pass, for :class:`~interp.distributed.RankCheckpoint`."""
-    from .distributed import object_state
-
-    layers = {}
-    for name, r in results.items():
-        layers[name] = {
-            "meta": {"grid": list(r.grid), "image_size": list(r.image_size), "rf_size": r.rf_size},
-            "top": object_state(r.top),
-            **({"bottom": object_state(r.bottom)} if r.bottom is not None else {}),
-        }
+    layers = {name: _pack_layer(r) for name, r in results.items()}
     return {"done": done, "layers": layers, "skipped": skipped}
 
 
 def _unpack(saved: dict) -> tuple[int, dict[str, LayerExamples], dict[str, str]]:
-    from .distributed import restore_object
-
-    results = {}
-    for name, r in saved.get("layers", {}).items():
-        keepers = [
-            restore_object(RunningTopK(1, 1), r[which]) if which in r else None
-            for which in ("top", "bottom")
-        ]
-        results[name] = LayerExamples(
-            layer=name,
-            k=keepers[0].k,  # type: ignore[union-attr]
-            grid=tuple(r["meta"]["grid"]),
-            image_size=tuple(r["meta"]["image_size"]),
-            rf_size=r["meta"]["rf_size"],
-            top=keepers[0],  # type: ignore[arg-type]
-            bottom=keepers[1],
-        )
+    results = {n: _unpack_layer(n, r) for n, r in saved.get("layers", {}).items()}
     return int(saved.get("done", 0)), results, dict(saved.get("skipped", {}))
 
 
-def _crop(image: torch.Tensor, box: Sequence[int], size: int = 64) -> np.ndarray:
+def crop(image: torch.Tensor, box: Sequence[int], size: int = 64) -> np.ndarray:
+    """The ``box`` (``[x0, y0, x1, y1]``) of a ``(C, H, W)`` image, resized to ``size``, as an
+    ``(size, size, 3)`` array in ``[0, 1]``."""
     x0, y0, x1, y1 = box
     part = image[:, y0:y1, x0:x1]
     part = torch.nn.functional.interpolate(
@@ -402,6 +379,157 @@ def _crop(image: torch.Tensor, box: Sequence[int], size: int = 64) -> np.ndarray
     )[0]
     arr = part.clamp(0, 1).permute(1, 2, 0).numpy()
     return arr if arr.shape[2] == 3 else np.repeat(arr, 3, axis=2)
+
+
+class Examples(dict):
+    """What :func:`examples` returns: ``{layer: LayerExamples}``, with the dataset they
+    index (``data``; ``None`` after :meth:`load`) and its spec (``data_name``).
+
+    ``to_dict()`` is the JSON of ``examples.json``; ``figures()`` the grids of top crops;
+    ``save(folder)`` writes both and the lists themselves (``examples.pt``), which
+    ``Examples.load(folder)`` reads back.
+    """
+
+    STATE = "examples.pt"
+
+    def __init__(
+        self,
+        layers: dict[str, LayerExamples] | None = None,
+        *,
+        data: Dataset | None = None,
+        data_name: str = "",
+    ) -> None:
+        super().__init__(layers or {})
+        self.data = data
+        self.data_name = data_name
+
+    def _units(self, r: LayerExamples, units: Sequence[int] | None) -> list[int]:
+        return list(range(r.units)) if units is None else [u for u in units if u < r.units]
+
+    def to_dict(self, units: Sequence[int] | None = None) -> dict[str, Any]:
+        """Per layer: grid, receptive-field size and, per unit (all, or ``units``), its top
+        (and bottom) examples: item, source, value, position and box."""
+        doc: dict[str, Any] = {"data": self.data_name, "layers": []}
+        for name, r in self.items():
+            entry: dict[str, Any] = {
+                "layer": name,
+                "grid": list(r.grid),
+                "rf_size": r.rf_size,
+                "units": {},
+            }
+            for u in self._units(r, units):
+                entry["units"][str(u)] = {"top": r.unit(u)}
+                if r.bottom is not None:
+                    entry["units"][str(u)]["bottom"] = r.unit(u, "bottom")
+            doc["layers"].append(entry)
+        return doc
+
+    def crops(
+        self, layer: str, unit: int, size: int = 64, cache: dict[int, Any] | None = None
+    ) -> list[tuple[np.ndarray, float]]:
+        """The top examples of ``layer:unit`` as receptive-field crops with their values
+        (``cache``: images already read, by item, filled as it goes)."""
+        if self.data is None:
+            raise InterpError(
+                "these examples were loaded without their dataset: give it as "
+                "Examples.load(folder, data=examples_data(spec, ...)) to crop images"
+            )
+        cache = {} if cache is None else cache
+        out = []
+        for e in self[layer].unit(unit):
+            if e["item"] not in cache:  # PartsWorld draws each scene: read each image once
+                cache[e["item"]] = self.data[e["item"]][0]
+            out.append((crop(cache[e["item"]], e["box"], size), e["value"]))
+        return out
+
+    def figures(
+        self, units: Sequence[int] | None = None, *, per_figure: int = 16, title: str = ""
+    ) -> dict[str, list[plt.Figure]]:
+        """Per layer, grids of ``per_figure`` units each: a row per unit, its top-k crops
+        with their activation values (matplotlib)."""
+        return {
+            name: [fig for _, fig in self._layer_figures(name, units, per_figure, title)]
+            for name in self
+        }
+
+    def _layer_figures(
+        self, name: str, units: Sequence[int] | None, per_figure: int, title: str
+    ) -> Iterator[tuple[list[int], plt.Figure]]:
+        r = self[name]
+        chosen = self._units(r, units)
+        cache: dict[int, Any] = {}
+        for start in range(0, len(chosen), per_figure):
+            part = chosen[start : start + per_figure]
+            rows = [(u, self.crops(name, u, cache=cache)) for u in part]
+            yield part, plot_examples_grid(rows, f"{title} {name}".strip(), r.rf_size)
+
+    def save(
+        self,
+        folder: str | Path,
+        *,
+        units: Sequence[int] | None = None,
+        per_figure: int = 16,
+        title: str = "",
+    ) -> Path:
+        """Write ``examples.json`` (``units``: only those), the grid PNGs of those units
+        (``<layer>/units_AAAA-BBBB.png``) and ``examples.pt``; returns the JSON's path."""
+        out = make_dir(folder)
+        prepare_output(out)
+        doc = self.to_dict(units)
+        for entry, name in zip(doc["layers"], self, strict=True):
+            sub = make_dir(out / name.replace("/", "_"))
+            entry["figures"] = []
+            if self.data is None:
+                continue
+            for part, fig in self._layer_figures(name, units, per_figure, title):
+                path = sub / f"units_{part[0]:04d}-{part[-1]:04d}.png"
+                save_figure(fig, path)  # saved and closed one at a time
+                entry["figures"].append(str(path.relative_to(out)))
+        state = {
+            "data": self.data_name,
+            "layers": {n: _pack_layer(r) for n, r in self.items()},
+        }
+        with atomic_path(out / self.STATE, suffix=".pt") as tmp:
+            torch.save(state, tmp)
+        return atomic_write_text(out / "examples.json", json.dumps(doc, indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path, *, data: Dataset | None = None) -> Examples:
+        """The examples saved by :meth:`save` (with ``data``, the dataset they index, for
+        crops and figures)."""
+        state = torch.load(Path(folder) / cls.STATE, map_location="cpu", weights_only=True)
+        layers = {n: _unpack_layer(n, r) for n, r in state["layers"].items()}
+        return cls(layers, data=data, data_name=state.get("data", ""))
+
+
+def _pack_layer(r: LayerExamples) -> dict[str, Any]:
+    return {
+        "meta": {
+            "grid": list(r.grid),
+            "image_size": list(r.image_size),
+            "rf_size": r.rf_size,
+            "info": {k: v for k, v in r.info.items() if isinstance(v, int | float | bool)},
+        },
+        "top": object_state(r.top),
+        **({"bottom": object_state(r.bottom)} if r.bottom is not None else {}),
+    }
+
+
+def _unpack_layer(name: str, r: dict[str, Any]) -> LayerExamples:
+    keepers = [
+        restore_object(RunningTopK(1, 1), r[which]) if which in r else None
+        for which in ("top", "bottom")
+    ]
+    return LayerExamples(
+        layer=name,
+        k=keepers[0].k,  # type: ignore[union-attr]
+        grid=tuple(r["meta"]["grid"]),
+        image_size=tuple(r["meta"]["image_size"]),
+        rf_size=r["meta"]["rf_size"],
+        top=keepers[0],  # type: ignore[arg-type]
+        bottom=keepers[1],
+        info=dict(r["meta"].get("info", {})),
+    )
 
 
 def save_examples(
@@ -413,43 +541,9 @@ def save_examples(
     per_figure: int = 16,
     title: str = "",
 ) -> dict[str, Any]:
-    """Write ``examples.json`` and per layer grid PNGs (one row per unit, its top-k crops with
-    their activation values; ``per_figure`` units per PNG)."""
-    from .report.figures import save_figure
-    from .report.unit_figures import plot_examples_grid
-
-    out = make_dir(out)
-    prepare_output(out)
-    doc: dict[str, Any] = {"layers": []}
-    for name, r in results.items():
-        chosen = list(range(r.units)) if units is None else [u for u in units if u < r.units]
-        entry: dict[str, Any] = {
-            "layer": name,
-            "grid": list(r.grid),
-            "rf_size": r.rf_size,
-            "units": {},
-            "figures": [],
-        }
-        for u in chosen:
-            entry["units"][str(u)] = {"top": r.unit(u)}
-            if r.bottom is not None:
-                entry["units"][str(u)]["bottom"] = r.unit(u, "bottom")
-        folder = out / name.replace("/", "_")
-        make_dir(folder)
-        cache: dict[int, torch.Tensor] = {}
-        for start in range(0, len(chosen), per_figure):
-            rows = []
-            for u in chosen[start : start + per_figure]:
-                crops = []
-                for e in entry["units"][str(u)]["top"]:
-                    if e["item"] not in cache:
-                        cache[e["item"]] = data[e["item"]][0]
-                    crops.append((_crop(cache[e["item"]], e["box"]), e["value"]))
-                rows.append((u, crops))
-            last = chosen[min(len(chosen), start + per_figure) - 1]
-            path = folder / f"units_{chosen[start]:04d}-{last:04d}.png"
-            save_figure(plot_examples_grid(rows, f"{title} {name}".strip(), r.rf_size), path)
-            entry["figures"].append(str(path.relative_to(out)))
-        doc["layers"].append(entry)
-    atomic_write_text(out / "examples.json", json.dumps(doc, indent=1))
-    return doc
+    """Write ``examples.json`` and per layer grid PNGs (see :meth:`Examples.save`); returns
+    the JSON document."""
+    found = results if isinstance(results, Examples) else Examples(results)
+    result = Examples(dict(found), data=data, data_name=found.data_name)
+    path = result.save(out, units=units, per_figure=per_figure, title=title)
+    return json.loads(path.read_text())

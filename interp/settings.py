@@ -34,11 +34,13 @@ class RenderSettings:
     reference: str = "photos"
     n_reference: int = 256
     per_layer: int = 8
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
 class HierarchySettings:
-    """The hierarchy check (``hierarchy``)."""
+    """The hierarchy check (``hierarchy``). ``precision`` everywhere: see
+    :func:`interp.device.use_bf16`."""
 
     data: str = "partsworld"
     control_seeds: tuple[int, ...] = (0, 1)

@@ -25,7 +25,7 @@ from interp.capture import preserved_state
 from interp.data.photos import PhotoCrops
 from interp.device import synchronize
 from interp.examples import examples
-from interp.featvis.jobs import default_layers
+from interp.inventory import default_layers
 from interp.inventory import layers as inventory
 
 

@@ -109,10 +109,15 @@ def main() -> None:
                 model, layer, channels, args.size, args.steps, args.size, device
             )
             times, results = {}, {}
-            for label, amp in (("interp", None), ("fp32", False)):
+            for label, precision in (("interp", "auto"), ("fp32", "fp32")):
                 start = time.perf_counter()
                 results[label] = render(
-                    model, objective, steps=args.steps, size=args.size, progress=False, amp=amp
+                    model,
+                    objective,
+                    steps=args.steps,
+                    size=args.size,
+                    progress=False,
+                    precision=precision,
                 )
                 synchronize(device)
                 times[label] = time.perf_counter() - start

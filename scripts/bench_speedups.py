@@ -37,7 +37,8 @@ def render_variants(model, layer, chans, size, steps, device):
     ]:
         obj = channel(layer, chans)
         obj.batch = len(chans)
-        kw = dict(steps=steps, size=size, amp=amp, channels_last=cl, progress=False)
+        precision = "bf16" if amp else "fp32"
+        kw = dict(steps=steps, size=size, precision=precision, channels_last=cl, progress=False)
         render(model, obj, **{**kw, "steps": 2})  # warm-up
         synchronize(device)
         t = time.perf_counter()

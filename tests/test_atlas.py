@@ -7,11 +7,13 @@ import json
 import pytest
 import torchvision
 
+import interp
 from interp import ChannelError
 from interp.cli import main
-from interp.featvis import jobs as atlas_mod
-from interp.featvis.jobs import atlas, default_layers, parse_channels
+from interp.inventory import default_layers
 from interp.models.registry import as_model
+from interp.pipeline import atlas as atlas_mod
+from interp.pipeline.atlas import atlas, parse_channels
 
 
 def test_parse_channels():
@@ -62,13 +64,16 @@ def test_visualize_cli_writes_pngs_grid_and_results(tmp_path, capsys):
     ]
     assert main(argv) == 0
     doc = json.loads((out / "results.json").read_text())
-    assert [u["channel"] for u in doc["units"]] == [0, 1, 2]
-    for unit in doc["units"]:
+    entry = doc["layers"][0]
+    assert [u["channel"] for u in entry["units"]] == [0, 1, 2]
+    for unit in entry["units"]:
         assert (out / unit["png"]).is_file()
         assert {"value", "natural_max", "exceeds_natural", "seed"} <= set(unit)
-    assert (out / "grid.png").is_file() and doc["layer"] == "layer1.0.conv1"
+    assert (out / "grid.png").is_file() and entry["layer"] == "layer1.0.conv1"
     assert "natural max" in capsys.readouterr().out
-    assert doc["settings"]["amp"] is False and doc["this_run"] == {"reused": 0, "rendered": 3}
+    assert doc["settings"]["precision"] == "fp32"
+    loaded = interp.Atlas.load(out)  # the result object reads back what was written
+    assert loaded.to_dict() == doc and loaded.image("layer1.0.conv1", 2).shape[:2] == (32, 32)
     bad = [*argv[:-1], str(tmp_path / "bad")]
     bad[bad.index("0:3")] = "60:70"
     assert main(bad) == 2
@@ -108,8 +113,8 @@ def test_atlas_resumes_without_redoing_finished_units(tmp_path, monkeypatch, res
     monkeypatch.setattr(atlas_mod, "render", lambda *a, **k: counted.append(1) or real(*a, **k))
     doc = atlas(resnet18, tmp_path, **kwargs)
     assert len(counted) == 2  # only layer2.0's two batches
-    assert doc["this_run"] == {"reused": 4, "rendered": 4}
-    assert [len(e["units"]) for e in doc["layers"]] == [4, 4]
+    assert doc.this_run == {"reused": 4, "rendered": 4}
+    assert [len(e["units"]) for e in doc.layers] == [4, 4]
     index = json.loads((tmp_path / "index.json").read_text())
     assert [e["layer"] for e in index["layers"]] == ["layer1.0", "layer2.0"]
     assert (tmp_path / "overview.png").is_file()

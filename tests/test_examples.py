@@ -3,6 +3,7 @@ images with the patch and its receptive-field box holds it, hooks never survive.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 
 import numpy as np
@@ -116,13 +117,15 @@ def test_photo_examples_are_deduplicated_by_photo(lite0):
 
 
 def test_unit_card_for_a_planted_unit(tmp_path):
-    from interp.card import unit_card
+    from interp.pipeline.card import unit_card
 
     dataset, patch, where = _patch_world()
     model = _matched(patch)
-    doc = unit_card(
+    card = unit_card(
         model, "conv:0", tmp_path, data=dataset, k=4, steps=8, featvis_size=32, progress=False
     )
+    doc = card.to_dict()
+    assert json.loads((tmp_path / f"{card.stem}.json").read_text()) == doc
     assert {e["item"] for e in doc["examples"]} <= set(where)
     assert doc["rf_size"] == 5 and 0 <= doc["scores"]["osi"] <= 1
     assert (tmp_path / doc["png"]).stat().st_size > 5000

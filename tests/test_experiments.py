@@ -97,7 +97,7 @@ def test_convergence_end_to_end_tiny(tmp_path):
 
 
 def test_suite_summary_and_resume(tmp_path, monkeypatch):
-    from interp.experiments import suite
+    from interp.pipeline import suite
 
     calls = []
 
@@ -106,13 +106,13 @@ def test_suite_summary_and_resume(tmp_path, monkeypatch):
             calls.append(name)
             out.mkdir(parents=True, exist_ok=True)
             doc = {"findings": [f"{name} measured {len(name)}."]}
-            (out / suite.EXPERIMENTS[name][1]).write_text(json.dumps(doc))
+            (out / suite.EXPERIMENTS[name].filename).write_text(json.dumps(doc))
             (out / "figure.png").write_bytes(b"png")
             return doc
 
         return run
 
-    table = {k: (fake(k), v[1], v[2]) for k, v in suite.EXPERIMENTS.items()}
+    table = {k: v._replace(runner=fake(k)) for k, v in suite.EXPERIMENTS.items()}
     monkeypatch.setattr(suite, "EXPERIMENTS", table)
     summary = suite.experiment_all(tmp_path, progress=False)
     assert len(calls) == len(table)
@@ -131,7 +131,8 @@ def test_suite_summary_and_resume(tmp_path, monkeypatch):
 def test_suite_recomputes_an_experiment_whose_defaults_changed(tmp_path, monkeypatch):
     """A finished experiment was reused whenever its JSON existed, so results outlived a
     change of defaults; now its record must carry the key of its current settings."""
-    from interp.experiments import suite, symmetry
+    from interp.experiments import symmetry
+    from interp.pipeline import suite
 
     calls = []
 
@@ -139,11 +140,11 @@ def test_suite_recomputes_an_experiment_whose_defaults_changed(tmp_path, monkeyp
         calls.append(out.name)
         out.mkdir(parents=True, exist_ok=True)
         doc = {"findings": [f"{out.name} ran."]}
-        (out / suite.EXPERIMENTS[out.name][1]).write_text(json.dumps(doc))
+        (out / suite.EXPERIMENTS[out.name].filename).write_text(json.dumps(doc))
         return doc
 
     monkeypatch.setattr(
-        suite, "EXPERIMENTS", {k: (run, *v[1:]) for k, v in suite.EXPERIMENTS.items()}
+        suite, "EXPERIMENTS", {k: v._replace(runner=run) for k, v in suite.EXPERIMENTS.items()}
     )
     suite.experiment_all(tmp_path, progress=False)
     first = len(calls)
@@ -156,6 +157,9 @@ def test_suite_recomputes_an_experiment_whose_defaults_changed(tmp_path, monkeyp
     )
     suite.experiment_all(tmp_path, progress=False)  # symmetry's default changed: only it reruns
     assert calls[first:] == ["symmetry"]
-    (tmp_path / "transfer" / "stage.json").unlink()  # a folder from before the records
+    for marker in (tmp_path / "transfer" / "stages").glob("experiment-*.json"):
+        marker.unlink()  # a folder without its stage record: not reused
     suite.experiment_all(tmp_path, progress=False)
     assert calls[first + 1 :] == ["transfer"]
+    suite.experiment_all(tmp_path, force=True, progress=False)  # force: every one again
+    assert len(calls) == first + 2 + len(suite.EXPERIMENTS)

@@ -12,7 +12,7 @@ from interp import load_model
 from interp.data.concepts import PartsWorldConcepts
 from interp.data.photos import PhotoCrops
 from interp.examples import examples
-from interp.featvis.jobs import atlas
+from interp.pipeline.atlas import atlas
 from interp.probes.dissect import dissect
 
 pytestmark = [
@@ -62,7 +62,7 @@ def test_a_real_out_of_memory_batch_is_halved(capsys):
 def test_the_atlas_runs_with_the_gpu_defaults(tmp_path):
     gpu = load_model("efficientnet_lite0", device="cuda")
     doc = atlas(gpu, tmp_path, layers="_blocks.3", per_layer=70, steps=8, size=64, progress=False)
-    assert doc["settings"]["batch"] == 64 and doc["settings"]["amp"] is None
-    units = doc["layers"][0]["units"]
+    assert doc.settings["batch"] == 64 and doc.settings["precision"] == "auto"
+    units = doc.layers[0]["units"]
     assert len(units) == 40 and all(np.isfinite(u["value"]) for u in units)  # 40 channels
     assert (tmp_path / "overview.png").is_file()

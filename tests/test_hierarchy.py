@@ -13,12 +13,13 @@ from torch import nn
 
 import interp
 from interp.data.concepts import PartsWorldConcepts
+from interp.pipeline.hierarchy import hierarchy
 from interp.probes.dissect import dissect
 from interp.probes.filters import analyse_filters, colour_fraction, fit_gabor, gabor
 from interp.probes.hierarchy import (
+    Hierarchy,
     NetworkProbes,
     default_hierarchy_layers,
-    hierarchy,
     random_control,
 )
 
@@ -147,6 +148,15 @@ def test_hierarchy_end_to_end_with_resume(tmp_path):
     loaded = NetworkProbes.load(tmp_path / "stages" / doc["settings"]["stages"]["model"])
     assert loaded.layers == layers[:3]
     assert not list(tmp_path.rglob("*.tmp"))
+    # the result object: save/load round trip, the same document and verdict
+    back = Hierarchy.load(tmp_path)
+
+    def text(h: Hierarchy) -> str:  # NaN == NaN as text
+        return json.dumps(h.to_dict(), sort_keys=True)
+
+    assert text(back) == text(result)
+    assert back.verdict == result.verdict and str(back.verdict) == v["text"]
+    assert set(result.figures()) == {"profile", "osi"}
 
 
 def _edge_only(net, layers, data, reference, seed, role="control-edges"):

@@ -18,8 +18,8 @@ from interp.data.partsworld import PartsWorld
 from interp.device import HalveOnOOM, is_out_of_memory
 from interp.errors import DeviceError
 from interp.examples import examples
-from interp.featvis import jobs
-from interp.featvis.jobs import atlas
+from interp.pipeline import atlas as jobs
+from interp.pipeline.atlas import atlas
 from interp.probes.dissect import dissect
 
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -111,10 +111,10 @@ def test_atlas_survives_oom(monkeypatch, tmp_path, capsys, one_thread):
     monkeypatch.setattr(jobs, "render", render)
     kw = dict(layers="features.relu2", per_layer=3, batch=4, steps=2, size=24, reference=None)
     doc = atlas(model, tmp_path, progress=False, **kw)
-    assert [u["channel"] for u in doc["layers"][0]["units"]] == sorted(
-        u["channel"] for u in doc["layers"][0]["units"]
+    assert [u["channel"] for u in doc.layers[0]["units"]] == sorted(
+        u["channel"] for u in doc.layers[0]["units"]
     )
-    assert len(doc["layers"][0]["units"]) == 3
+    assert len(doc.layers[0]["units"]) == 3
     err = capsys.readouterr().err
     assert "out of device memory at a render batch (features.relu2) of 3: retrying with 1" in err
 
@@ -143,9 +143,9 @@ def test_a_sharded_atlas_resumes_with_another_number_of_ranks(monkeypatch, tmp_p
     real = jobs.render
     monkeypatch.setattr(jobs, "render", lambda *a, **k: calls.append(k["seeds"]) or real(*a, **k))
     doc = atlas(model, tmp_path / "run", **kw)  # one process picks up what is left
-    assert doc["this_run"] == {"reused": 4, "rendered": 4} and len(calls) == 2
+    assert doc.this_run == {"reused": 4, "rendered": 4} and len(calls) == 2
     assert not list((tmp_path / "run").rglob("units.rank*"))
-    for entry, want in zip(doc["layers"], fresh["layers"], strict=True):
+    for entry, want in zip(doc.layers, fresh.layers, strict=True):
         assert entry["units"] == want["units"]  # same seeds, same batches: same values
         folder = entry["folder"]
         for u in entry["units"]:

@@ -10,9 +10,9 @@ import inspect
 import pytest
 
 import interp
-from interp.card import unit_card
 from interp.cli import build_parser
 from interp.featvis.render import render
+from interp.pipeline.card import unit_card
 from interp.settings import ATTRIBUTION, EXAMPLES, HIERARCHY, RENDER
 
 RENDER_FLAGS = {
@@ -23,6 +23,7 @@ RENDER_FLAGS = {
     "lr": "lr",
     "reference": "reference",
     "n_reference": "n_reference",
+    "precision": "precision",
 }
 # flag dest -> field (= API parameter): the same names but --iou
 HIERARCHY_FLAGS = {
@@ -40,7 +41,12 @@ TABLE = {
         {**RENDER_FLAGS, "per_layer": "per_layer"},
     ),
     "hierarchy": (HIERARCHY, HIERARCHY_FLAGS, interp.hierarchy, HIERARCHY_FLAGS),
-    "examples": (EXAMPLES, {"data": "data", "k": "k"}, interp.examples, {"data": "data", "k": "k"}),
+    "examples": (
+        EXAMPLES,
+        {"data": "data", "k": "k", "precision": "precision"},
+        interp.examples,
+        {"data": "data", "k": "k", "precision": "precision"},
+    ),
     "attribute": (
         ATTRIBUTION,
         {"method": "method", "n_steps": "n_steps"},
@@ -82,7 +88,7 @@ def test_render_and_unit_steps_share_the_render_default():
 
 
 def test_report_full_preset_is_the_hierarchy_default():
-    from interp.report.page import FULL
+    from interp.pipeline.report import FULL
 
     assert tuple(FULL["control_seeds"]) == HIERARCHY.control_seeds
     assert FULL["min_control_units"] == HIERARCHY.min_control_units
@@ -91,9 +97,50 @@ def test_report_full_preset_is_the_hierarchy_default():
 
 def test_experiment_names_come_from_the_registry():
     """The CLI repeated the experiment names by hand; it takes them from the registry now."""
-    from interp.experiments.suite import EXPERIMENTS
+    from interp.pipeline.suite import EXPERIMENTS
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     name = next(a for a in sub.choices["experiment"]._actions if a.dest == "name")
     assert list(name.choices) == [*EXPERIMENTS, "all"]
+
+
+#: commands none of whose flags has a setting (they take a model, files or a run folder)
+NO_SETTINGS = {"models", "layers", "classify", "data", "train", "report", "experiment"}
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_command_is_in_the_table_or_has_no_settings():
+    assert set(_commands()) == set(TABLE) | NO_SETTINGS
+
+
+def test_precision_means_one_thing_in_every_command():
+    """``precision`` was called ``amp`` in the renderer, and ``auto`` meant bf16 on CUDA in
+    dissection and examples but wherever bf16 is native (CPUs too) in rendering and
+    training."""
+    from interp.device import PRECISIONS, use_bf16
+    from interp.train import TrainConfig
+
+    found = {}
+    for name, sub in _commands().items():
+        for a in sub._actions:
+            if a.dest == "precision":
+                found[name] = a
+                assert list(a.choices) == list(PRECISIONS)
+                assert a.default == "auto"
+                assert "auto: bf16 on a CUDA GPU with bf16, fp32 on the CPU" in a.help
+    assert {"visualize", "atlas", "hierarchy", "examples", "train"} <= set(found)
+    for api in (render, interp.visualize, interp.atlas, interp.hierarchy, interp.examples):
+        assert inspect.signature(api).parameters["precision"].default == "auto"
+    assert TrainConfig().precision == "auto"
+    assert not use_bf16("auto", "cpu") and use_bf16("bf16", "cpu") and not use_bf16("fp32", "cpu")
+    with pytest.raises(interp.InterpError, match="precision"):
+        use_bf16("fp16", "cpu")
+    with pytest.warns(DeprecationWarning, match="precision"):
+        m = interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=16)
+        render(m, "features.relu1:0", steps=1, size=16, amp=False, progress=False)

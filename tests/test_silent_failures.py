@@ -114,7 +114,7 @@ class _Dead(nn.Module):
 
 def test_dead_unit_is_detected_restarted_and_reported(tmp_path, capsys):
     from interp.cli import main  # noqa: F401
-    from interp.featvis.jobs import visualize
+    from interp.pipeline.atlas import visualize
 
     model = load_model(_Dead(), device="cpu")
     model.preprocessing = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(16, 16))
@@ -126,8 +126,9 @@ def test_dead_unit_is_detected_restarted_and_reported(tmp_path, capsys):
         model, "relu", "0:3", tmp_path, steps=4, size=16, reference=None, progress=False
     )
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["dead_units"] == [0] == doc["dead_units"]
-    assert saved["units"][0]["dead"] and not saved["units"][1]["dead"]
+    entry = saved["layers"][0]
+    assert entry["dead_units"] == [0] == doc.layers[0]["dead_units"]
+    assert entry["units"][0]["dead"] and not entry["units"][1]["dead"]
 
 
 def test_folder_given_as_image_says_so_and_classify_takes_folders(tmp_path, capsys):

@@ -28,6 +28,9 @@ import numpy as np
 import torch
 
 from ..errors import InterpError
+from .images import load_image
+from .partsworld import CLASSES, PartsWorld
+from .specs import DatasetUnavailableError, parse_data_spec, partsworld_seed
 
 __all__ = [
     "BrodenConcepts",
@@ -96,8 +99,6 @@ class PartsWorldConcepts(ConceptData):
     def __init__(
         self, n: int = 1000, size: int = 64, seed: int = 3, mask_size: int | None = None
     ) -> None:
-        from .partsworld import CLASSES, PartsWorld
-
         self.world = PartsWorld(n, size, seed=seed)
         self.concepts = PartsWorld.concepts()
         self.categories = ["colour", "edge", "part", "object"]
@@ -253,8 +254,6 @@ class BrodenConcepts(ConceptData):
         return len(self.rows)
 
     def item(self, index: int, masks: bool = True) -> ConceptItem:
-        from .images import load_image
-
         row = self.rows[index]
         pil = load_image(self.root / "images" / row["image"])
         image = torch.from_numpy(
@@ -286,22 +285,22 @@ class BrodenConcepts(ConceptData):
         return ConceptItem(image, -1, torch.tensor(keys, dtype=torch.long), stack, labelled)
 
 
-def load_concepts(
-    spec: str, *, size: int | None = None, n: int | None = None, seed: int = 3
-) -> ConceptData:
-    """A concept dataset from a spec: ``partsworld`` or ``broden:PATH``.
+def load_concepts(spec: str, *, size: int | None = None, n: int | None = None) -> ConceptData:
+    """A concept dataset from a spec of the data registry (:mod:`interp.data.specs`).
 
     Args:
-        spec: ``partsworld`` or ``broden:PATH``.
+        spec: ``partsworld[?seed=S&split=...]`` (default: the test split of world 0, PartsWorld
+            seed 3, which no ``interp train`` run of world 0 saw) or ``broden:PATH``.
         size: image size (PartsWorld default 64, Broden default 224).
         n: number of images (PartsWorld default 1,000; Broden: all rows).
-        seed: PartsWorld world seed (default 3: never seen by ``interp train`` with seed 0).
     """
-    if spec == "partsworld":
+    try:
+        parsed = parse_data_spec(spec, "concepts")
+    except DatasetUnavailableError as exc:
+        raise ConceptDataError(
+            f"{exc} (Broden: a folder in the Broden layout: index.csv, label.csv, images/)"
+        ) from None
+    if parsed.name == "partsworld":
+        seed = partsworld_seed(parsed.option("seed", 0, int), parsed.option("split", "test"))
         return PartsWorldConcepts(n=n or 1000, size=size or 64, seed=seed)
-    if spec.startswith("broden:"):
-        return BrodenConcepts(spec.split(":", 1)[1], size=size or 224, limit=n)
-    raise ConceptDataError(
-        f"unknown concept data {spec!r}: use `partsworld` or `broden:PATH` (a folder in the "
-        "Broden layout: index.csv, label.csv, images/)"
-    )
+    return BrodenConcepts(str(parsed.arg), size=size or 224, limit=n)

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils import atomic_path
+
 __all__ = ["PartsWorld", "Sample", "CLASSES", "PART_TYPES", "COLOURS", "EDGE_BINS"]
 
 CLASSES = ("face", "car", "house", "flower", "robot", "boat")
@@ -359,7 +361,6 @@ class PartsWorld(torch.utils.data.Dataset):
                 masks = {k[5:].replace("__", ":"): data[k] for k in data.files if k[:5] == "mask_"}
                 return Sample(image=data["image"], label=int(data["label"]), masks=masks)
         sample = self._draw(index, with_masks=True)
-        from ..utils import atomic_path
 
         arrays = {f"mask_{k.replace(':', '__')}": v for k, v in sample.masks.items()}
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:

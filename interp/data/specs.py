@@ -1,7 +1,19 @@
-"""Datasets behind one spec string, each with train/val/test splits.
+"""The data registry: every data spec of interp, parsed in one place.
 
-* ``partsworld`` — procedural scenes with masks (:mod:`interp.data.partsworld`); the three
-  splits are different seeds, so they never share an image.
+A spec is ``NAME[:ARG][?key=value&...]``. Each registered dataset says what it can give:
+
+* **splits** (training, the experiments): :func:`load_data` → train/val/test;
+* **images** (dataset examples, the unit card): :func:`data_images` → one split's images;
+* **concepts** (dissection, the hierarchy): :func:`interp.data.concepts.load_concepts`.
+
+``partsworld`` has one meaning everywhere: the PartsWorld *world* ``seed`` (default 0), whose
+``train``, ``val`` and ``test`` splits are the PartsWorld seeds ``1_000_003 * seed + 1, 2, 3``
+(so they never share an image). Jobs that look at images (examples, dissection, the
+hierarchy) use its ``test`` split, which no ``interp train`` run of that world saw; give
+``partsworld?split=val`` or ``partsworld?seed=2`` to choose another.
+
+* ``partsworld[?seed=S&split=train|val|test]`` — procedural scenes with masks
+  (:mod:`interp.data.partsworld`).
 * ``digits`` — scikit-learn's 1,797 handwritten 8x8 digits (shipped with scikit-learn),
   resized (default 32 px), split 70/15/15 by a fixed permutation.
 * ``folder:PATH`` — an ImageFolder (one sub-folder per class); ``PATH/train``, ``PATH/val``
@@ -23,10 +35,21 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..errors import InterpError
+from ..models.download import DEFAULT_TIMEOUT, offline_requested
+from .partsworld import CLASSES, PartsWorld
+from .photos import PhotoCrops
 
-__all__ = ["DataSplits", "DatasetUnavailableError", "load_data", "DATA_SPECS"]
-
-DATA_SPECS = ("partsworld", "digits", "folder:PATH", "torchvision:MNIST|FashionMNIST|CIFAR10")
+__all__ = [
+    "DATASETS",
+    "DATA_SPECS",
+    "DataSpec",
+    "DataSplits",
+    "DatasetUnavailableError",
+    "data_images",
+    "load_data",
+    "parse_data_spec",
+    "partsworld_seed",
+]
 _TV_DATASETS = {"MNIST": 1, "FashionMNIST": 1, "CIFAR10": 3}
 _TV_FILES = {
     "MNIST": "MNIST/raw/train-images-idx3-ubyte (and the other three MNIST files)",
@@ -121,23 +144,31 @@ def _digits(size: int | None, seed: int) -> DataSplits:
     )
 
 
-def _partsworld(size: int | None, seed: int, n: int | None) -> DataSplits:
-    from .partsworld import CLASSES, PartsWorld
+_SPLITS = ("train", "val", "test")
 
+
+def partsworld_seed(world: int = 0, split: str = "test") -> int:
+    """The PartsWorld seed of ``split`` of world ``world`` (the one meaning of ``partsworld``)."""
+    if split not in _SPLITS:
+        raise DatasetUnavailableError(f"unknown split {split!r}: use train, val or test")
+    return 1_000_003 * int(world) + 1 + _SPLITS.index(split)
+
+
+def _partsworld(size: int | None, seed: int, n: int | None) -> DataSplits:
     size = size or 64
     n_train = n or 20_000
     n_eval = max(500, n_train // 10)
-    base = 1_000_003 * seed
+    seeds = [partsworld_seed(seed, split) for split in _SPLITS]
     return DataSplits(
         "partsworld",
-        PartsWorld(n_train, size, seed=base + 1),
-        PartsWorld(n_eval, size, seed=base + 2),
-        PartsWorld(n_eval, size, seed=base + 3),
+        PartsWorld(n_train, size, seed=seeds[0]),
+        PartsWorld(n_eval, size, seed=seeds[1]),
+        PartsWorld(n_eval, size, seed=seeds[2]),
         len(CLASSES),
         3,
         size,
         list(CLASSES),
-        info={"seeds": [base + 1, base + 2, base + 3]},
+        info={"seeds": seeds},
     )
 
 
@@ -165,8 +196,6 @@ def _torchvision(
     name: str, root: str | None, size: int | None, download: bool, offline: bool | None
 ) -> DataSplits:
     import torchvision
-
-    from ..models.download import DEFAULT_TIMEOUT, offline_requested
 
     if name not in _TV_DATASETS:
         raise DatasetUnavailableError(
@@ -214,6 +243,150 @@ def _torchvision(
     )
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed data spec: registry ``name``, its ``arg`` (a path, a dataset name) and
+    ``options`` (``seed``, ``split``, ``n``...), and the text it came from."""
+
+    name: str
+    arg: str | None
+    options: dict[str, str]
+    text: str
+
+    def option(self, key: str, default: Any = None, kind: type = str) -> Any:
+        if key not in self.options:
+            return default
+        try:
+            return kind(self.options[key])
+        except ValueError:
+            raise DatasetUnavailableError(
+                f"data spec {self.text!r}: {key}={self.options[key]!r} is not a {kind.__name__}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: its spec syntax, what it is, and which uses it serves."""
+
+    name: str
+    usage: str
+    description: str
+    splits: bool = False  # training (load_data)
+    images: bool = False  # dataset examples (data_images)
+    concepts: bool = False  # dissection (load_concepts)
+    options: tuple[str, ...] = ()
+
+
+#: every data spec interp understands; the CLI's help and ``interp data`` list these
+DATASETS: dict[str, DatasetEntry] = {
+    e.name: e
+    for e in (
+        DatasetEntry(
+            "partsworld",
+            "partsworld[?seed=S&split=train|val|test]",
+            "procedural scenes of 6 classes with colour, edge, part and object masks",
+            splits=True,
+            images=True,
+            concepts=True,
+            options=("seed", "split"),
+        ),
+        DatasetEntry(
+            "digits",
+            "digits[?split=train|val|test]",
+            "scikit-learn's 1,797 handwritten digits (8x8, resized)",
+            splits=True,
+            images=True,
+            options=("split",),
+        ),
+        DatasetEntry(
+            "photos",
+            "photos[?seed=S]",
+            "random crops of the skimage.data photos",
+            images=True,
+            options=("seed",),
+        ),
+        DatasetEntry(
+            "folder",
+            "folder:PATH[?split=...]",
+            "an ImageFolder: one sub-folder of images per class",
+            splits=True,
+            images=True,
+            options=("split",),
+        ),
+        DatasetEntry(
+            "torchvision",
+            "torchvision:MNIST|FashionMNIST|CIFAR10[:ROOT][?split=...]",
+            "torchvision's datasets, from ROOT (downloaded only with --download)",
+            splits=True,
+            images=True,
+            options=("split",),
+        ),
+        DatasetEntry(
+            "broden",
+            "broden:PATH",
+            "a folder in the Broden layout (index.csv, label.csv, images/)",
+            concepts=True,
+        ),
+    )
+}
+DATA_SPECS = tuple(e.usage for e in DATASETS.values() if e.splits)
+
+
+def parse_data_spec(spec: str, use: str | None = None) -> DataSpec:
+    """Parse ``NAME[:ARG][?key=value&...]``; with ``use`` (``splits``, ``images`` or
+    ``concepts``), check that the dataset serves it."""
+    text = spec.strip()
+    head, _, query = text.partition("?")
+    name, _, arg = head.partition(":")
+    entry = DATASETS.get(name)
+    if entry is None:
+        raise DatasetUnavailableError(
+            f"unknown data spec {spec!r}: use one of "
+            + ", ".join(e.usage for e in DATASETS.values() if use is None or getattr(e, use))
+        )
+    if use is not None and not getattr(entry, use):
+        serve = [e.usage for e in DATASETS.values() if getattr(e, use)]
+        what = {"splits": "training", "images": "dataset examples", "concepts": "dissection"}
+        raise DatasetUnavailableError(
+            f"{name} data cannot be used for {what.get(use, use)}: use one of {', '.join(serve)}"
+        )
+    options: dict[str, str] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in entry.options:
+            allowed = ", ".join(entry.options) or "none"
+            raise DatasetUnavailableError(
+                f"data spec {spec!r}: unknown option {part!r} (options of {name}: {allowed})"
+            )
+        options[key] = value
+    if name in ("folder", "torchvision", "broden") and not arg:
+        raise DatasetUnavailableError(f"data spec {spec!r} needs an argument: {entry.usage}")
+    spec_ = DataSpec(name, arg or None, options, text)
+    if "split" in options and options["split"] not in _SPLITS:
+        raise DatasetUnavailableError(f"data spec {spec!r}: split must be train, val or test")
+    return spec_
+
+
+def data_images(
+    spec: str, *, size: int | None = None, n: int | None = None, seed: int = 0
+) -> Dataset:
+    """The images of a spec for dataset examples: one split (default ``test``) of a splits
+    dataset, or the photo crops. ``seed`` is the world (partsworld) or crop (photos) seed
+    unless the spec gives one; ``n`` caps the number of images."""
+    parsed = parse_data_spec(spec, "images")
+    split = parsed.option("split", "test")
+    if parsed.name == "photos":
+        return PhotoCrops(n or 1000, size or 224, seed=parsed.option("seed", seed, int))
+    if parsed.name == "partsworld":
+        world = parsed.option("seed", seed, int)
+        return PartsWorld(n or 2000, size or 64, seed=partsworld_seed(world, split))
+    base = parsed.text.partition("?")[0]
+    images = getattr(load_data(base, size=size, seed=seed), split)
+    if n is not None and n < len(images):
+        images = Subset(images, range(n))
+    return images
+
+
 def load_data(
     spec: str,
     *,
@@ -226,20 +399,25 @@ def load_data(
     """Train/val/test splits for a dataset spec (see the module docstring).
 
     Args:
-        spec: ``partsworld``, ``digits``, ``folder:PATH`` or ``torchvision:NAME[:ROOT]``.
+        spec: ``partsworld[?seed=S]``, ``digits``, ``folder:PATH`` or
+            ``torchvision:NAME[:ROOT]`` (see :data:`DATASETS`).
         size: image size (default per dataset: 64, 32, 64, 28/32).
-        seed: PartsWorld's world seed (other specs split with a fixed permutation).
+        seed: PartsWorld's world seed, unless the spec gives one (other specs split with a
+            fixed permutation).
         n: PartsWorld training-set size (default 20,000; val and test a tenth, >= 500).
         download: allow torchvision downloads.
         offline: never download (default: ``INTERP_OFFLINE``).
     """
-    if spec == "partsworld":
-        return _partsworld(size, seed, n)
-    if spec == "digits":
+    parsed = parse_data_spec(spec, "splits")
+    if "split" in parsed.options:
+        raise DatasetUnavailableError(
+            f"data spec {spec!r}: training uses all three splits; drop ?split="
+        )
+    if parsed.name == "partsworld":
+        return _partsworld(size, parsed.option("seed", seed, int), n)
+    if parsed.name == "digits":
         return _digits(size, seed)
-    if spec.startswith("folder:"):
-        return _folder(spec.split(":", 1)[1], size, seed)
-    if spec.startswith("torchvision:"):
-        rest = spec.split(":", 2)
-        return _torchvision(rest[1], rest[2] if len(rest) > 2 else None, size, download, offline)
-    raise DatasetUnavailableError(f"unknown data spec {spec!r}: use one of {', '.join(DATA_SPECS)}")
+    if parsed.name == "folder":
+        return _folder(str(parsed.arg), size, seed)
+    name, _, root = str(parsed.arg).partition(":")
+    return _torchvision(name, root or None, size, download, offline)

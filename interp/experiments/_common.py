@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..train import TrainConfig, train
 from ..utils import atomic_write_text
 
 __all__ = ["CNN_LAYERS", "RunSpec", "ensure_run", "limited_threads", "write_json"]
@@ -37,9 +38,7 @@ class RunSpec:
         w = self.width if width is None else width
         return runs / f"pw-{self.size}px-n{self.n}-e{self.epochs}-w{w}-s{seed}"
 
-    def config(self, seed: int, **overrides: Any):  # noqa: ANN201
-        from ..train import TrainConfig
-
+    def config(self, seed: int, **overrides: Any) -> TrainConfig:
         kw: dict[str, Any] = {
             "arch": "simplecnn",
             "data": "partsworld",
@@ -58,8 +57,6 @@ class RunSpec:
 def ensure_run(folder: Path, config: Any, progress: bool = False) -> dict[str, Any]:
     """Train ``config`` into ``folder`` unless it is finished there (then reuse it); an
     interrupted run resumes from its last epoch. Returns its metrics."""
-    from ..train import train
-
     metrics = folder / "metrics.json"
     if metrics.is_file():
         done = json.loads(metrics.read_text())

@@ -22,7 +22,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.concepts import PartsWorldConcepts
 from ..models.base import Model
+from ..models.registry import load_model
+from ..probes.dissect import dissect
+from ..report.figures import save_figure
 from ..utils import make_dir
 from ._common import RunSpec, ensure_run, write_json
 
@@ -85,10 +89,6 @@ def axis_alignment(
 ) -> dict[str, Any]:
     """Dissect each layer before and after random rotations (and a permutation control);
     writes ``axis_alignment.json`` and ``axis_alignment.png`` to ``out``."""
-    from ..data.concepts import PartsWorldConcepts
-    from ..models.registry import load_model
-    from ..probes.dissect import dissect
-
     spec = spec or RunSpec()
     out = Path(out)
     make_dir(out)
@@ -176,8 +176,6 @@ def _figure(out: Path, summary: dict[str, Any]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..report.figures import save_figure
 
     layers = list(summary["layers"])
     fig, ax = plt.subplots(figsize=(6.5, 3.4))

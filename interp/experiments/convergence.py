@@ -27,6 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture
+from ..data.concepts import PartsWorldConcepts
+from ..data.partsworld import PartsWorld
+from ..models.registry import load_model
+from ..probes.dissect import dissect
+from ..report.figures import save_figure
 from ..similarity import CorrelationAccumulator, cka_from_grams, hsic_unbiased, match_units
 from ..utils import make_dir
 from ._common import CNN_LAYERS, RunSpec, ensure_run, write_json
@@ -95,11 +100,6 @@ def convergence(
     """Train ``seeds`` PartsWorld CNNs into ``runs`` (default ``out/runs``; finished runs are
     reused, interrupted ones resumed) and compare them (module docstring). Writes
     ``convergence.json`` and ``convergence.png`` to ``out``; returns the summary."""
-    from ..data.concepts import PartsWorldConcepts
-    from ..data.partsworld import PartsWorld
-    from ..models.registry import load_model
-    from ..probes.dissect import dissect
-
     if seeds < 2:
         raise ValueError("convergence needs at least two seeds")
     spec = spec or RunSpec()
@@ -242,8 +242,6 @@ def _figures(out: Path, summary: dict[str, Any], lin: np.ndarray, mb: np.ndarray
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..report.figures import save_figure
 
     names = [n.replace("features.", "") for n in LAYERS]
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))

@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InterpError
+from ..report.figures import save_figure
+from ..utils import atomic_write_text, make_dir
 from ._common import limited_threads
 
 __all__ = [
@@ -533,9 +535,6 @@ def _write_outputs(
     trained: dict[int, list[torch.Tensor]],
     data: dict[str, torch.Tensor],
 ) -> None:
-    from ..report.figures import save_figure
-    from ..utils import atomic_write_text, make_dir
-
     make_dir(out)
     atomic_write_text(out / "multiclass.json", json.dumps(doc, indent=1) + "\n")
     h = 2 if 2 in trained else min(trained)

@@ -22,6 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture
+from ..data.partsworld import PartsWorld
+from ..models.registry import load_model
+from ..report.figures import save_figure
 from ..similarity import CorrelationAccumulator
 from ..utils import make_dir
 from ._common import RunSpec, ensure_run, write_json
@@ -83,9 +86,6 @@ def redundancy(
 ) -> dict[str, Any]:
     """Redundancy within layers over training and width (module docstring); writes
     ``redundancy.json`` and ``redundancy.png`` to ``out``."""
-    from ..data.partsworld import PartsWorld
-    from ..models.registry import load_model
-
     spec = spec or RunSpec()
     out = Path(out)
     make_dir(out)
@@ -168,8 +168,6 @@ def _figure(out: Path, summary: dict[str, Any], widths: tuple[float, ...]) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..report.figures import save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     steps = [max(1, t["step"]) for t in summary["training"]]

@@ -51,6 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.partsworld import PartsWorld
+from ..models.small import SimpleCNN
+from ..report.figures import save_figure
+from ..utils import atomic_write_text
 from ._common import limited_threads
 
 if TYPE_CHECKING:
@@ -158,8 +162,6 @@ class _Perturb:
 
 def _cnn(width: float, batchnorm: bool) -> nn.Module:
     """SimpleCNN for PartsWorld's six classes, without its built-in dropout."""
-    from interp.models.small import SimpleCNN
-
     return SimpleCNN(num_classes=6, in_channels=3, width=width, batchnorm=batchnorm, dropout=0.0)
 
 
@@ -756,9 +758,6 @@ def symmetry(
         ],
     }
     if out is not None:
-        from interp.report.figures import save_figure
-        from interp.utils import atomic_write_text
-
         out = Path(out)
         atomic_write_text(out / "symmetry.json", json.dumps(summary, indent=2) + "\n")
         save_figure(_figure(summary), out / "symmetry.png")
@@ -770,7 +769,6 @@ def _partsworld(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` training and ``n // 4`` test PartsWorld images (another seed) as tensors,
     normalized like SimpleCNN's preprocessing (mean 0.5, std 0.25)."""
-    from interp.data.partsworld import PartsWorld
 
     def load(count: int, world_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         ds = PartsWorld(count, size, world_seed)

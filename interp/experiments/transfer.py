@@ -42,7 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..capture import ActivationCapture
+from ..data.partsworld import CLASSES, PartsWorld
+from ..data.specs import load_data
+from ..models.base import reestimate_batchnorm
+from ..models.registry import load_model
 from ..models.small import SimpleCNN
+from ..report.figures import save_figure
 from ..utils import make_dir
 from ._common import limited_threads, write_json
 
@@ -233,8 +239,6 @@ def reestimate_bn(
     """Recompute every BatchNorm's running statistics as the average over the first
     ``max_batches`` batches of ``x`` (:func:`interp.models.base.reestimate_batchnorm`: modes
     and momenta restored). Returns ``module``."""
-    from ..models.base import reestimate_batchnorm
-
     stop = min(len(x), batch_size * max_batches)
     reestimate_batchnorm(module, (x[i : i + batch_size] for i in range(0, stop, batch_size)))
     return module
@@ -245,8 +249,6 @@ def gap_features(
 ) -> dict[str, np.ndarray]:
     """Global-average-pooled activations ``{layer: (N, channels)}`` of ``module`` (eval mode)
     on the model input ``x``; the forward pass stops after the last requested layer."""
-    from ..capture import ActivationCapture
-
     parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
     with torch.no_grad(), ActivationCapture(module, list(layers)) as cap:
         for i in range(0, len(x), batch_size):
@@ -282,8 +284,6 @@ def linear_probe(
 
 
 def _partsworld(count: int, size: int, world_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..data.partsworld import PartsWorld
-
     ds = PartsWorld(count, size, world_seed)
     items = [ds[i] for i in range(count)]
     return torch.stack([im for im, _ in items]), torch.tensor([lab for _, lab in items])
@@ -525,8 +525,6 @@ def _anb_figure(summary: dict[str, Any]):  # noqa: ANN202
 
 
 def _check_split(split: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    from ..data.partsworld import CLASSES
-
     a, b = (tuple(int(c) for c in s) for s in split)
     every = a + b
     if not a or not b or len(set(every)) != len(every) or not set(every) <= set(range(6)):
@@ -602,7 +600,6 @@ def transfer(
         "specificity_margin": SPECIFICITY_MARGIN,
         "threads": threads,
     }
-    from ..data.partsworld import CLASSES
 
     settings["class_names"] = [[CLASSES[c] for c in a_cls], [CLASSES[c] for c in b_cls]]
 
@@ -717,8 +714,6 @@ def transfer(
         ],
     }
     if out is not None:
-        from ..report.figures import save_figure
-
         out = Path(out)
         make_dir(out)
         write_json(out / "transfer.json", summary)
@@ -742,8 +737,6 @@ def _run_probes(
     """Linear-probe accuracy per source family, target, weights (trained/random) and layer."""
     from tqdm.auto import tqdm
 
-    from ..data.specs import load_data
-
     digits = load_data("digits", size=size)
     dg = (*_stack(digits.train), *_stack(digits.test))
     targets = {"digits": dg, "partsworld_b": pw_b}
@@ -754,8 +747,6 @@ def _run_probes(
         ("simplecnn", "random", random_net, _pw_input, CNN_PROBE_LAYERS),
     ]
     if lite0:
-        from ..models.registry import load_model
-
         pre = load_model("efficientnet_lite0", device="cpu", quiet=True)
         rnd = load_model("efficientnet_lite0", weights="none", seed=lite0_seed, device="cpu")
         lite_digits = load_data("digits", size=lite0_size)

@@ -1,17 +1,14 @@
-"""Feature visualization: objectives, parametrizations, transforms, the renderer, atlas."""
+"""Feature visualization: objectives, parametrizations, transforms and the renderer (the
+jobs that write files, ``visualize`` and ``atlas``, are in :mod:`interp.pipeline`)."""
 
 from . import objectives
-from .jobs import atlas, default_layers, visualize
 from .render import RenderResult, evaluate, render, render_channels, unit_seed
 
 __all__ = [
     "RenderResult",
-    "atlas",
-    "default_layers",
     "evaluate",
     "objectives",
     "render",
     "render_channels",
     "unit_seed",
-    "visualize",
 ]

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..data.natural import PHOTO_NAMES, load_photo
+
 __all__ = ["PARAMS", "make_param", "fft_image", "pixel_image", "maco_image", "natural_magnitude"]
 
 ImageFn = Callable[[], torch.Tensor]
@@ -111,8 +113,6 @@ def pixel_image(
 def natural_magnitude(size: tuple[int, int], channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean magnitude spectrum ``(C, H, W//2+1)`` and mean colour ``(C,)`` of random crops of
     the natural photos in ``skimage.data`` at ``size`` (cached)."""
-    from ..data.natural import PHOTO_NAMES, load_photo
-
     h, w = size
     rng = np.random.default_rng(0)
     mags, means = [], []

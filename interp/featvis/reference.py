@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..data.images import load_image
+from ..data.natural import PHOTO_NAMES, load_photo
 from ..errors import ImageError
 
 __all__ = ["reference_images", "IMAGE_SUFFIXES"]
@@ -25,8 +26,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".g
 
 def _sources(source: str | os.PathLike[str]) -> list[Image.Image]:
     if str(source) == "photos":
-        from ..data.natural import PHOTO_NAMES, load_photo
-
         return [load_photo(n) for n in PHOTO_NAMES]
     folder = Path(source)
     if not folder.is_dir():

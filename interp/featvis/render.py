@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..capture import ActivationCapture, preserved_state, resolve_layer
+from ..capture import ActivationCapture, capture, preserved_state, resolve_layer
+from ..checks import check_finite, check_float, check_int
+from ..device import use_bf16
 from ..errors import ChannelError
 from ..models.base import Model
 from ..models.registry import as_model
@@ -29,20 +32,7 @@ from .objectives import INPUT, LOGITS, Objective, as_objective, channel
 from .param import make_param
 from .transforms import NONE, STANDARD, RobustTransform
 
-__all__ = ["RenderResult", "render", "render_channels", "unit_seed", "evaluate", "bf16_is_fast"]
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """True where bf16 autocast runs on native hardware: CUDA GPUs with bf16, and CPUs whose
-    oneDNN has native bf16 (AVX512-BF16 / AMX); elsewhere bf16 would be emulated and slow."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
+__all__ = ["RenderResult", "render", "render_channels", "unit_seed", "evaluate"]
 
 
 def unit_seed(seed: int, *key: Any) -> int:
@@ -123,8 +113,6 @@ def _discover_layers(model: Model, objective: Objective, x: torch.Tensor) -> lis
         dotted = resolve_layer(model, name)
         seen.append(name)
         if dotted not in getter.acts:
-            from ..capture import capture
-
             getter.acts[dotted] = capture(model, x, [dotted])[dotted]
         getter.names[name] = dotted
         return getter(name)
@@ -169,8 +157,6 @@ def check_render_args(
 ) -> None:
     """Range checks of the renderer's arguments (``min_size``: the smallest canvas and
     upsampled size; the jobs, which jitter and scale, ask for 8)."""
-    from ..checks import check_float, check_int
-
     check_int("steps", steps, low=0)
     check_int("size", size, low=min_size)
     check_int("batch", batch, optional=True)
@@ -191,8 +177,9 @@ def render(
     seed: int = 0,
     seeds: Sequence[int] | None = None,
     upsample: int | None = None,
-    amp: bool | None = None,
+    precision: str = RENDER.precision,
     channels_last: bool | None = None,
+    amp: bool | None = None,
     progress: bool = True,
     desc: str = "render",
 ) -> RenderResult:
@@ -212,11 +199,13 @@ def render(
             ``unit_seed(seed, i)``.
         upsample: resize the transformed canvas to this size before the model (lucent
             upsamples to 224; default: no resizing).
-        amp: bf16 autocast for the optimization steps (default: where bf16 is native, see
-            :func:`bf16_is_fast`); final values are always evaluated in float32.
+        precision: ``auto`` (bf16 autocast for the optimization steps on a CUDA GPU with
+            bf16, fp32 elsewhere: :func:`interp.device.use_bf16`), ``bf16`` or ``fp32``;
+            final values are always evaluated in float32.
         channels_last: channels_last input (default: on; measured faster on CUDA and on
             oneDNN CPUs for both resnet18 and efficientnet_lite0).
         progress: show a progress bar.
+        amp: deprecated: ``precision="bf16"`` (``True``) or ``"fp32"`` (``False``).
 
     Returns:
         :class:`RenderResult`.
@@ -225,7 +214,14 @@ def render(
     model = as_model(model)
     obj = as_objective(objective)
     device = model.device
-    amp = bf16_is_fast(device) if amp is None else amp
+    if amp is not None:
+        warnings.warn(
+            "render(amp=...) is deprecated: use precision='bf16' or 'fp32'",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        precision = "bf16" if amp else "fp32"
+    amp = use_bf16(precision, device)
     channels_last = True if channels_last is None else channels_last
     b = batch or obj.batch or 1
     if obj.batch is not None and b != obj.batch:
@@ -315,7 +311,6 @@ def render(
                 values = obj(getter).detach().float()
     if values.dim() == 0:  # a whole-batch objective (lucent): one value for all
         values = values.expand(final.shape[0]).clone()
-    from ..checks import check_finite
 
     curve = torch.stack(history) if history else torch.zeros(0)
     check_finite(
@@ -462,8 +457,6 @@ def render_channels(
     model = as_model(model)
     dotted = resolve_layer(model, layer)
     if channels is None:
-        from ..capture import capture
-
         probe = model.example_input(1)
         with torch.no_grad():
             channels = list(range(capture(model, probe, [dotted])[dotted].shape[1]))

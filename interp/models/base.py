@@ -9,6 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..device import resolve_device
+from ..errors import UnknownClassError
+
 __all__ = ["Model", "Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD", "module_device"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -138,8 +141,6 @@ class Model:
 
     def to(self, device: str | torch.device) -> Model:
         """Move the module to ``device`` (``"auto"`` allowed); returns ``self``."""
-        from ..device import resolve_device
-
         self.module.to(resolve_device(device))
         return self
 
@@ -167,8 +168,6 @@ class Model:
         text = str(name_or_index).strip()
         if text.lstrip("-").isdigit():
             return int(text)
-        from ..errors import UnknownClassError
-
         if not self.class_names:
             raise UnknownClassError(
                 f"model {self.name!r} has no class names; give a class index instead"

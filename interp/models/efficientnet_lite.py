@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import stochastic_depth
 
 __all__ = ["EfficientNetLite", "efficientnet_lite", "LITE_PARAMS", "LITE_MEAN", "LITE_STD"]
 
@@ -133,6 +132,9 @@ class MBConvBlock(nn.Module):
         out = self._bn2(self._project_conv(out))
         if self.residual:
             if self.drop_path > 0:
+                # torchvision costs ~1 s to import; `import interp` registers this family
+                from torchvision.ops import stochastic_depth
+
                 out = stochastic_depth(out, self.drop_path, "row", self.training)
             out = out + x
         return out

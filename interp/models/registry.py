@@ -16,81 +16,44 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..checks import check_finite_module
 from ..device import resolve_device
 from ..errors import CheckpointError, UnknownModelError
-from .base import Model, Preprocessing
-from .checkpoints import (
-    CHECKPOINT_FORMAT,
-    extract_state_dict,
-    load_state_dict_checked,
-    read_checkpoint,
+
+# Importing the families fills the table: their @register_model decorators run at import.
+from . import small, zoo  # noqa: F401
+from ._registry import (
+    _PREFIXES,
+    _REGISTRY,
+    Loader,
+    LoadOptions,
+    _looks_like_path,
+    apply_weight_path,
+    build_random,
+    register_model,
+    register_prefix,
 )
+from .base import Model, Preprocessing
+from .checkpoints import CHECKPOINT_FORMAT, load_state_dict_checked, read_checkpoint
 
-__all__ = ["register_model", "list_models", "load_model", "as_model", "LoadOptions"]
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """Everything a loader needs besides the spec."""
-
-    weights: str | os.PathLike[str] | None = "default"
-    offline: bool | None = None
-    trust_checkpoint: bool = False
-    quiet: bool = False
-    seed: int = 0
-    kwargs: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def weights_mode(self) -> str:
-        """``"default"``, ``"none"``, ``"path"`` or ``"named"``."""
-        w = self.weights
-        if w is None or (isinstance(w, str) and w.lower() in {"none", "random", "scratch"}):
-            return "none"
-        if isinstance(w, str) and w.lower() in {"default", "pretrained"}:
-            return "default"
-        if isinstance(w, os.PathLike) or (isinstance(w, str) and _looks_like_path(w)):
-            return "path"
-        return "named"
-
-
-Loader = Callable[[str, LoadOptions], Model]
-_REGISTRY: dict[str, tuple[Loader, str]] = {}
-_PREFIXES: dict[str, tuple[Loader, Callable[[], list[str]], str]] = {}
-
-
-def register_model(name: str, description: str = "") -> Callable[[Loader], Loader]:
-    """Decorator: register ``loader(name, options) -> Model`` under ``name``."""
-
-    def wrap(fn: Loader) -> Loader:
-        _REGISTRY[name] = (fn, description)
-        return fn
-
-    return wrap
-
-
-def register_prefix(
-    prefix: str, names: Callable[[], list[str]], description: str = ""
-) -> Callable[[Loader], Loader]:
-    """Decorator: ``prefix:<name>`` specs go to ``loader(name, options)``."""
-
-    def wrap(fn: Loader) -> Loader:
-        _PREFIXES[prefix] = (fn, names, description)
-        return fn
-
-    return wrap
-
-
-def _ensure_builtin() -> None:
-    # Importing the zoo modules fills the registry (decorators run at import).
-    from . import small, zoo  # noqa: F401
+__all__ = [
+    "LoadOptions",
+    "Loader",
+    "apply_weight_path",
+    "as_model",
+    "build_random",
+    "describe_models",
+    "list_models",
+    "load_model",
+    "register_model",
+    "register_prefix",
+]
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -102,7 +65,6 @@ def list_models(pattern: str = "*") -> list[str]:
     >>> list_models("resnet1*")
     ['torchvision:resnet101', 'torchvision:resnet152', 'torchvision:resnet18']
     """
-    _ensure_builtin()
     names = sorted(_REGISTRY)
     for prefix, (_, lister, _) in sorted(_PREFIXES.items()):
         names += [f"{prefix}:{n}" for n in lister()]
@@ -120,19 +82,9 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def describe_models() -> dict[str, str]:
     """Registered names and prefixes with a one-line description each."""
-    _ensure_builtin()
     out = {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
     out.update({f"{p}:<name>": desc for p, (_, _, desc) in sorted(_PREFIXES.items())})
     return out
-
-
-def _looks_like_path(spec: str) -> bool:
-    return (
-        os.sep in spec
-        or spec.startswith(".")
-        or spec.endswith((".pt", ".pth", ".safetensors", ".ckpt", ".bin", ".jit"))
-        or Path(spec).exists()
-    )
 
 
 def _unknown(spec: str) -> UnknownModelError:
@@ -175,14 +127,11 @@ def load_model(
     Raises:
         UnknownModelError, WeightsUnavailableError, CheckpointError, DeviceError.
     """
-    from ..checks import check_finite_module
-
     dev = resolve_device(device)
     if isinstance(spec, Model | nn.Module):
         wrapped = spec if isinstance(spec, Model) else as_model(spec)
         check_finite_module(wrapped.module, wrapped.name)
         return wrapped.to(dev)
-    _ensure_builtin()
     options = LoadOptions(
         weights=weights,
         offline=offline,
@@ -220,22 +169,6 @@ def as_model(module: nn.Module | Model, name: str | None = None) -> Model:
     if isinstance(module, Model):
         return module
     return Model(module=module, name=name or type(module).__name__, weights_source="in memory")
-
-
-def build_random(builder: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Build a module under a private RNG seeded by ``seed`` (caller's RNG untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return builder()
-
-
-def apply_weight_path(model: Model, options: LoadOptions) -> Model:
-    """Load ``options.weights`` (a path) into ``model.module`` with full key checking."""
-    path = Path(os.fspath(options.weights))  # type: ignore[arg-type]
-    obj = read_checkpoint(path, trust_checkpoint=options.trust_checkpoint)
-    load_state_dict_checked(model.module, extract_state_dict(obj, str(path)), str(path))
-    model.weights_source = str(path.resolve())
-    return model
 
 
 def load_checkpoint_model(path: str, options: LoadOptions) -> Model:

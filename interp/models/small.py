@@ -13,8 +13,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ._registry import LoadOptions, apply_weight_path, build_random, register_model
 from .base import Model, Preprocessing
-from .registry import LoadOptions, apply_weight_path, build_random, register_model
 
 __all__ = ["SimpleCNN", "simplecnn"]
 

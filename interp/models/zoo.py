@@ -12,11 +12,11 @@ from typing import Any
 import torch
 
 from ..errors import UnknownModelError, WeightsUnavailableError
+from ._registry import LoadOptions, apply_weight_path, build_random, register_model, register_prefix
 from .base import IMAGENET_MEAN, IMAGENET_STD, Model, Preprocessing
 from .checkpoints import load_state_dict_checked
 from .download import fetch_weights
 from .efficientnet_lite import LITE_MEAN, LITE_PARAMS, LITE_STD, efficientnet_lite
-from .registry import LoadOptions, apply_weight_path, build_random, register_model, register_prefix
 
 
 @functools.cache

@@ -3,13 +3,15 @@
 from .dissect import Dissection, LayerDissection, dissect, selectivity_index
 from .edges import EdgeResult, edge_probe, gratings, orientation_selectivity
 from .filters import FilterAnalysis, analyse_filters, colour_fraction, fit_gabor
-from .hierarchy import HierarchyResult, hierarchy, random_control
+from .hierarchy import Hierarchy, HierarchyResult, Verdict, random_control
 
 __all__ = [
     "Dissection",
     "EdgeResult",
     "FilterAnalysis",
+    "Hierarchy",
     "HierarchyResult",
+    "Verdict",
     "LayerDissection",
     "analyse_filters",
     "colour_fraction",
@@ -17,7 +19,6 @@ __all__ = [
     "edge_probe",
     "fit_gabor",
     "gratings",
-    "hierarchy",
     "orientation_selectivity",
     "random_control",
     "selectivity_index",

@@ -43,9 +43,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..capture import ActivationCapture, resolve_layers
+from .. import distributed as dist
+from ..capture import ActivationCapture, capture, resolve_layers
+from ..checks import check_finite, check_fraction, check_int
 from ..data.concepts import ConceptData, ConceptDataError, ConceptItem, load_concepts
 from ..device import HalveOnOOM, default_batch
+from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model
 
@@ -420,8 +423,6 @@ class _Items(torch.utils.data.Dataset):
     their dataset indices."""
 
     def __init__(self, data: ConceptData, masks: bool, skip: int = 0) -> None:
-        from .. import distributed as dist
-
         self.data, self.masks = data, masks
         self.indices = dist.shard(len(data))[skip:]
 
@@ -484,8 +485,6 @@ def _spatial_layers(
     """Split ``layers`` into those with 4-D outputs and the rest (with the reason)."""
     item = data.item(0, masks=False)
     with torch.no_grad():
-        from ..capture import capture
-
         acts = capture(model, model.normalize(item.image[None]).to(model.device), list(layers))
     keep, skipped = [], {}
     for name, a in acts.items():
@@ -542,8 +541,6 @@ def dissect(
         ``{layer: LayerDissection}`` (a :class:`Dissection`); layers whose output is not a
         4-D map are skipped and listed, with the reason, in its ``skipped``.
     """
-    from ..checks import check_finite, check_fraction, check_int
-
     check_fraction("quantile", quantile)
     check_fraction("iou_threshold", iou_threshold)
     check_int("batch_size", batch_size, optional=True)
@@ -553,8 +550,6 @@ def dissect(
     if isinstance(data, str):
         data = load_concepts(data, size=model.input_size[0])
     if layers is None:
-        from ..inventory import default_layers
-
         layers = default_layers(model)
     names = resolve_layers(model, layers)
     names, skipped = _spatial_layers(model, names, data)
@@ -567,8 +562,6 @@ def dissect(
     n_classes = len(data.class_names)
     batch_size = batch_size or default_batch(model.device, 32, 128)
     kw = {"batch_size": batch_size, "precision": precision, "num_workers": num_workers}
-
-    from .. import distributed as dist
 
     quant: dict[str, StreamingQuantile] = {}
     sums: dict[str, torch.Tensor] = {}

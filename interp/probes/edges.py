@@ -62,8 +62,12 @@ from tqdm.auto import tqdm
 
 from ..capture import ActivationCapture, preserved_state, resolve_layers
 from ..checks import check_finite, check_fraction, check_int
+from ..data.photos import PhotoCrops
+from ..inventory import layers as inventory
 from ..models.base import Model
 from ..models.registry import as_model
+from .dissect import StreamingQuantile
+from .erf import _small_canvas
 
 __all__ = [
     "CONTRASTS",
@@ -310,8 +314,6 @@ def natural_reference(
 ) -> dict[str, np.ndarray]:
     """Each unit's top-``quantile`` activation (every position of the first ``images``
     images of ``data``): the natural-image scale the drive ratio compares gratings with."""
-    from .dissect import StreamingQuantile
-
     model = as_model(model)
     names = list(layers)
     quantiles: dict[str, StreamingQuantile] = {}
@@ -487,7 +489,6 @@ def edge_probe(
     if not contrasts or contrasts[0] <= 0 or contrasts[-1] > 1:
         raise ValueError(f"contrasts must lie in (0, 1], got {contrasts}")
     check_fraction("clip_limit", clip_limit)
-    from ..inventory import layers as inventory
 
     model = as_model(model)
     names = resolve_layers(model, layers)
@@ -501,8 +502,6 @@ def edge_probe(
     orientations = [180.0 * k / n_orientations for k in range(n_orientations)]
     phases = [2 * math.pi * k / n_phases for k in range(n_phases)]
     if isinstance(reference, str) and reference == "photos":
-        from ..data.photos import PhotoCrops
-
         reference = PhotoCrops(n=reference_images, size=size, seed=0)
     results: dict[str, EdgeResult] = {}
     with preserved_state(model.module, eval_mode=True):
@@ -519,7 +518,6 @@ def edge_probe(
         # a layer whose RF fits the canvas is shown the gratings on the smallest canvas that
         # still holds its whole RF (its centre unit then sees the same pixels: the same
         # response, at a fraction of the cost); layers whose RF centres agree share a pass
-        from .erf import _small_canvas
 
         canvases: dict[str, int] = {}
         for name in names:

@@ -88,6 +88,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import ActivationCapture, preserved_state, resolve_layers
+from ..inventory import layers as inventory
 from ..models.base import Model
 from ..models.registry import as_model
 
@@ -630,8 +631,6 @@ def erf_probe(
         UnknownLayerError: for a layer name the model does not have.
     """
     from tqdm.auto import tqdm
-
-    from ..inventory import layers as inventory
 
     if n_noise < 1 or noise_std <= 0 or min_rf < 1 or max_fit < 5 or batch_size < 1:
         raise ValueError("need n_noise >= 1, noise_std > 0, min_rf >= 1, max_fit >= 5, batch >= 1")

@@ -43,9 +43,7 @@ import copy
 import json
 import math
 import re
-import shutil
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,26 +52,32 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import distributed as dist
-from ..capture import ActivationCapture, capture, resolve_layers
-from ..data.concepts import ConceptData, load_concepts
+from ..capture import ActivationCapture, capture
+from ..data.concepts import ConceptData
 from ..data.photos import PhotoCrops
-from ..device import default_batch
-from ..models.base import Model
+from ..featvis.render import render_channels
+from ..inventory import default_layers
+from ..inventory import layers as inventory
+from ..models.base import Model, reestimate_batchnorm
 from ..models.registry import as_model, build_random, list_models, load_model
+from ..report import hierarchy_figures as hfigs
+from ..report.figures import plt, save_figure
 from ..settings import HIERARCHY
-from ..utils import atomic_path, atomic_write_text, make_dir, prepare_output, settings_digest
+from ..utils import atomic_path, atomic_write_text, make_dir
 from .dissect import Dissection, LayerDissection, dissect, upsample
 from .edges import DRIVE_MIN, OSI_MIN, driven, edge_mask, edge_probe
 from .erf import ORIENTED_MIN, R2_MIN, erf_edge_units, erf_probe
-from .filters import FilterAnalysis, analyse_filters
+from .filters import FilterAnalysis, analyse_filters, first_conv
 from .verdict import centroid_verdict, control_threshold
 
 __all__ = [
+    "Hierarchy",
     "HierarchyResult",
+    "Verdict",
+    "compare",
+    "measure_hierarchy",
     "NetworkProbes",
     "default_hierarchy_layers",
-    "hierarchy",
     "control_thresholds",
     "edge_instruments",
     "random_control",
@@ -95,9 +99,6 @@ _ACTIVATIONS = (
 
 def default_hierarchy_layers(model: Model | nn.Module) -> list[str]:
     """The first convolution's activation (or the conv itself), then the network's blocks."""
-    from ..inventory import default_layers
-    from ..inventory import layers as inventory
-
     model = as_model(model)
     blocks = default_layers(model)
     infos = [i for i in inventory(model, receptive_field=False) if i.order is not None]
@@ -184,8 +185,6 @@ def _reestimate_batchnorm(
     """Recompute BatchNorm running statistics on the first ``images`` of ``data`` (through
     the layers up to ``upto`` only, when given); returns the number of images used (0
     without BatchNorm)."""
-    from ..models.base import reestimate_batchnorm
-
     n = min(images, len(data))
 
     def batches():  # noqa: ANN202
@@ -267,7 +266,7 @@ class NetworkProbes:
         return {n: self.gratings[n]["preferred_orientation"] for n in self.layers}
 
     def save(self, path: Path) -> None:
-        """Arrays to ``path`` (.npz), the rest to ``path`` with .json (both atomic)."""
+        """Arrays to ``path`` (.npz), the rest to ``path`` with .meta.json (both atomic)."""
         arrays: dict[str, np.ndarray] = {}
         for name in self.layers:
             for key, value in self.gratings[name].items():
@@ -318,12 +317,12 @@ class NetworkProbes:
                 "data": self.dissection.data,
                 "info": {name: self.dissection[name].info for name in self.layers},
             }
-        atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
+        atomic_write_text(path.with_suffix(".meta.json"), json.dumps(meta))
 
     @classmethod
     def load(cls, path: str | Path) -> NetworkProbes:
         path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
+        meta = json.loads(path.with_suffix(".meta.json").read_text())
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
         layers = meta["layers"]
@@ -540,7 +539,54 @@ def control_thresholds(
 
 
 @dataclass
-class HierarchyResult:
+class Verdict:
+    """The answer to "early edges, later parts" (:func:`~interp.probes.verdict.centroid_verdict`).
+
+    Attributes:
+        verdict: ``holds``, ``does not hold``, ``inconclusive`` or ``not measured``.
+        text: the headline, with each instrument's centroid.
+        reason: why it was not measured (``None`` otherwise).
+        instruments: per edge instrument, its own verdict, bootstrap support and profile.
+        details: the rest of the rule's report (claim, rule, parts, objects after parts...).
+    """
+
+    verdict: str
+    text: str = ""
+    reason: str | None = None
+    instruments: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict == "holds"
+
+    def __str__(self) -> str:
+        return self.text or (f"{self.verdict}: {self.reason}" if self.reason else self.verdict)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Verdict:
+        rest = dict(doc)
+        return cls(
+            verdict=rest.pop("verdict"),
+            text=rest.pop("text", ""),
+            reason=rest.pop("reason", None),
+            instruments=rest.pop("instruments", {}),
+            details=rest,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.details, "verdict": self.verdict}
+        if self.instruments:
+            out["instruments"] = self.instruments
+        if self.text:
+            out["text"] = self.text
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class Hierarchy:
     """The profile of a model and its control(s), the verdict, and how they were measured.
 
     ``controls`` are the dissected controls; ``edge_controls`` the extra edge-only seeds
@@ -555,8 +601,10 @@ class HierarchyResult:
     controls: list[NetworkProbes]
     edge_controls: list[NetworkProbes]
     thresholds: dict[str, dict[str, dict[str, Any]]]
-    verdict: dict[str, Any]
+    verdict: Verdict
     settings: dict[str, Any]
+
+    JSON = "hierarchy.json"
 
     @property
     def edge_thresholds(self) -> dict[str, float]:
@@ -692,7 +740,9 @@ class HierarchyResult:
         d = self.model.dissection[layer]
         return int(d.info.get("values_kept_per_unit", 0))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``hierarchy.json``: settings, rules, control, verdict and the
+        per-layer profile."""
         s = self.settings
         seeds = [c.seed for c in self.controls]
         extra = [c.seed for c in self.edge_controls]
@@ -744,7 +794,8 @@ class HierarchyResult:
                 "concepts counters, and 2**22 upsampled values at a time",
             },
             "skipped_layers": self.model.dissection.skipped,
-            "verdict": self.verdict,
+            "verdict": self.verdict.to_dict(),
+            "networks": [_network_file(c) for c in self._networks()],
             "first_conv": None
             if self.model.filters is None
             else {
@@ -753,6 +804,88 @@ class HierarchyResult:
             },
             "layers": self.profile(),
         }
+
+    to_json = to_dict  # the name before results had one shape
+
+    def figures(
+        self, model: Model | None = None, data: ConceptData | None = None
+    ) -> dict[str, plt.Figure]:
+        """The figures (matplotlib): ``profile`` and ``osi``; with the model, ``tuning``
+        (grating tuning next to feature visualizations); with the model and the concept
+        data, ``detectors`` (top images, masks and regions) and ``first_conv``."""
+        doc = self.to_dict()
+        every = [*self.controls, *self.edge_controls]
+        pooled = {
+            n: np.concatenate([c.gratings[n]["osi"] for c in every if n in c.gratings])
+            for n in self.layers
+        }
+        figs = {
+            "profile": hfigs.plot_profile(doc),
+            "osi": hfigs.plot_osi(
+                self.layers, self.model.osi, [pooled], self.edge_thresholds, self.model_name
+            ),
+        }
+        if model is not None:
+            figs["tuning"] = hfigs.plot_tuning(tuning_examples(self, model), self.model_name)
+        if model is not None and data is not None:
+            examples = {
+                c: detector_examples(model, data, self.model.dissection, c) for c in self.categories
+            }
+            figs["detectors"] = hfigs.plot_detectors(examples, self.model_name)
+            _, conv = _first_conv_weights(model)
+            if conv is not None and self.model.filters is not None:
+                figs["first_conv"] = hfigs.plot_filters(conv, self.model.filters, self.model_name)
+        return figs
+
+    def _networks(self) -> list[NetworkProbes]:
+        return [self.model, *self.controls, *self.edge_controls]
+
+    def save(
+        self, folder: str | Path, *, model: Model | None = None, data: ConceptData | None = None
+    ) -> dict[str, Path]:
+        """Write ``hierarchy.json``, every network's probes (``networks/``, so that
+        :meth:`load` restores the whole result) and the figures (PNG, see :meth:`figures`);
+        returns the paths written."""
+        folder = make_dir(folder)
+        nets = make_dir(folder / "networks")
+        for probes in self._networks():
+            probes.save(nets / _network_file(probes))
+        doc = json.dumps(self.to_dict(), indent=1)
+        paths = {"json": atomic_write_text(folder / self.JSON, doc)}
+        for name, fig in self.figures(model, data).items():
+            paths[name] = save_figure(fig, folder / f"{name}.png")
+        return paths
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Hierarchy:
+        """The result saved by :meth:`save` (or by ``interp hierarchy --out``)."""
+        folder = Path(folder)
+        doc = json.loads((folder / cls.JSON).read_text())
+        nets = [NetworkProbes.load(folder / "networks" / f) for f in doc["networks"]]
+        model = nets[0]
+        controls = [n for n in nets[1:] if n.role == "control"]
+        edge_controls = [n for n in nets[1:] if n.role == "control-edges"]
+        model.layers = [row["layer"] for row in doc["layers"]]
+        quantile = doc["settings"].get("control_quantile", HIERARCHY.control_quantile)
+        return cls(
+            model_name=doc["model"],
+            data_name=doc["data"],
+            layers=list(model.layers),
+            categories=list(model.dissection[model.layers[0]].categories),
+            model=model,
+            controls=controls,
+            edge_controls=edge_controls,
+            thresholds=control_thresholds([*controls, *edge_controls], model.layers, quantile),
+            verdict=Verdict.from_dict(doc["verdict"]),
+            settings=doc["settings"],
+        )
+
+
+HierarchyResult = Hierarchy  # the name before results had one shape
+
+
+def _network_file(probes: NetworkProbes) -> str:
+    return f"{probes.role}{'' if probes.seed is None else f'-seed{probes.seed}'}.npz"
 
 
 def _quantiles(x: np.ndarray) -> dict[str, Any]:
@@ -763,173 +896,89 @@ def _quantiles(x: np.ndarray) -> dict[str, Any]:
     return {"mean": round(mean, 4), "q10_25_50_75_90": np.round(q, 4).tolist()}
 
 
-def hierarchy(
-    model: Model | nn.Module | str,
-    data: ConceptData | str = HIERARCHY.data,
-    layers: str | Sequence[str] | None = None,
+#: how a stage hook computes one network's probes: ``compute(checkpoint)`` with the folder
+#: where the dissection may keep its resumable checkpoint (``None``: none)
+Compute = Callable[[Path | None], "NetworkProbes"]
+#: the pipeline's cache around each network: ``stage(role, seed, layers, compute)``
+StageHook = Callable[[str, int | None, list[str], Compute], "NetworkProbes"]
+
+
+def _no_stage(role: str, seed: int | None, layers: list[str], compute: Compute) -> NetworkProbes:
+    return compute(None)
+
+
+def measure_hierarchy(
+    model: Model,
+    data: ConceptData,
+    layers: Sequence[str],
     *,
-    control: str = "random-init",
     control_seeds: Sequence[int] = HIERARCHY.control_seeds,
     min_control_units: int = HIERARCHY.min_control_units,
     max_control_seeds: int = HIERARCHY.max_control_seeds,
     control_quantile: float = HIERARCHY.control_quantile,
     reference_images: int = HIERARCHY.reference_images,
-    n: int | None = None,
-    size: int | None = None,
     quantile: float = HIERARCHY.quantile,
     iou_threshold: float = HIERARCHY.iou_threshold,
     bootstrap: int = HIERARCHY.bootstrap,
-    batch_size: int | None = None,
+    batch_size: int = 32,
     bn_images: int = HIERARCHY.bn_images,
     precision: str = HIERARCHY.precision,
-    out: str | Path | None = None,
-    device: str = "auto",
-    progress: bool = True,
-) -> HierarchyResult:
-    """Measure the hierarchy of ``model`` against its random-init control (module docstring).
+    settings: dict[str, Any] | None = None,
+    stage: StageHook | None = None,
+    progress: bool = False,
+) -> Hierarchy:
+    """The hierarchy of ``model`` on ``data`` against random-init controls (the module
+    docstring): the instrument behind :func:`interp.hierarchy`, which adds argument checks,
+    loading, the stage cache (``stage``) and writing.
 
-    Args:
-        model: a model, module or spec.
-        data: ``partsworld``, ``broden:PATH`` or a :class:`~interp.data.concepts.ConceptData`.
-        layers: layers to probe (default: the first conv's activation, then every block).
-        control: ``"random-init"`` (the only control so far).
-        control_seeds: seeds of the dissected control networks.
-        min_control_units: the edge instruments pool further control seeds (edge-only, in the
-            layers that need them) until every layer has this many control units.
-        max_control_seeds: at most this many control networks in all.
-        control_quantile: quantile of the pooled control units an edge unit must exceed.
-        reference_images: natural photo crops for the drive ratio.
-        n: number of probe images (PartsWorld default 1,000).
-        size: image size (default: the model's input size, at most 128).
-        quantile, iou_threshold: Network Dissection's settings.
-        bootstrap: resamples of units and control seeds for the verdict's confidence.
-        batch_size: images per forward pass (default 32 on CPU, 128 on CUDA; halved on
-            out-of-memory in the dissection).
-        bn_images: probe images used to re-estimate a control's BatchNorm statistics.
-        precision: ``auto``, ``bf16`` or ``fp32`` (forward passes of the dissection).
-        out: folder for stage files (a rerun reuses finished networks), hierarchy.json and
-            figures; ``None`` keeps everything in memory.
-        device: used when ``model`` is a spec.
-        progress: progress bars.
+    ``stage(role, seed, layers, compute)`` wraps the probing of each network (``role``:
+    ``model``, ``control`` or ``control-edges``); the default computes every one.
     """
-    from ..checks import check_fraction, check_int
-    from ..errors import InterpError, RangeError
-
-    if control != "random-init":
-        raise InterpError(f"unknown control {control!r}: only 'random-init' is implemented")
-    if not control_seeds:
-        raise RangeError("give at least one control seed")
-    for seed in control_seeds:
-        check_int("control seed", seed, low=0)
-    check_fraction("control_quantile", control_quantile)
-    check_fraction("quantile", quantile)
-    check_fraction("iou_threshold", iou_threshold)
-    check_int("min_control_units", min_control_units)
-    check_int("max_control_seeds", max_control_seeds, low=len(control_seeds))
-    check_int("reference_images", reference_images)
-    check_int("bootstrap", bootstrap)
-    check_int("bn_images", bn_images)
-    check_int("n", n, optional=True)
-    check_int("size", size, low=8, optional=True)
-    check_int("batch_size", batch_size, optional=True)
-    if isinstance(model, str):
-        model = load_model(model, device=device)
-    model = as_model(model)
-    batch_size = batch_size or default_batch(model.device, 32, 128)
-    size = size or min(model.input_size[0], 128)
-    concept_data = load_concepts(data, size=size, n=n) if isinstance(data, str) else data
-    names = resolve_layers(model, layers) if layers is not None else default_hierarchy_layers(model)
-    settings = {
-        "layers": names,
-        "data": concept_data.name,
-        "images": len(concept_data),
-        "size": concept_data.image_size,
-        "mask_size": concept_data.mask_size,
-        "quantile": quantile,
-        "iou_threshold": iou_threshold,
-        "bootstrap": bootstrap,
-        "bn_images": bn_images,
-        "precision": precision,
-        "control": control,
-        "control_seeds": list(control_seeds),
-        "min_control_units": min_control_units,
-        "max_control_seeds": max_control_seeds,
-        "control_quantile": control_quantile,
-        "reference": f"{reference_images} photo crops (skimage.data), seed 0",
-        "edge_instruments": "gratings v2 (evoked, contrast series), erf v1, dissection",
-    }
+    stage = stage or _no_stage
+    names = list(layers)
     kwargs = {"quantile": quantile, "iou_threshold": iou_threshold, "batch_size": batch_size}
     kwargs["precision"] = precision
-    stage_dir = Path(out) / "stages" if out is not None else None
-    if out is not None:
-        prepare_output(out)  # writable; no temp files of a killed run
-    identity = {
-        k: v
-        for k, v in settings.items()
-        if k
-        not in (
-            "bootstrap",
-            "control_seeds",
-            "min_control_units",
-            "max_control_seeds",
-            "control_quantile",
-        )
-    }
-    identity["model"] = [model.name, model.weights_source]
     reference = torch.stack(
-        [PhotoCrops(n=reference_images, size=size, seed=0)[i][0] for i in range(reference_images)]
+        [
+            PhotoCrops(n=reference_images, size=data.image_size, seed=0)[i][0]
+            for i in range(reference_images)
+        ]
     )
-    stage_paths: dict[str, str] = {}
 
     def run(role: str, seed: int | None, upto: list[str] | None = None) -> NetworkProbes:
         probe_layers = names if upto is None else upto
-        key = settings_digest({**identity, "role": role, "seed": seed, "layers": probe_layers})
-        tag = f"{role}{'' if seed is None else f'-seed{seed}'}"
-        path = stage_dir / f"{tag}-{key}.npz" if stage_dir else None
-        if path is not None:
-            stage_paths[tag] = path.name
-        if path is not None and path.is_file() and path.with_suffix(".json").is_file():
-            if progress and dist.is_main():
-                print(f"hierarchy: reusing the finished {tag} stage ({path})", file=sys.stderr)
-            return NetworkProbes.load(path)
-        if role == "model":
-            net, notes = model, ["the model as loaded"]
-        else:
-            net, notes = random_control(
-                model,
-                int(seed or 0),
-                concept_data,
-                # an edge-only control is probed in its first layers, whose BatchNorm
-                # statistics settle on fewer images
-                bn_images=bn_images if upto is None else min(bn_images, 128),
-                batch_size=batch_size,
-                upto=None if upto is None else upto[-1],
+
+        def compute(checkpoint: Path | None) -> NetworkProbes:
+            if role == "model":
+                net, notes = model, ["the model as loaded"]
+            else:
+                net, notes = random_control(
+                    model,
+                    int(seed or 0),
+                    data,
+                    # an edge-only control is probed in its first layers, whose BatchNorm
+                    # statistics settle on fewer images
+                    bn_images=bn_images if upto is None else min(bn_images, 128),
+                    batch_size=batch_size,
+                    upto=None if upto is None else upto[-1],
+                )
+            dissect_kwargs = None if role == "control-edges" else dict(kwargs)
+            if dissect_kwargs is not None and checkpoint is not None:
+                # an interrupted network resumes mid-dissection from its ranks' checkpoints
+                dissect_kwargs |= {"checkpoint": checkpoint, "keep_checkpoint": True}
+            return probe_network(
+                net,
+                data,
+                probe_layers,
+                role=role,
+                seed=seed,
+                notes=notes,
+                dissect_kwargs=dissect_kwargs,
+                reference=reference,
+                progress=progress,
             )
-        edges_only = role == "control-edges"
-        dissect_kwargs = None if edges_only else dict(kwargs)
-        if dissect_kwargs is not None and path is not None:
-            # an interrupted stage resumes mid-dissection from its ranks' checkpoints, and
-            # reuses the finished dissection when it was interrupted in the edge instruments
-            dissect_kwargs |= {"checkpoint": path.with_suffix(".partial"), "keep_checkpoint": True}
-        probes = probe_network(
-            net,
-            concept_data,
-            probe_layers,
-            role=role,
-            seed=seed,
-            notes=notes,
-            dissect_kwargs=dissect_kwargs,
-            reference=reference,
-            progress=progress,
-        )
-        if path is not None and dist.is_main():  # every rank reads stages, rank 0 writes
-            make_dir(path.parent)
-            probes.save(path)
-        if path is not None and not edges_only:
-            dist.barrier()  # the stage is saved and no rank reads its checkpoint any more
-            if dist.is_main():
-                shutil.rmtree(path.with_suffix(".partial"), ignore_errors=True)
-        return probes
+
+        return stage(role, seed, probe_layers, compute)
 
     model_probes = run("model", None)
     controls = [run("control", int(s)) for s in control_seeds]
@@ -949,19 +998,45 @@ def hierarchy(
         for n in extra.layers:
             pooled[n] += units[n]
         seed += 1
+    return compare(
+        model_probes,
+        controls,
+        edge_controls,
+        model_name=model.name,
+        data_name=data.name,
+        control_quantile=control_quantile,
+        bootstrap=bootstrap,
+        settings=settings or {},
+    )
+
+
+def compare(
+    model_probes: NetworkProbes,
+    controls: Sequence[NetworkProbes],
+    edge_controls: Sequence[NetworkProbes] = (),
+    *,
+    model_name: str,
+    data_name: str,
+    control_quantile: float = HIERARCHY.control_quantile,
+    bootstrap: int = HIERARCHY.bootstrap,
+    settings: dict[str, Any] | None = None,
+) -> Hierarchy:
+    """The model's probes against its controls': control thresholds, profile and verdict."""
+    controls, edge_controls = list(controls), list(edge_controls)
+    kept = list(model_probes.layers)
     thresholds = control_thresholds([*controls, *edge_controls], kept, control_quantile)
     categories = model_probes.dissection[kept[0]].categories
-    result = HierarchyResult(
-        model_name=model.name,
-        data_name=concept_data.name,
+    result = Hierarchy(
+        model_name=model_name,
+        data_name=data_name,
         layers=kept,
         categories=list(categories),
         model=model_probes,
         controls=controls,
         edge_controls=edge_controls,
         thresholds=thresholds,
-        verdict={},
-        settings={**settings, "stages": stage_paths},
+        verdict=Verdict("not measured"),
+        settings=dict(settings or {}),
     )
     ms = result.statuses(model_probes)
     cs = [result.statuses(c) for c in [*controls, *edge_controls]]
@@ -973,22 +1048,25 @@ def hierarchy(
     if "edge" in categories:
         edges["dissection"] = (ms["dissection"], [c["dissection"] for c in dis_cs])
     if "part" not in categories:
-        result.verdict = {"verdict": "not measured", "reason": "the data have no part category"}
+        result.verdict = Verdict("not measured", reason="the data have no part category")
     else:
-        result.verdict = centroid_verdict(
-            edges,
-            (_category_units(model_probes, "part"), [_category_units(c, "part") for c in controls]),
-            kept,
-            objects=None
-            if "object" not in categories
-            else (
-                _category_units(model_probes, "object"),
-                [_category_units(c, "object") for c in controls],
-            ),
-            bootstrap=bootstrap,
+        result.verdict = Verdict.from_dict(
+            centroid_verdict(
+                edges,
+                (
+                    _category_units(model_probes, "part"),
+                    [_category_units(c, "part") for c in controls],
+                ),
+                kept,
+                objects=None
+                if "object" not in categories
+                else (
+                    _category_units(model_probes, "object"),
+                    [_category_units(c, "object") for c in controls],
+                ),
+                bootstrap=bootstrap,
+            )
         )
-    if out is not None and dist.is_main():
-        save_hierarchy(result, Path(out), model=model, data=concept_data)
     return result
 
 
@@ -1046,8 +1124,6 @@ def tuning_examples(
     grating edge unit with the highest OSI and the highest-OSI unit that is not one (often
     an undriven unit whose tuning curve is sharp but tiny); each with a feature
     visualization (``steps`` steps at 64 px)."""
-    from ..featvis.render import render_channels
-
     picks = sorted({0, len(result.layers) // 2, len(result.layers) - 1})[:layers]
     statuses = result.statuses(result.model)
     out = []
@@ -1081,58 +1157,7 @@ def tuning_examples(
     return out
 
 
-def save_hierarchy(
-    result: HierarchyResult,
-    out: Path,
-    *,
-    model: Model | None = None,
-    data: ConceptData | None = None,
-) -> dict[str, Path]:
-    """Write hierarchy.json and the figures (profile, OSI, tuning examples, detectors,
-    first-conv filters)."""
-    from ..report import hierarchy_figures as figs
-    from ..report.figures import save_figure
-
-    make_dir(out)
-    doc = result.to_json()
-    paths = {"json": out / "hierarchy.json"}
-    atomic_write_text(paths["json"], json.dumps(doc, indent=1))
-    paths["profile"] = save_figure(figs.plot_profile(doc), out / "profile.png")
-    every = [*result.controls, *result.edge_controls]
-    pooled = {
-        n: np.concatenate([c.gratings[n]["osi"] for c in every if n in c.gratings])
-        for n in result.layers
-    }
-    paths["osi"] = save_figure(
-        figs.plot_osi(
-            result.layers, result.model.osi, [pooled], result.edge_thresholds, result.model_name
-        ),
-        out / "osi.png",
-    )
-    if model is not None:
-        examples = tuning_examples(result, model)
-        paths["tuning"] = save_figure(
-            figs.plot_tuning(examples, result.model_name), out / "tuning.png"
-        )
-    if model is not None and data is not None:
-        examples = {
-            c: detector_examples(model, data, result.model.dissection, c) for c in result.categories
-        }
-        paths["detectors"] = save_figure(
-            figs.plot_detectors(examples, result.model_name), out / "detectors.png"
-        )
-        _, conv = _first_conv_weights(model)
-        if conv is not None and result.model.filters is not None:
-            paths["filters"] = save_figure(
-                figs.plot_filters(conv, result.model.filters, result.model_name),
-                out / "first_conv.png",
-            )
-    return paths
-
-
 def _first_conv_weights(model: Model) -> tuple[str | None, np.ndarray | None]:
-    from .filters import first_conv
-
     try:
         name, conv = first_conv(model)
     except ValueError:

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..classify import Prediction  # noqa: E402
 from ..data.images import ImageLike, to_input  # noqa: E402
+from ..data.partsworld import EDGE_BINS, PART_TYPES  # noqa: E402
 from ..inventory import LayerInfo  # noqa: E402
 from ..models.base import Preprocessing  # noqa: E402
 from ..utils import atomic_path  # noqa: E402
@@ -128,8 +129,6 @@ def plot_image_grid(
 def plot_partsworld_preview(samples: Sequence[object], title: str) -> plt.Figure:
     """Rows of PartsWorld samples: the image, its part masks, object mask and edge masks."""
     import numpy as np
-
-    from ..data.partsworld import EDGE_BINS, PART_TYPES
 
     cmap = plt.get_cmap("tab20")
     part_colours = {p: np.array(cmap(i % 20)[:3]) for i, p in enumerate(PART_TYPES)}

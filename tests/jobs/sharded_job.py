@@ -14,7 +14,7 @@ from interp import distributed as dist
 from interp.data.concepts import PartsWorldConcepts
 from interp.data.partsworld import PartsWorld
 from interp.examples import examples
-from interp.featvis.jobs import atlas
+from interp.pipeline.atlas import atlas
 from interp.probes.dissect import dissect
 
 

@@ -14,22 +14,85 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .attribution import attribute
-from .capture import capture, resolve_layer
-from .errors import ChannelError, InterpError
-from .examples import _crop, examples, examples_data
-from .models.base import Model
-from .models.registry import as_model
-from .settings import ATTRIBUTION
-from .utils import atomic_write_text, make_dir
+from ..attribution import attribute
+from ..capture import capture, resolve_layer
+from ..checks import check_int
+from ..errors import ChannelError, InterpError
+from ..examples import crop, examples, examples_data
+from ..featvis.render import render_channels
+from ..models.base import Model
+from ..models.registry import as_model
+from ..probes.edges import edge_probe
+from ..probes.hierarchy import Hierarchy
+from ..report.figures import plt, save_figure
+from ..report.unit_figures import heat_overlay, plot_unit_card
+from ..settings import ATTRIBUTION
+from ..utils import atomic_write_text, make_dir
 
-__all__ = ["unit_card", "parse_unit"]
+__all__ = ["UnitCard", "unit_card", "parse_unit"]
+
+
+@dataclass
+class UnitCard:
+    """What :func:`unit_card` returns: one unit's feature visualization, top dataset examples
+    (crop, where it fires, what drives it) and scores."""
+
+    model: str
+    layer: str
+    channel: int
+    rf_size: int
+    featvis: np.ndarray  # (H, W, 3) in [0, 1]
+    featvis_value: float
+    scores: dict[str, Any]
+    rows: list[dict[str, Any]]  # crop, value, fires, drives (arrays) and the example's entry
+    lines: list[str]
+    data: str
+    method: str
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stem(self) -> str:
+        return f"card_{self.layer.replace('/', '_')}_{self.channel}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "layer": self.layer,
+            "channel": self.channel,
+            "rf_size": self.rf_size,
+            "featvis_value": self.featvis_value,
+            "scores": self.scores,
+            "examples": [r["entry"] for r in self.rows],
+            "data": self.data,
+            "method": self.method,
+            **({"png": self.files["png"]} if "png" in self.files else {}),
+        }
+
+    def figure(self) -> plt.Figure:
+        """The card (matplotlib)."""
+        return plot_unit_card(
+            {
+                "title": f"{self.model}  {self.layer}:{self.channel}",
+                "featvis": self.featvis,
+                "examples": self.rows,
+                "lines": self.lines,
+            }
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``card_<layer>_<channel>.png`` and ``.json``; returns the PNG's path."""
+        folder = make_dir(folder)
+        png = save_figure(self.figure(), folder / f"{self.stem}.png")
+        self.files["png"] = png.name
+        atomic_write_text(folder / f"{self.stem}.json", json.dumps(self.to_dict(), indent=1))
+        return png
 
 
 def parse_unit(model: Model, unit: str) -> tuple[str, int]:
@@ -52,20 +115,15 @@ def parse_unit(model: Model, unit: str) -> tuple[str, int]:
 
 
 def _hierarchy_scores(folder: Path, layer: str, channel: int) -> dict[str, Any]:
-    from .probes.hierarchy import NetworkProbes
-
-    doc_path = folder / "hierarchy.json"
-    if not doc_path.is_file():
+    if not (folder / Hierarchy.JSON).is_file():
         raise InterpError(f"{folder} holds no hierarchy check (no hierarchy.json)")
-    doc = json.loads(doc_path.read_text())
-    stage = doc.get("settings", {}).get("stages", {}).get("model")
-    path = folder / "stages" / stage if stage else None
-    if path is None or not path.is_file():
+    if not (folder / "networks").is_dir():
         raise InterpError(
-            f"{folder} holds a hierarchy check from an older interp (no model stage named in "
-            "hierarchy.json): run `interp hierarchy` again"
+            f"{folder} holds a hierarchy check from an older interp (no networks/ folder): "
+            "run `interp hierarchy` again"
         )
-    probes = NetworkProbes.load(path)
+    result = Hierarchy.load(folder)
+    probes = result.model
     if layer not in probes.layers:
         return {"note": f"the hierarchy check in {folder} did not measure {layer}"}
     d = probes.dissection[layer]
@@ -78,18 +136,16 @@ def _hierarchy_scores(folder: Path, layer: str, channel: int) -> dict[str, Any]:
     si = d.selectivity
     if si is not None:
         out["selectivity"] = round(float(si[channel]), 4)
-    row = next((r for r in doc["layers"] if r["layer"] == layer), None)
-    if row is not None:
-        out["edge_unit_by"] = {k: channel in v for k, v in row["edge_units"].items()}
-        out["drive_ratio"] = round(float(probes.gratings[layer]["drive_ratio"][channel]), 4)
-        out["edge_threshold_osi"] = row["edge_threshold_osi"]
+    out["edge_unit_by"] = {k: channel in v for k, v in result.edge_units(layer).items()}
+    out["drive_ratio"] = round(float(probes.gratings[layer]["drive_ratio"][channel]), 4)
+    out["edge_threshold_osi"] = round(result.edge_thresholds[layer], 4)
     return out
 
 
 def unit_card(
     model: Model,
     unit: str,
-    out: str | Path,
+    out: str | Path | None = None,
     *,
     data: str = "photos",
     n: int | None = 300,
@@ -102,8 +158,9 @@ def unit_card(
     featvis_size: int = 128,
     seed: int = 0,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Write ``out/card_<layer>_<channel>.png`` and ``.json`` for ``unit`` (``LAYER:CHANNEL``).
+) -> UnitCard:
+    """The card of ``unit`` (``LAYER:CHANNEL``); with ``out``, saved there as
+    ``card_<layer>_<channel>.png`` and ``.json``.
 
     Args:
         model: the model.
@@ -117,20 +174,13 @@ def unit_card(
         hierarchy: folder of an ``interp hierarchy`` run of this model, for the label and scores.
         steps, featvis_size: feature visualization settings.
     """
-    from .checks import check_int
-    from .featvis.render import render_channels
-    from .probes.edges import edge_probe
-    from .report.figures import save_figure
-    from .report.unit_figures import heat_overlay, plot_unit_card
-
     for name, value in (("n", n), ("k", k), ("n_steps", n_steps), ("steps", steps)):
         check_int(name, value, low=0 if name == "steps" else 1, optional=name == "n")
     check_int("size", size, low=8, optional=True)
     check_int("featvis_size", featvis_size, low=8)
     model = as_model(model)
     layer, channel = parse_unit(model, unit)
-    folder = Path(out)
-    make_dir(folder)
+    folder = None if out is None else make_dir(out)
 
     vis = render_channels(
         model, layer, [channel], steps=steps, size=featvis_size, seed=seed, progress=progress
@@ -164,7 +214,7 @@ def unit_card(
         )
         rows.append(
             {
-                "crop": _crop(img, e["box"], 96),
+                "crop": crop(img, e["box"], 96),
                 "value": e["value"],
                 "fires": heat_overlay(shown, up.numpy()),
                 "drives": heat_overlay(shown, attr.map, attribution=True),
@@ -211,25 +261,19 @@ def unit_card(
     )
     what = "at its peak" if method in ("ig", "saliency") else "(mean activation)"
     lines.append(f"drives   {method} attribution of the unit {what} (captum)")
-    card = {
-        "title": f"{model.name}  {layer}:{channel}",
-        "featvis": featvis,
-        "examples": rows,
-        "lines": lines,
-    }
-    stem = f"card_{layer.replace('/', '_')}_{channel}"
-    png = save_figure(plot_unit_card(card), folder / f"{stem}.png")
-    doc = {
-        "model": model.name,
-        "layer": layer,
-        "channel": channel,
-        "rf_size": found.rf_size,
-        "featvis_value": float(vis.values[0]),
-        "scores": scores,
-        "examples": [r["entry"] for r in rows],
-        "data": data if isinstance(data, str) else f"{type(data).__name__} of {len(dataset)}",
-        "method": method,
-        "png": png.name,
-    }
-    atomic_write_text(folder / f"{stem}.json", json.dumps(doc, indent=1))
-    return doc
+    card = UnitCard(
+        model=model.name,
+        layer=layer,
+        channel=channel,
+        rf_size=found.rf_size,
+        featvis=featvis,
+        featvis_value=float(vis.values[0]),
+        scores=scores,
+        rows=rows,
+        lines=lines,
+        data=data if isinstance(data, str) else f"{type(data).__name__} of {len(dataset)}",
+        method=method,
+    )
+    if folder is not None:
+        card.save(folder)
+    return card

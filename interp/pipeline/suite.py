@@ -5,120 +5,105 @@ in ``OUT/runs``) and writes ``OUT/summary.json`` and ``OUT/summary.md``: the stu
 questions, each answered by the experiments' findings — sentences that carry their numbers —
 with the figure behind each.
 
-A finished experiment is reused only when its record (``OUT/<name>/stage.json``) carries the
-key of the run asked for now: a digest of the experiment's name, its function's keyword
-defaults and :data:`SUITE_VERSION`. A changed default recomputes it; so an interrupted
-``all`` resumes, and results never outlive the settings that made them.
+Each experiment is a stage of the one stage cache (:mod:`interp.pipeline.cache`,
+``OUT/<name>/stages/experiment-<key>.json``), keyed by a digest of the experiment's name, its
+function's keyword defaults (:func:`experiment_settings`) and :data:`SUITE_VERSION`. A changed
+default recomputes it; so an interrupted ``all`` resumes, and results never outlive the
+settings that made them.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import inspect
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..utils import atomic_write_text, make_dir, settings_digest
-from ._common import write_json
+from ..checks import check_int
+from ..errors import InterpError
+from ..experiments._common import RunSpec, write_json
+from ..experiments.axis_alignment import axis_alignment
+from ..experiments.convergence import convergence
+from ..experiments.multiclass import multiclass_lab
+from ..experiments.redundancy import redundancy
+from ..experiments.symmetry import symmetry
+from ..experiments.transfer import transfer
+from ..utils import atomic_write_text, make_dir
+from .cache import StageCache, stage_key
 
-__all__ = ["EXPERIMENTS", "experiment_all", "run_experiment"]
+__all__ = ["EXPERIMENTS", "Experiment", "experiment_all", "experiment_settings", "run_experiment"]
+
+
+class Experiment(NamedTuple):
+    """A registered experiment: how to run it, the JSON it writes, what ``--seeds`` means."""
+
+    runner: Callable[[Path, int | None, Path, bool], dict[str, Any]]
+    filename: str
+    seeds: str
+    function: Callable[..., dict[str, Any]]  # whose keyword defaults are its settings
 
 
 def _multiclass(out: Path, seeds: int | None, runs: Path, progress: bool) -> dict[str, Any]:
-    from .multiclass import multiclass_lab
-
     kw = {} if seeds is None else {"seeds": seeds}
     return multiclass_lab(out, progress=progress, **kw)
 
 
 def _symmetry(out: Path, seeds: int | None, runs: Path, progress: bool) -> dict[str, Any]:
-    from .symmetry import symmetry
-
     return symmetry(out, progress=progress)
 
 
 def _convergence(out: Path, seeds: int | None, runs: Path, progress: bool) -> dict[str, Any]:
-    from .convergence import convergence
-
     kw = {} if seeds is None else {"seeds": seeds}
     return convergence(out, runs=runs, progress=progress, **kw)
 
 
 def _redundancy(out: Path, seeds: int | None, runs: Path, progress: bool) -> dict[str, Any]:
-    from .redundancy import redundancy
-
     return redundancy(out, runs=runs, progress=progress)
 
 
 def _axis(out: Path, seeds: int | None, runs: Path, progress: bool) -> dict[str, Any]:
-    from .axis_alignment import axis_alignment
-
     kw = {} if seeds is None else {"rotations": seeds}
     return axis_alignment(out, runs=runs, progress=progress, **kw)
 
 
 def _transfer(out: Path, seeds: int | None, runs: Path, progress: bool) -> dict[str, Any]:
-    from .transfer import transfer
-
     return transfer(out, progress=progress)
 
 
-#: name -> (runner, JSON file it writes, what ``--seeds`` means for it)
-EXPERIMENTS: dict[str, tuple[Callable[..., dict[str, Any]], str, str]] = {
-    "multiclass-lab": (_multiclass, "multiclass.json", "network seeds [100]"),
-    "symmetry": (_symmetry, "symmetry.json", "(unused)"),
-    "convergence": (_convergence, "convergence.json", "networks trained [5]"),
-    "redundancy": (_redundancy, "redundancy.json", "(unused)"),
-    "axis-alignment": (_axis, "axis_alignment.json", "random rotations [3]"),
-    "transfer": (_transfer, "transfer.json", "(unused)"),
+#: the experiment registry: the CLI takes its choices and its ``--seeds`` help from it
+EXPERIMENTS: dict[str, Experiment] = {
+    "multiclass-lab": Experiment(
+        _multiclass, "multiclass.json", "network seeds [100]", multiclass_lab
+    ),
+    "symmetry": Experiment(_symmetry, "symmetry.json", "(unused)", symmetry),
+    "convergence": Experiment(
+        _convergence, "convergence.json", "networks trained [5]", convergence
+    ),
+    "redundancy": Experiment(_redundancy, "redundancy.json", "(unused)", redundancy),
+    "axis-alignment": Experiment(
+        _axis, "axis_alignment.json", "random rotations [3]", axis_alignment
+    ),
+    "transfer": Experiment(_transfer, "transfer.json", "(unused)", transfer),
 }
 
 
 #: bumped when an experiment's code changes its results with the same defaults
 SUITE_VERSION = 1
 
-#: name -> (module, function) whose keyword defaults define the experiment's settings
-_FUNCTIONS = {
-    "multiclass-lab": ("multiclass", "multiclass_lab"),
-    "symmetry": ("symmetry", "symmetry"),
-    "convergence": ("convergence", "convergence"),
-    "redundancy": ("redundancy", "redundancy"),
-    "axis-alignment": ("axis_alignment", "axis_alignment"),
-    "transfer": ("transfer", "transfer"),
-}
-
 
 def experiment_settings(name: str) -> dict[str, Any]:
     """The settings an ``experiment all`` run of ``name`` uses: its function's defaults."""
-    import importlib
-    import inspect
-
-    module, function = _FUNCTIONS[name]
-    fn = getattr(importlib.import_module(f"{__package__}.{module}"), function)
+    fn = EXPERIMENTS[name].function
     defaults = {
         k: repr(p.default)
         for k, p in inspect.signature(fn).parameters.items()
         if p.default is not inspect.Parameter.empty and k not in ("progress", "runs", "out")
     }
     if "spec" in defaults:  # spec=None stands for RunSpec(): its fields are the settings
-        from dataclasses import asdict
-
-        from ._common import RunSpec
-
-        defaults["spec"] = repr(asdict(RunSpec()))
+        defaults["spec"] = repr(dataclasses.asdict(RunSpec()))
     return {"experiment": name, "defaults": defaults, "suite_version": SUITE_VERSION}
-
-
-def _finished(folder: Path, filename: str, key: str) -> dict[str, Any] | None:
-    """The finished result in ``folder`` when its record carries ``key``, else ``None``."""
-    record, done = folder / "stage.json", folder / filename
-    try:
-        if json.loads(record.read_text()).get("key") == key and done.is_file():
-            return json.loads(done.read_text())
-    except (OSError, json.JSONDecodeError):
-        pass
-    return None
 
 
 def run_experiment(
@@ -131,14 +116,9 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run one experiment into ``out`` (trained networks in ``runs``, default ``out/runs``)."""
     if name not in EXPERIMENTS:
-        from ..errors import InterpError
-
         raise InterpError(
             f"unknown experiment {name!r}: use one of {', '.join(EXPERIMENTS)} or all"
         )
-    from ..checks import check_int
-    from ..utils import make_dir
-
     check_int("seeds", seeds, optional=True)
     out = make_dir(out)  # an unwritable --out fails now, not after the training
     runner = EXPERIMENTS[name][0]
@@ -170,19 +150,21 @@ def experiment_all(
     runs = out / "runs"
     results: dict[str, Any] = {}
     timing: dict[str, float | str] = {}
-    for name, (_, filename, _) in EXPERIMENTS.items():
+    for name in EXPERIMENTS:
         folder = out / name
         settings = experiment_settings(name)
-        key = settings_digest(settings, 16)
+        key = stage_key(settings=settings)
         start = time.perf_counter()
-        found = None if force else _finished(folder, filename, key)
-        if found is not None:
-            results[name] = found
+        cache = StageCache(folder, force=force, progress=progress)
+
+        def run(name: str = name, folder: Path = folder) -> dict[str, Any]:
+            return run_experiment(name, folder, runs=runs, progress=progress)
+
+        # the folder holds one experiment's files: a run under other settings replaces them
+        results[name] = cache.run("experiment", key, run, exclusive=True)
+        if cache.log["experiment"] == "reused":
             timing[name] = "reused"
         else:
-            (folder / "stage.json").unlink(missing_ok=True)  # not finished under these
-            results[name] = run_experiment(name, folder, runs=runs, progress=progress)
-            write_json(folder / "stage.json", {"key": key, "settings": settings})
             timing[name] = round(time.perf_counter() - start, 1)
     summary = {
         "questions": [

@@ -26,27 +26,114 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import distributed as dist
-from ..capture import capture, resolve_layer, resolve_layers
+from ..capture import capture, layer_names, resolve_layer, resolve_layers
+from ..checks import check_int
 from ..device import HalveOnOOM, default_batch
-from ..inventory import default_layers  # noqa: F401 - re-exported: featvis.default_layers
+from ..errors import ChannelError, UnknownLayerError
+from ..featvis.objectives import Objective, channel, neuron
+from ..featvis.reference import reference_images
+from ..featvis.render import check_render_args, evaluate, render, unit_seed
+from ..featvis.transforms import NONE, STANDARD
+from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model
+from ..report.figures import blank_axis, plot_image_grid, save_figure
 from ..settings import RENDER
 from ..utils import atomic_write_text, make_dir, prepare_output, save_png, settings_digest
-from .objectives import Objective, channel, neuron
-from .reference import reference_images
-from .render import check_render_args, evaluate, render, unit_seed
-from .transforms import NONE, STANDARD
+from .cache import weights_digest
 
-__all__ = ["visualize", "atlas", "default_layers", "parse_channels", "layer_channels"]
+__all__ = ["Atlas", "visualize", "atlas", "parse_channels", "layer_channels"]
+
+
+@dataclass
+class Atlas:
+    """What :func:`atlas` and :func:`visualize` return: the rendered units of each layer.
+
+    Attributes:
+        model: the model's name.
+        settings: every setting that changes an image (with the weights' digest).
+        layers: one entry per layer: ``layer``, ``channels_total``, ``folder``, ``grid`` and
+            ``units`` (per unit: ``channel``, ``value`` reached, ``png``, ``seed``, ``dead``,
+            ``restarts`` and, with a reference set, ``natural_max``/``exceeds_natural``).
+        folder: where the unit PNGs, grids and ``index.json`` are.
+        this_run: ``{"rendered": n, "reused": m}`` units of this call.
+    """
+
+    model: str
+    settings: dict[str, Any]
+    layers: list[dict[str, Any]]
+    folder: Path
+    this_run: dict[str, int] = field(default_factory=dict)
+    index: str = "index.json"  # visualize's single layer: results.json
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``index.json``."""
+        return {"model": self.model, "settings": self.settings, "layers": self.layers}
+
+    def units(self, layer: str) -> list[dict[str, Any]]:
+        """The unit records of ``layer``."""
+        for entry in self.layers:
+            if entry["layer"] == layer:
+                return entry["units"]
+        raise UnknownLayerError(
+            f"layer {layer!r} is not in this atlas: it has {[e['layer'] for e in self.layers]}"
+        )
+
+    def image(self, layer: str, channel: int) -> np.ndarray:
+        """The feature visualization of ``layer:channel`` as an ``(H, W[, 3])`` uint8 array."""
+        entry = next(e for e in self.layers if e["layer"] == layer)
+        for unit in entry["units"]:
+            if unit["channel"] == channel:
+                return np.asarray(Image.open(self.folder / entry["folder"] / unit["png"]))
+        raise ChannelError(f"channel {channel} of {layer} was not rendered in this atlas")
+
+    def figures(self) -> dict[str, plt.Figure]:
+        """``{"overview": all layers, "<layer>": that layer's labelled grid}`` (matplotlib)."""
+        figs = {"overview": _overview_figure(self.model, self.layers, self.folder)}
+        for entry in self.layers:
+            figs[entry["layer"]] = _grid_figure(
+                self.model, entry["layer"], entry["units"], self.folder / entry["folder"]
+            )
+        return figs
+
+    def save(self, folder: str | Path | None = None) -> Path:
+        """Write ``index.json``, every layer's ``grid.png`` and ``overview.png`` (the unit
+        PNGs are written while rendering) into the atlas folder; returns the index path.
+        Another ``folder`` receives copies of the unit PNGs too."""
+        target = make_dir(folder if folder is not None else self.folder)
+        copy = target.resolve() != self.folder.resolve()
+        for entry in self.layers:
+            sub = make_dir(target / entry["folder"])
+            if copy:
+                for unit in entry["units"]:
+                    image = Image.open(self.folder / entry["folder"] / unit["png"])
+                    save_png(image, sub / unit["png"])
+            grid = _grid_figure(self.model, entry["layer"], entry["units"], sub)
+            save_figure(grid, sub / "grid.png")
+        if self.layers and self.index == "index.json":  # visualize: its grid is enough
+            save_figure(_overview_figure(self.model, self.layers, target), target / "overview.png")
+        return atomic_write_text(target / self.index, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Atlas:
+        """The atlas saved in ``folder`` (by :func:`atlas`, :func:`visualize` or :meth:`save`)."""
+        folder = Path(folder)
+        index = "index.json" if (folder / "index.json").is_file() else "results.json"
+        doc = json.loads((folder / index).read_text())
+        return cls(doc["model"], doc["settings"], doc["layers"], folder, index=index)
+
 
 _LEAF_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Identity)
 
@@ -58,7 +145,6 @@ def safe_name(name: str) -> str:
 
 def parse_channels(spec: str | Sequence[int] | None, n: int) -> list[int]:
     """``"0:16"``, ``"0:64:4"``, ``"3,5,9"``, ``"all"`` (or ``None``) → channel indices < ``n``."""
-    from ..errors import ChannelError
 
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
         return list(range(n))
@@ -107,7 +193,7 @@ _SETTING_KEYS = (
     "param",
     "batch",
     "lr",
-    "amp",
+    "precision",
     "seed",
     "transforms",
     "upsample",
@@ -123,7 +209,6 @@ RENDERER_VERSION = 2
 
 def _check_render_args(arguments: dict[str, Any]) -> None:
     """Range checks of visualize/atlas arguments, before any work."""
-    from ..checks import check_int
 
     keys = ("steps", "size", "batch", "upsample", "lr")
     check_render_args(**{k: arguments[k] for k in keys}, min_size=8)
@@ -135,6 +220,8 @@ def _job_settings(model: Model, arguments: dict[str, Any]) -> dict[str, Any]:
     values = {k: arguments[k] for k in _SETTING_KEYS}
     return {
         "model": model.name,
+        # the stage cache's identity of the weights: a retrained checkpoint re-renders
+        "weights": weights_digest(model),
         "renderer": RENDERER_VERSION,
         **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
     }
@@ -232,7 +319,7 @@ def _render_group(
             param=settings["param"],
             transforms=STANDARD if settings["transforms"] else NONE,
             lr=settings["lr"],
-            amp=settings["amp"],
+            precision=settings["precision"],
             seeds=[unit_seed(settings["seed"], layer, c) for c in part],
             upsample=settings["upsample"],
             progress=False,
@@ -283,8 +370,6 @@ def _render_plan(
     after every batch), rank 0 merges them into ``units.json`` once every rank is done. A
     rerun, with any number of ranks, reuses every recorded unit.
     """
-    from tqdm.auto import tqdm
-
     digest = settings_digest(settings, 16)
     rank, world = dist.rank(), dist.world()
     own = "units.json" if world == 1 else f"units.rank{rank}of{world}.json"
@@ -337,11 +422,7 @@ def _render_plan(
     return result, stats
 
 
-def _write_grid(model: Model, layer: str, units: list[dict[str, Any]], folder: Path) -> Path:
-    from PIL import Image
-
-    from ..report.figures import plot_image_grid, save_figure
-
+def _grid_figure(model: str, layer: str, units: list[dict[str, Any]], folder: Path) -> plt.Figure:
     images, labels = [], []
     for u in units:
         arr = np.asarray(Image.open(folder / u["png"]), dtype=np.float32) / 255.0
@@ -350,9 +431,9 @@ def _write_grid(model: Model, layer: str, units: list[dict[str, Any]], folder: P
         nat = f" | nat {u['natural_max']:.3g}" if "natural_max" in u else ""
         value = "dead" if u.get("dead") else f"{u['value']:.3g}"
         labels.append(f"#{u['channel']}: {value}{nat}")
-    title = f"{model.name}  {layer}  ({units[0]['objective'] if units else 'channel'} objective"
+    title = f"{model}  {layer}  ({units[0]['objective'] if units else 'channel'} objective"
     title += "; value reached | best natural crop)" if units and "natural_max" in units[0] else ")"
-    return save_figure(plot_image_grid(images, labels, title), folder / "grid.png")
+    return plot_image_grid(images, labels, title)
 
 
 def _reference(
@@ -375,14 +456,14 @@ def visualize(
     param: str = RENDER.param,
     batch: int | None = None,
     lr: float = RENDER.lr,
-    amp: bool | None = None,
+    precision: str = RENDER.precision,
     seed: int = 0,
     transforms: bool = RENDER.transforms,
     upsample: int | None = None,
     reference: str | None = RENDER.reference,
     n_reference: int = RENDER.n_reference,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> Atlas:
     """Render chosen units of one layer: a PNG per unit, ``grid.png`` and ``results.json``.
 
     Each unit's record holds the objective value its image reached and, with a reference set
@@ -409,20 +490,18 @@ def visualize(
         log=log,
     )
     units = rendered[dotted]
-    if not dist.is_main():
-        return {"model": model.name, "layer": dotted, "settings": settings, "units": units}
-    grid = _write_grid(model, dotted, units, out)
-    doc = {
-        "model": model.name,
+    entry = {
         "layer": dotted,
-        "settings": settings,
+        "channels_total": layer_channels(model, dotted, upsample or size),
+        "folder": ".",
+        "grid": "grid.png",
         "units": units,
-        "grid": grid.name,
-        "this_run": stats,
         **_summary(units),
     }
-    atomic_write_text(out / "results.json", json.dumps(doc, indent=1))
-    return doc
+    result = Atlas(model.name, settings, [entry], out, stats, index="results.json")
+    if dist.is_main():
+        result.save()
+    return result
 
 
 def _summary(units: list[dict[str, Any]]) -> dict[str, Any]:
@@ -451,14 +530,14 @@ def atlas(
     param: str = RENDER.param,
     batch: int | None = None,
     lr: float = RENDER.lr,
-    amp: bool | None = None,
+    precision: str = RENDER.precision,
     seed: int = 0,
     transforms: bool = RENDER.transforms,
     upsample: int | None = None,
     reference: str | None = RENDER.reference,
     n_reference: int = RENDER.n_reference,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> Atlas:
     """Feature visualizations of ``per_layer`` units (a seeded random sample, or ``"all"``)
     of every layer in ``layers`` (``"all"``: :func:`default_layers`; or names / globs).
 
@@ -467,8 +546,6 @@ def atlas(
     """
     _check_render_args(locals())
     if not (isinstance(per_layer, str) and per_layer == "all"):
-        from ..checks import check_int
-
         check_int("per_layer", int(per_layer) if str(per_layer).isdigit() else per_layer)
     model = as_model(model)
     batch = batch or default_batch(model.device, 16, 64)
@@ -504,19 +581,14 @@ def atlas(
                 **_summary(units),
             }
         )
+    result = Atlas(model.name, settings, entries, out, stats)
     if dist.is_main():  # rank 0 writes the merged outputs
-        for entry in entries:
-            _write_grid(model, entry["layer"], entry["units"], out / entry["folder"])
-        doc = {"model": model.name, "settings": settings, "layers": entries}
-        atomic_write_text(out / "index.json", json.dumps(doc, indent=1))
-        _write_overview(model, entries, out)
+        result.save()
     dist.barrier()
-    return {"model": model.name, "settings": settings, "layers": entries, "this_run": stats}
+    return result
 
 
 def _choose_layers(model: Model, layers: str | Sequence[str]) -> list[str]:
-    from ..capture import layer_names
-
     if isinstance(layers, str):
         if layers.strip().lower() == "all":
             return default_layers(model)
@@ -527,8 +599,6 @@ def _choose_layers(model: Model, layers: str | Sequence[str]) -> list[str]:
         if any(ch in pattern for ch in "*?["):
             hits = [n for n in names if fnmatch.fnmatch(n, pattern)]
             if not hits:
-                from ..errors import UnknownLayerError
-
                 raise UnknownLayerError(f"no layer matches {pattern!r}")
             chosen += hits
         else:
@@ -536,16 +606,9 @@ def _choose_layers(model: Model, layers: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def _write_overview(model: Model, entries: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    from ..report.figures import blank_axis, save_figure
-
+def _overview_figure(model: str, entries: list[dict[str, Any]], out: Path) -> plt.Figure:
     cols = min(8, max((len(e["units"]) for e in entries), default=1))
-    rows = len(entries)
-    if rows == 0:
-        return
+    rows = max(1, len(entries))
     fig, axes = plt.subplots(
         rows, cols, figsize=(1.3 * cols + 1.6, 1.35 * rows + 0.5), squeeze=False
     )
@@ -559,6 +622,6 @@ def _write_overview(model: Model, entries: list[dict[str, Any]], out: Path) -> N
                 ax.imshow(img, cmap="gray" if img.mode == "L" else None)
                 ax.set_title(f"#{unit['channel']}", fontsize=6, pad=1)
         axes[r, 0].set_ylabel(entry["layer"], fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{model.name}: feature visualizations, early (top) to late (bottom)", fontsize=9)
+    fig.suptitle(f"{model}: feature visualizations, early (top) to late (bottom)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (1.35 * rows + 0.5)))
-    save_figure(fig, out / "overview.png")
+    return fig

@@ -1,0 +1,224 @@
+"""The argparse machinery and helpers that more than one command uses."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..checks import check_float, check_int
+from ..device import PRECISIONS
+from ..errors import RangeError
+from ..settings import RENDER
+
+_SEED_MAX = 2**32 - 1
+_MIN_SIZE = 8  # the smallest image side any job accepts
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _int(low: int | None = 1, high: int | None = None):  # noqa: ANN202
+    """An argparse type: an integer in ``[low, high]`` (the range check of the API)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        try:
+            return check_int("value", value, low=low, high=high)  # type: ignore[return-value]
+        except RangeError as exc:
+            raise argparse.ArgumentTypeError(
+                str(exc).replace("value must be", "expected")
+            ) from None
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = True,
+    open_high: bool = True,
+):  # noqa: ANN202
+    """An argparse type: a finite number in the range (open ends by default)."""
+
+    def parse(text: str) -> float:
+        try:
+            return check_float(  # type: ignore[return-value]
+                "value", text, low=low, high=high, open_low=open_low, open_high=open_high
+            )
+        except RangeError as exc:
+            raise argparse.ArgumentTypeError(
+                str(exc).replace("value must be", "expected")
+            ) from None
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _seed_list(text: str) -> list[int]:
+    """``0,1,2`` as a list of seeds (each >= 0)."""
+    parse = _int(0, _SEED_MAX)
+    seeds = [parse(part.strip()) for part in text.split(",") if part.strip()]
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
+    return seeds
+
+
+def _step_list(text: str) -> list[int]:
+    """``0,100,1000`` as a list of training steps (each >= 0); empty is none."""
+    parse = _int(0)
+    return [parse(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("common options")
+    group.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N [default: auto]",
+    )
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bars or notes")
+    group.add_argument(
+        "--weights",
+        default="default",
+        help="'default' (pretrained), 'none' (random init: the control), a torchvision "
+        "weights name (IMAGENET1K_V2) or a state-dict file [default: default]",
+    )
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        help="never download; fail at once when weights are not cached (also INTERP_OFFLINE=1)",
+    )
+    group.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow checkpoints that unpickle arbitrary code (full pickled modules); "
+        "only for files you trust",
+    )
+    group.add_argument(
+        "--seed", type=_int(0, _SEED_MAX), default=0, help="seed of random init [default: 0]"
+    )
+    group.add_argument(
+        "--verbose",
+        action="store_true",
+        help="on an error, also print the underlying library's message and the traceback",
+    )
+    return parent
+
+
+def _count_or_all(text: str) -> str:
+    if text.strip().lower() == "all" or (text.isdigit() and int(text) > 0):
+        return text.strip().lower()
+    raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {text!r}")
+
+
+def _render_options() -> argparse.ArgumentParser:
+    """The rendering flags of ``visualize`` and ``atlas`` (a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("rendering")
+    group.add_argument(
+        "--steps", type=_int(1), default=RENDER.steps, help="optimization steps [256]"
+    )
+    group.add_argument(
+        "--size", type=_int(_MIN_SIZE), default=RENDER.size, help="canvas size in pixels [128]"
+    )
+    group.add_argument(
+        "--objective",
+        choices=["channel", "neuron"],
+        default=RENDER.objective,
+        help="channel: mean over positions; neuron: the centre position [channel]",
+    )
+    group.add_argument(
+        "--param",
+        choices=["fft", "pixel", "maco"],
+        default=RENDER.param,
+        help="fft: lucid's decorrelated Fourier image; pixel; maco: phase-only Fourier with "
+        "a natural magnitude spectrum [fft]",
+    )
+    group.add_argument(
+        "--batch",
+        type=_int(1),
+        default=None,
+        help="units optimized together [16 on CPU, 64 on CUDA; halved on out-of-memory]",
+    )
+    group.add_argument("--lr", type=_float(0), default=RENDER.lr, help="Adam learning rate [0.05]")
+    add_precision(group, RENDER.precision, "of the optimization steps")
+    group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
+    group.add_argument(
+        "--upsample",
+        type=_int(_MIN_SIZE),
+        default=None,
+        help="resize the canvas to N px before the model",
+    )
+    group.add_argument(
+        "--reference",
+        default=RENDER.reference,
+        help="natural reference set: 'photos' (random crops of skimage.data photos), a "
+        "folder of images, or 'none' [photos]",
+    )
+    group.add_argument(
+        "--n-reference", type=_int(1), default=RENDER.n_reference, help="reference crops [256]"
+    )
+    return parent
+
+
+def _layer_list(args: argparse.Namespace) -> list[str] | None:
+    """``--layers A,B`` as a list (``None`` when not given: the command's default layers)."""
+    return [x.strip() for x in args.layers.split(",")] if args.layers else None
+
+
+def _model_dir(args: argparse.Namespace, what: str) -> Path:
+    return Path("out") / f"{what}-{Path(str(args.model)).name.replace(':', '_')}"
+
+
+def _render_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "steps": args.steps,
+        "size": args.size,
+        "objective": args.objective,
+        "param": args.param,
+        "batch": args.batch,
+        "lr": args.lr,
+        "precision": args.precision,
+        "seed": args.seed,
+        "transforms": not args.no_transforms,
+        "upsample": args.upsample,
+        "reference": None if args.reference == "none" else args.reference,
+        "n_reference": args.n_reference,
+        "progress": not args.quiet,
+    }
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202
+    from ..models import load_model
+
+    return load_model(
+        args.model,
+        device=args.device,
+        weights=args.weights,
+        offline=True if args.offline else None,
+        trust_checkpoint=args.trust_checkpoint,
+        quiet=args.quiet,
+        seed=args.seed,
+    )
+
+
+def add_precision(parser: Any, default: str, what: str = "of the forward passes") -> None:
+    """``--precision``, with one meaning in every command (:func:`interp.device.use_bf16`)."""
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default=default,
+        help=f"bf16 autocast {what}; auto: bf16 on a CUDA GPU with bf16, fp32 on the CPU "
+        f"[{default}]",
+    )

@@ -1,0 +1,53 @@
+"""``interp experiment``: why units specialize: run one experiment or all of them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..pipeline.suite import EXPERIMENTS  # the registry: names and what --seeds means
+from ._common import _int
+
+
+def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``interp experiment`` and its flags to ``subparsers``."""
+    names = [*EXPERIMENTS, "all"]
+    p = subparsers.add_parser(
+        "experiment",
+        parents=[common],
+        help="why units specialize: " + ", ".join(names),
+        description="Run one experiment (JSON + PNGs in OUT) or all of them (OUT/<name>/, "
+        "networks shared in OUT/runs, finished experiments reused; OUT/summary.md answers "
+        "the question in sentences with their numbers and figures).",
+    )
+    p.add_argument("name", choices=names)
+    p.add_argument(
+        "--seeds",
+        type=_int(1),
+        default=None,
+        help="; ".join(f"{k}: {v[2]}" for k, v in EXPERIMENTS.items() if v[2] != "(unused)"),
+    )
+    p.add_argument("--runs", type=Path, default=None, help="trained networks [OUT/runs]")
+    p.add_argument("--force", action="store_true", help="all: rerun finished experiments")
+    p.add_argument("--out", type=Path, default=None, help="output folder [out/experiments]")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline.suite import experiment_all, run_experiment
+
+    progress = not args.quiet
+    if args.name == "all":
+        out = args.out or Path("out/experiments")
+        summary = experiment_all(out, force=args.force, progress=progress)
+        for block in summary["questions"]:
+            print(f"\n{block['question']}")
+            for a in block["answers"]:
+                print(f"  - [{a['experiment']}] {a['finding']}")
+        print(f"\nwrote {out}/summary.md, summary.json and a folder per experiment")
+        return 0
+    out = args.out or Path("out/experiments") / args.name
+    summary = run_experiment(args.name, out, seeds=args.seeds, runs=args.runs, progress=progress)
+    for finding in summary.get("findings", []):
+        print(f"- {finding}")
+    print(f"wrote {out}")
+    return 0

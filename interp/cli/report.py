@@ -1,0 +1,54 @@
+"""``interp report``: the whole job on one static page: inventory, atlas, examples, hierarchy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..settings import HIERARCHY
+from ._common import _layer_list, _load, _model_dir
+
+
+def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``interp report`` and its flags to ``subparsers``."""
+    p = subparsers.add_parser(
+        "report",
+        parents=[common],
+        help="the whole job on one static page: inventory, atlas, examples, hierarchy",
+        description="Build OUT/index.html (static, works from file://) and report.json: the "
+        "hierarchy verdict and profile, one section per layer with unit cards (feature "
+        "visualization, dataset examples, scores), the experiments' answers when given. Every "
+        "stage is cached: a rerun reuses finished stages (--force redoes them).",
+    )
+    p.add_argument("model", help="model spec or run folder")
+    p.add_argument("--data", default=HIERARCHY.data, help="hierarchy data [partsworld]")
+    p.add_argument("--examples-data", default=None, help="[photos for ImageNet-sized models]")
+    p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
+    p.add_argument("--experiments", type=Path, default=None, help="an `experiment all` --out")
+    p.add_argument("--quick", action="store_true", help="tiny settings (a few minutes)")
+    p.add_argument("--force", action="store_true", help="redo every stage")
+    p.add_argument("--out", type=Path, default=None, help="output folder [out/report-MODEL]")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline.report import report
+
+    model = _load(args)
+    out = args.out or _model_dir(args, "report")
+    layers = _layer_list(args)
+    page = report(
+        model,
+        out,
+        data=args.data,
+        examples_data=args.examples_data,
+        layers=layers,
+        quick=args.quick,
+        force=args.force,
+        experiments=args.experiments,
+        progress=not args.quiet,
+    )
+    from ..distributed import is_main
+
+    if is_main():
+        print(f"report: {page.resolve()}")
+    return 0

@@ -1,0 +1,99 @@
+"""The dataset-examples job: one streaming pass (:func:`interp.examples.examples`) in the stage
+cache, resumable mid-pass from its ranks' checkpoints, saved with its grids.
+
+The stage is keyed by the weights, every setting that changes a list (k, bottom, dedup, the
+image count and size, the seed, the layers) and the data spec: the same ones reuse the saved
+lists (``OUT/examples.pt``), anything else reruns the pass::
+
+    interp examples efficientnet_lite0 --data photos --out out/examples           # one GPU
+    torchrun --standalone --nproc_per_node=8 -m interp examples efficientnet_lite0 \\
+        --images 100000 --out out/examples                                         # 8 GPUs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import distributed as dist
+from ..capture import resolve_layers
+from ..examples import Examples, examples_data
+from ..examples import examples as find_examples
+from ..inventory import default_layers
+from ..models.base import Model
+from ..models.registry import as_model
+from ..settings import EXAMPLES
+from ..utils import prepare_output
+from .cache import StageCache, stage_key
+
+__all__ = ["examples_job"]
+
+
+def examples_job(
+    model: Model,
+    out: str | Path,
+    data: str = EXAMPLES.data,
+    layers: str | Sequence[str] | None = None,
+    *,
+    k: int = EXAMPLES.k,
+    bottom: bool = False,
+    dedup: bool = True,
+    n: int | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    precision: str = EXAMPLES.precision,
+    units: Sequence[int] | None = None,
+    title: str = "",
+    force: bool = False,
+    progress: bool = True,
+) -> Examples:
+    """Dataset examples of ``model`` on the data spec ``data``, saved in ``out``
+    (``examples.json``, grid PNGs of ``units`` — default all — and ``examples.pt``).
+
+    A finished pass with the same weights, settings and data is reused (``force``: rerun).
+    """
+    model = as_model(model)
+    out = prepare_output(out)
+    if size is None and data == "photos":
+        size = model.input_size[0]
+    dataset = examples_data(data, size=size, n=n, seed=seed)
+    names = resolve_layers(model, layers) if layers is not None else default_layers(model)
+    settings = {
+        "layers": names,
+        "k": k,
+        "bottom": bottom,
+        "dedup": dedup,
+        "n": len(dataset),
+        "size": size,
+        "seed": seed,
+        "precision": precision,
+    }
+    cache = StageCache(out, force=force, progress=progress)
+    key = stage_key(model=model, settings=settings, data=data)
+    found = cache.get("examples", key)
+    dist.barrier()  # every rank has looked before rank 0 rewrites anything
+    if found is not None and (out / Examples.STATE).is_file():
+        cache.log["examples"] = "reused"
+        result = Examples.load(out, data=dataset)
+    else:
+        cache.discard("examples")  # the files in OUT are rewritten in place
+        result = find_examples(
+            model,
+            dataset,
+            names,
+            k=k,
+            bottom=bottom,
+            dedup=dedup,
+            batch_size=batch_size,
+            precision=precision,
+            checkpoint=out,  # an interrupted pass resumes from here (removed when complete)
+            progress=progress,
+        )
+        result.data_name = data
+        cache.log["examples"] = "computed"
+    if dist.is_main():
+        result.save(out, units=units, title=title or model.name)
+        cache.put("examples", key, {"layers": list(result), "images": len(dataset)})
+    dist.barrier()
+    return result

@@ -1,0 +1,295 @@
+"""``interp report``: one command from a model to a static page.
+
+Stages, each in the stage cache under ``OUT`` (:mod:`interp.pipeline.cache`: keyed by the
+weights, the preset and the data; a rerun reuses finished ones, ``force`` redoes them):
+
+1. ``inventory`` — the layer inventory (``layers.json``, ``layers.png``);
+2. ``atlas`` — feature visualizations of a seeded sample of units per layer (resumable);
+3. ``examples`` — top dataset examples of the same units;
+4. ``hierarchy`` — the hierarchy check against its random-init control (resumable);
+5. ``cards`` — one PNG per layer: each sampled unit's visualization next to its examples and
+   scores;
+6. optionally the specialization experiments' summary (``experiments=DIR`` of
+   ``interp experiment all``).
+
+``index.html`` is written last and atomically, after every file it links: a crashed or killed
+run never leaves a page pointing at missing files. Everything is relative (works from
+``file://``), names are HTML-escaped, all numbers are in ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import distributed as dist
+from ..data.concepts import load_concepts
+from ..data.specs import data_images
+from ..errors import InterpError
+from ..examples import Examples
+from ..inventory import layers as inventory
+from ..inventory import layers_json
+from ..models.base import Model
+from ..models.registry import as_model, load_model
+from ..probes.hierarchy import Hierarchy, default_hierarchy_layers
+from ..report.figures import plot_inventory, save_figure
+from ..report.html import page_html
+from ..report.layer_cards import plot_layer_card
+from ..settings import HIERARCHY
+from ..utils import atomic_write_text, make_dir, prepare_output
+from .atlas import Atlas, atlas
+from .cache import StageCache, stage_key, weights_digest
+from .examples import examples_job
+from .hierarchy import hierarchy
+
+__all__ = ["report", "QUICK", "FULL"]
+
+QUICK = {
+    "per_layer": 2,
+    "steps": 24,
+    "size": 64,
+    "examples_n": 48,
+    "hierarchy_n": 96,
+    "control_seeds": (0,),
+    "min_control_units": 48,
+    "reference_images": 32,
+    "bootstrap": 100,
+    "layers_max": 4,
+}
+FULL = {
+    "per_layer": 4,
+    "steps": 128,
+    "size": 96,
+    "examples_n": 300,
+    "hierarchy_n": None,
+    "control_seeds": HIERARCHY.control_seeds,  # the full preset is the API's and CLI's
+    "min_control_units": HIERARCHY.min_control_units,
+    "reference_images": HIERARCHY.reference_images,
+    "bootstrap": HIERARCHY.bootstrap,
+    "layers_max": None,
+}
+
+
+def _check_inputs(data: str, examples_data_spec: str | None, experiments: Any) -> None:
+    """The data specs and the experiments folder, checked before hours of stages."""
+    load_concepts(data, size=16, n=1)  # raises on an unknown spec or a missing Broden folder
+    if examples_data_spec is not None:
+        data_images(examples_data_spec, size=16, n=1)
+    if experiments is not None and not (Path(experiments) / "summary.json").is_file():
+        raise InterpError(
+            f"{experiments} holds no summary.json: give the --out folder of a finished "
+            "`interp experiment all` run"
+        )
+
+
+def report(
+    model: Model | str,
+    out: str | Path,
+    *,
+    data: str = HIERARCHY.data,
+    examples_data: str | None = None,
+    layers: list[str] | None = None,
+    quick: bool = False,
+    force: bool = False,
+    experiments: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Build the report of ``model`` in ``out`` and return the path of ``index.html``.
+
+    Args:
+        model: a model or spec.
+        out: output folder.
+        data: concept data of the hierarchy check (``partsworld`` or ``broden:PATH``).
+        examples_data: dataset examples come from (default: ``photos`` for models with inputs
+            of 128 px or more, else ``partsworld``).
+        layers: layers (default: the hierarchy's layers: first conv activation and blocks).
+        quick: tiny settings (a smoke test of the whole pipeline in a few minutes).
+        force: redo every stage.
+        experiments: folder of an ``interp experiment all`` run to include.
+        device: used when ``model`` is a spec.
+        progress: progress bars.
+    """
+    _check_inputs(data, examples_data, experiments)  # before any stage runs
+    if isinstance(model, str):
+        model = load_model(model, device=device)
+    model = as_model(model)
+    out = prepare_output(make_dir(out))  # writable; no temp files of a killed run
+    cfg = dict(QUICK if quick else FULL)
+    cache = StageCache(out, force=force, progress=progress)
+    names = layers or default_hierarchy_layers(model)
+    if cfg["layers_max"] and len(names) > cfg["layers_max"]:
+        pick = np.linspace(0, len(names) - 1, cfg["layers_max"]).round().astype(int)
+        names = [names[i] for i in sorted(set(pick.tolist()))]
+    ex_data = examples_data or ("photos" if model.input_size[0] >= 128 else "partsworld")
+    weights = weights_digest(model)
+    ident = {"layers": names, "cfg": cfg}
+    timings: dict[str, float | str] = {}
+
+    def stage(name: str, fn: Any, spec: str | None = None) -> dict[str, Any]:
+        # under torchrun every rank runs every stage (atlas, examples and hierarchy split
+        # their work; the small stages run on rank 0); each stage writes its folder in place
+        t = time.perf_counter()
+        key = stage_key(model=weights, settings={**ident, "stage": name}, data=spec)
+        result = cache.run(name, key, fn, exclusive=True)
+        reused = cache.log[name] == "reused"
+        timings[name] = "reused" if reused else round(time.perf_counter() - t, 1)
+        return result
+
+    def do_inventory() -> dict[str, Any]:
+        if not dist.is_main():
+            return {}
+        infos = inventory(model, progress=progress)
+        atomic_write_text(out / "layers.json", layers_json(model, infos))
+        save_figure(plot_inventory(infos, model.name), out / "layers.png")
+        return {"layers": len(infos)}
+
+    stage("inventory", do_inventory)
+
+    def do_atlas() -> dict[str, Any]:
+        result = atlas(
+            model,
+            out / "atlas",
+            layers=names,
+            per_layer=cfg["per_layer"],
+            steps=cfg["steps"],
+            size=cfg["size"],
+            reference=None,
+            progress=progress,
+        )
+        return {"units": {e["layer"]: [u["channel"] for u in e["units"]] for e in result.layers}}
+
+    units = stage("atlas", do_atlas)["units"]
+    chosen = sorted({c for cs in units.values() for c in cs})
+    ex_size = model.input_size[0] if ex_data == "photos" else None
+
+    def do_examples() -> dict[str, Any]:
+        result = examples_job(
+            model,
+            out / "examples",
+            ex_data,
+            names,
+            k=5,
+            n=cfg["examples_n"],
+            size=ex_size,
+            units=chosen,
+            force=True,  # the report's own stage decides
+            progress=progress,
+        )
+        return {"data": ex_data, "images": len(result.data), "layers": len(result)}
+
+    ex_stage = stage("examples", do_examples, ex_data)
+
+    def do_hierarchy() -> dict[str, Any]:
+        result = hierarchy(
+            model,
+            data,
+            names,
+            control_seeds=cfg["control_seeds"],
+            min_control_units=cfg["min_control_units"],
+            reference_images=cfg["reference_images"],
+            n=cfg["hierarchy_n"],
+            bootstrap=cfg["bootstrap"],
+            out=out / "hierarchy",
+            progress=progress,
+        )
+        return {"verdict": result.verdict.verdict}
+
+    stage("hierarchy", do_hierarchy, data)
+    # the results of this report's stages (each folder holds the stage of these settings)
+    hier = Hierarchy.load(out / "hierarchy")
+    atlas_result = Atlas.load(out / "atlas")
+    dataset = data_images(ex_data, size=ex_size, n=cfg["examples_n"])
+    found = Examples.load(out / "examples", data=dataset)
+    scores = _unit_scores(atlas_result, hier, names, units)
+
+    def do_cards() -> dict[str, Any]:
+        files = _layer_cards(model, out, atlas_result, found, scores) if dist.is_main() else {}
+        return {"files": files}
+
+    cards = stage("cards", do_cards, f"{data}|{ex_data}")["files"]
+
+    if not dist.is_main():  # rank 0 writes the page
+        return out / "index.html"
+    exp_doc = None
+    if experiments is not None:
+        exp_dir = Path(experiments)
+        exp_doc = json.loads((exp_dir / "summary.json").read_text())
+        target = out / "experiments"
+        for block in exp_doc["questions"]:
+            for a in block["answers"]:
+                for f in a["figures"]:
+                    (target / f).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(exp_dir / f, target / f)
+
+    report_doc = {
+        "model": model.summary(),
+        "settings": {**cfg, "data": data, "examples_data": ex_data, "layers": names},
+        "hierarchy": hier.to_dict(),
+        "units": scores,
+        "examples": {**ex_stage, "json": "examples/examples.json"},
+        "experiments": exp_doc,
+        "seconds": timings,
+    }
+    atomic_write_text(out / "report.json", json.dumps(report_doc, indent=1, default=str))
+    atomic_write_text(out / "index.html", page_html(report_doc, cards, exp_doc))
+    return out / "index.html"
+
+
+def _unit_scores(
+    atlas_result: Atlas, hier: Hierarchy, names: list[str], units: dict[str, list[int]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per sampled unit: its feature visualization's value, OSI, whether it is an edge unit
+    by the gratings, dissection label/IoU and selectivity (from the hierarchy result)."""
+    probes = hier.model
+    values = {
+        (e["layer"], u["channel"]): u.get("value") for e in atlas_result.layers for u in e["units"]
+    }
+    scores: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        edge_units = set(hier.edge_units(name)["gratings"]) if name in hier.layers else set()
+        rows = []
+        for c in units.get(name, []):
+            row: dict[str, Any] = {"channel": c, "featvis_value": values.get((name, c))}
+            if name in hier.layers:
+                d = probes.dissection[name]
+                row["osi"] = round(float(probes.osi[name][c]), 4)
+                row["edge_unit"] = c in edge_units
+                row["label"] = d.labels()[c]
+                row["best_concept"] = d.concepts[int(d.best_concept[c])]
+                row["iou"] = round(float(d.best_iou[c]), 4)
+                si = d.selectivity
+                row["selectivity"] = None if si is None else round(float(si[c]), 4)
+            rows.append(row)
+        scores[name] = rows
+    return scores
+
+
+def _layer_cards(
+    model: Model,
+    out: Path,
+    atlas_result: Atlas,
+    found: Examples,
+    scores: dict[str, list[dict[str, Any]]],
+) -> dict[str, str]:
+    """One PNG per layer: rows of units, feature visualization then top examples, scores."""
+    files = {}
+    make_dir(out / "cards")
+    for name, rows in scores.items():
+        if not rows:
+            continue
+        card_rows = []
+        images: dict[int, Any] = {}  # each example image read once per layer
+        for row in rows:
+            c = row["channel"]
+            crops = found.crops(name, c, cache=images) if name in found else []
+            card_rows.append((c, atlas_result.image(name, c), row, crops))
+        path = out / "cards" / f"{name.replace('/', '_')}.png"
+        save_figure(plot_layer_card(model.name, name, card_rows), path)
+        files[name] = str(path.relative_to(out))
+    return files
