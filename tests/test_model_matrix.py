@@ -25,6 +25,10 @@ import interp
 from interp.data.concepts import PartsWorldConcepts
 from interp.inventory import default_layers
 
+# one torch thread: these tiny networks run faster so, and far faster on a busy CPU (2 threads
+# made a hierarchy run 30x slower next to other processes)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SIZE = 32  # image size of every call (tiny: late layers of the ImageNet nets are 1x1 maps)
 IMAGES = 6  # images of the examples and the dissection
 
