@@ -36,6 +36,18 @@ def test_gabor_fit_recovers_planted_gabors_not_noise():
     assert np.median(noise) < 0.6
 
 
+def test_gabor_jacobian_equals_central_differences():
+    from interp.probes.filters import _gabor_and_jacobian, _grid
+
+    ys, xs = _grid(7)
+    q = np.array([1.3, 0.4, -0.7, 1.5, 2.2, 0.6, 0.2, 0.3, 0.1])
+    g, jac = _gabor_and_jacobian(q, ys, xs)
+    assert np.allclose(g, gabor(q, 7))
+    steps = np.eye(9) * 1e-6
+    numeric = np.stack([(gabor(q + h, 7) - gabor(q - h, 7)) / 2e-6 for h in steps], axis=-1)
+    assert np.abs(numeric - jac).max() < 1e-7
+
+
 def test_colour_fraction_known_answers():
     rng = np.random.default_rng(1)
     base = rng.normal(size=(5, 5))

@@ -152,6 +152,9 @@ def test_hierarchy_stages_follow_weights_and_controls_follow_the_architecture(
     assert saved["settings"]["stages"] == result.settings["stages"]
     back = interp.Hierarchy.load(tmp_path)
     assert back.model.osi["features.relu1"].tolist() == result.model.osi["features.relu1"].tolist()
+    (tmp_path / "stages" / result.settings["stages"]["model"]).unlink()  # probes deleted
+    hierarchy_mod.hierarchy(model, data, layers, out=tmp_path, **kw)
+    assert probed[5:] == ["model"]  # its marker alone is not a finished stage
 
 
 @pytest.mark.parametrize("bad", ["partsworld?split=dev", "partsworld?colour=1", "nope:x"])
@@ -177,3 +180,22 @@ def test_data_specs_are_parsed_in_one_place(bad):
     assert load_concepts("partsworld?seed=1&split=train", size=16, n=2).world.seed == 1_000_004
     with pytest.raises(DatasetUnavailableError, match="dissection"):
         parse_data_spec("photos", "concepts")
+
+
+def test_the_cli_takes_its_data_specs_from_the_registry(capsys):
+    from interp.cli import main
+    from interp.data.specs import DATASETS
+
+    assert main(["data", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(e.usage in listed for e in DATASETS.values())
+    for command, use in (("train", "splits"), ("examples", "images"), ("hierarchy", "concepts")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for e in DATASETS.values():
+            shown = " ".join(e.usage.split())
+            assert (shown.replace(" ", "") in text.replace(" ", "")) == getattr(e, use), (
+                command,
+                e.name,
+            )

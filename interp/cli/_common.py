@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..checks import check_float, check_int
+from ..data.specs import DATASETS
 from ..device import PRECISIONS
 from ..errors import RangeError
 from ..settings import RENDER
@@ -222,3 +223,10 @@ def add_precision(parser: Any, default: str, what: str = "of the forward passes"
         help=f"bf16 autocast {what}; auto: bf16 on a CUDA GPU with bf16, fp32 on the CPU "
         f"[{default}]",
     )
+
+
+def data_help(use: str, default: str) -> str:
+    """The ``--data`` help of a command, from the data registry (``use``: splits, images or
+    concepts); ``interp data list`` explains each."""
+    specs = ", ".join(e.usage for e in DATASETS.values() if getattr(e, use))
+    return f"{specs} (see `interp data list`) [{default}]"

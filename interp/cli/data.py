@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.specs import DATASETS
 from ._common import _MIN_SIZE, _int
 
 
@@ -12,11 +13,13 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     """Add ``interp data`` and its flags to ``subparsers``."""
     p = subparsers.add_parser(
         "data",
-        help="datasets: preview PartsWorld with its masks",
-        description="Look at a dataset. `interp data preview partsworld --out DIR` writes a "
-        "PNG of scenes with their part, object and edge masks overlaid.",
+        help="datasets: list every data spec; preview PartsWorld with its masks",
+        description="`interp data list` lists every data spec (the data registry) and which "
+        "jobs take it. `interp data preview partsworld --out DIR` writes a PNG of scenes with "
+        "their part, object and edge masks overlaid.",
     )
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    data_sub.add_parser("list", parents=[common], help="every data spec and its uses")
     q = data_sub.add_parser("preview", parents=[common], help="a preview grid PNG")
     q.add_argument("spec", choices=["partsworld"], help="dataset")
     q.add_argument("--n", type=_int(1), default=6, help="scenes to show [6]")
@@ -25,6 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data_command == "list":
+        uses = {"splits": "train", "images": "examples", "concepts": "dissection/hierarchy"}
+        for entry in DATASETS.values():
+            serves = ", ".join(v for k, v in uses.items() if getattr(entry, k))
+            print(f"{entry.usage:<58} {serves}")
+            print(f"    {entry.description}")
+        return 0
     from ..data.partsworld import PartsWorld
     from ..report.figures import plot_partsworld_preview, save_figure
 

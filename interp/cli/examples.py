@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..settings import EXAMPLES
-from ._common import _MIN_SIZE, _int, _layer_list, _load, _model_dir, add_precision
+from ._common import _MIN_SIZE, _int, _layer_list, _load, _model_dir, add_precision, data_help
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
         "digits, folder:PATH, torchvision:NAME.",
     )
     p.add_argument("model", help="model spec or run folder")
-    p.add_argument("--data", default=EXAMPLES.data, help="[photos]")
+    p.add_argument("--data", default=EXAMPLES.data, help=data_help("images", EXAMPLES.data))
     p.add_argument("--layers", default=None, help="comma-separated layers [every block]")
     p.add_argument("--k", type=_int(1), default=EXAMPLES.k, help="examples per unit [9]")
     p.add_argument(

@@ -16,6 +16,7 @@ from ._common import (
     _model_dir,
     _seed_list,
     add_precision,
+    data_help,
 )
 
 
@@ -39,8 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument(
         "--data",
         default=HIERARCHY.data,
-        help="partsworld, or broden:PATH (a folder in the Broden layout: index.csv, "
-        "label.csv, images/) [partsworld]",
+        help=data_help("concepts", HIERARCHY.data),
     )
     p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
     p.add_argument(

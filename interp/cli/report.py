@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import HIERARCHY
-from ._common import _layer_list, _load, _model_dir
+from ._common import _layer_list, _load, _model_dir, data_help
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -21,8 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
         "stage is cached: a rerun reuses finished stages (--force redoes them).",
     )
     p.add_argument("model", help="model spec or run folder")
-    p.add_argument("--data", default=HIERARCHY.data, help="hierarchy data [partsworld]")
-    p.add_argument("--examples-data", default=None, help="[photos for ImageNet-sized models]")
+    p.add_argument(
+        "--data", default=HIERARCHY.data, help="hierarchy: " + data_help("concepts", HIERARCHY.data)
+    )
+    p.add_argument(
+        "--examples-data",
+        default=None,
+        help="examples: "
+        + data_help("images", "photos for ImageNet-sized models, else partsworld"),
+    )
     p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
     p.add_argument("--experiments", type=Path, default=None, help="an `experiment all` --out")
     p.add_argument("--quick", action="store_true", help="tiny settings (a few minutes)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import InterpError
 from ..train import TrainConfig
-from ._common import _MIN_SIZE, _float, _int, _step_list, add_precision
+from ._common import _MIN_SIZE, _float, _int, _step_list, add_precision, data_help
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -24,8 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument(
         "--data",
         default="partsworld",
-        help="partsworld, digits, folder:PATH, torchvision:MNIST|FashionMNIST|"
-        "CIFAR10[:ROOT] [partsworld]",
+        help=data_help("splits", "partsworld"),
     )
     p.add_argument("--epochs", type=_int(1), default=4, help="[4]")
     p.add_argument("--batch-size", type=_int(1), default=128, help="[128]")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import ATTRIBUTION, RENDER
-from ._common import _int, _load
+from ._common import _int, _load, data_help
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     )
     p.add_argument("model", help="model spec or run folder")
     p.add_argument("unit", help="LAYER:CHANNEL, e.g. _blocks.5:12")
-    p.add_argument("--data", default="photos", help="[photos]")
+    p.add_argument("--data", default="photos", help=data_help("images", "photos"))
     p.add_argument("--n", type=_int(1), default=300, help="images searched for examples [300]")
     p.add_argument("--k", type=_int(1), default=6, help="examples on the card [6]")
     p.add_argument(

@@ -107,6 +107,12 @@ class StageCache:
         doc = {"stage": name, "key": key, "result": result or {}}
         atomic_write_text(path, json.dumps(doc, indent=1, default=str))
 
+    def forget(self, name: str, key: str) -> None:
+        """Forget the finished stage ``name`` under ``key`` (rank 0)."""
+        path = self.path(name, key)
+        if path is not None and dist.is_main():
+            path.unlink(missing_ok=True)
+
     def discard(self, name: str, keep: str | None = None) -> None:
         """Forget every finished ``name`` stage (but the one under ``keep``): rank 0."""
         if self.dir is None or not dist.is_main() or not self.dir.is_dir():
@@ -137,9 +143,8 @@ class StageCache:
         if found is not None:
             self.log[name] = "reused"
             if self.progress and dist.is_main():
-                print(
-                    f"{name}: reusing the finished stage ({self.path(name, key)})", file=sys.stderr
-                )
+                where = self.path(name, key)
+                print(f"reusing the finished {name} stage ({where})", file=sys.stderr)
             return found
         if exclusive:
             self.discard(name)

@@ -177,6 +177,9 @@ def hierarchy(
                 shutil.rmtree(path.with_suffix(".partial"), ignore_errors=True)
             return {"probes": path.name, "role": role, "seed": seed}
 
+        if not (path.is_file() and path.with_suffix(".meta.json").is_file()):
+            cache.forget(tag, key)  # a marker whose probes were deleted is not a stage
+        dist.barrier()
         cache.run(tag, key, run)
         return NetworkProbes.load(path)
 

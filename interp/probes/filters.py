@@ -61,16 +61,51 @@ def colour_fraction(weight: np.ndarray) -> np.ndarray:
         return np.where(total > 0, colour / total, 0.0)
 
 
-def gabor(params: np.ndarray, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` Gabor patch: params ``(A, x0, y0, sx, sy, theta, f, phase, c)``."""
-    a, x0, y0, sx, sy, theta, f, phase, c = params
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     r = np.arange(size) - (size - 1) / 2.0
     ys, xs = np.meshgrid(r, r, indexing="ij")
+    return ys, xs
+
+
+def gabor(params: np.ndarray, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` Gabor patch: params ``(A, x0, y0, sx, sy, theta, f, phase, c)``."""
+    return _gabor_and_jacobian(params, *_grid(size), jacobian=False)[0]
+
+
+def _gabor_and_jacobian(
+    params: np.ndarray, ys: np.ndarray, xs: np.ndarray, jacobian: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The Gabor on the grid and, with ``jacobian``, its derivatives by each parameter
+    (``(size, size, 9)``; checked against central differences in tests/test_hierarchy.py)."""
+    a, x0, y0, sx, sy, theta, f, phase, c = params
+    ct, st = math.cos(theta), math.sin(theta)
     dx, dy = xs - x0, ys - y0
-    xr = dx * math.cos(theta) + dy * math.sin(theta)
-    yr = -dx * math.sin(theta) + dy * math.cos(theta)
+    xr = dx * ct + dy * st
+    yr = -dx * st + dy * ct
     env = np.exp(-(xr**2) / (2 * sx**2) - yr**2 / (2 * sy**2))
-    return a * env * np.cos(2 * math.pi * f * xr + phase) + c
+    arg = 2 * math.pi * f * xr + phase
+    co = np.cos(arg)
+    g = a * env * co + c
+    if not jacobian:
+        return g, None
+    si = np.sin(arg)
+    d_xr = a * env * (-xr / sx**2 * co - 2 * math.pi * f * si)  # dg/dx' and dg/dy'
+    d_yr = a * env * co * (-yr / sy**2)
+    jac = np.stack(
+        [
+            env * co,
+            -ct * d_xr + st * d_yr,
+            -st * d_xr - ct * d_yr,
+            a * env * co * xr**2 / sx**3,
+            a * env * co * yr**2 / sy**3,
+            d_xr * yr - d_yr * xr,
+            -a * env * si * 2 * math.pi * xr,
+            -a * env * si,
+            np.ones_like(env),
+        ],
+        axis=-1,
+    )
+    return g, jac
 
 
 def fit_gabor(pattern: np.ndarray) -> tuple[np.ndarray, float]:
@@ -94,18 +129,22 @@ def fit_gabor(pattern: np.ndarray) -> tuple[np.ndarray, float]:
     lower = [-np.inf, -half, -half, 0.3, 0.3, -np.inf, 0.0, -np.inf, -np.inf]
     upper = [np.inf, half, half, 2.0 * k, 2.0 * k, np.inf, 0.5, np.inf, np.inf]
     best, best_cost = None, np.inf
+    ys, xs = _grid(k)
+    flat = p.ravel()
+
+    def residual(q: np.ndarray) -> np.ndarray:
+        return _gabor_and_jacobian(q, ys, xs, jacobian=False)[0].ravel() - flat
+
+    def jacobian(q: np.ndarray) -> np.ndarray:
+        return _gabor_and_jacobian(q, ys, xs)[1].reshape(k * k, 9)  # type: ignore[union-attr]
+
     # the amplitude's sign covers a phase shift of pi, so two phases suffice
     for phase in (0.0, math.pi / 2):
         for sigma in (k / 6.0, k / 3.0):
             x0 = np.array([amp, 0.0, 0.0, sigma, sigma, theta0, min(f0, 0.49), phase, p.mean()])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fit = least_squares(
-                    lambda q: (gabor(q, k) - p).ravel(),
-                    x0,
-                    bounds=(lower, upper),
-                    max_nfev=400,
-                )
+                fit = least_squares(residual, x0, jac=jacobian, bounds=(lower, upper), max_nfev=400)
             if fit.cost < best_cost:
                 best, best_cost = fit.x, fit.cost
     r2 = 1.0 - 2.0 * best_cost / sst
