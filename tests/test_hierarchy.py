@@ -89,6 +89,8 @@ def test_random_control_same_architecture_fresh_weights_bn_reestimated():
     w = "features.conv1.weight"
     assert not torch.equal(s1[w], s3[w]) and not torch.equal(s1[w], before[w])
     assert any("BatchNorm statistics re-estimated on 24" in n for n in notes)
+    # the builder's options are recorded, so the control is the architecture's own init
+    assert notes[0] == "simplecnn rebuilt with its own initialization, seed 0"
     assert not torch.allclose(s1["features.bn1.running_mean"], torch.zeros(8))
     assert torch.allclose(s3["features.bn1.running_mean"], torch.zeros(8))  # not re-estimated
     assert all(torch.equal(v, model.module.state_dict()[k]) for k, v in before.items())

@@ -158,6 +158,12 @@ def load_model(
         raise CheckpointError(f"checkpoint file {text} does not exist")
     else:
         raise _unknown(text)
+    registered = text in _REGISTRY or (":" in text and text.split(":", 1)[0] in _PREFIXES)
+    if kwargs and registered:
+        # the builder options, so that a random-init control rebuilds the same architecture
+        # with its own initialization (not a reset_parameters copy)
+        model.info.setdefault("arch", text)
+        model.info.setdefault("arch_kwargs", dict(kwargs))
     check_finite_module(model.module, model.weights_source or text)
     model.module.eval()
     model.module.to(dev)
