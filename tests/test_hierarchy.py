@@ -114,7 +114,7 @@ def test_random_partsworld_cnn_has_almost_no_part_or_object_detectors():
     assert units == 160 and high <= 0.05 * units
 
 
-def test_hierarchy_end_to_end_with_resume(tmp_path):
+def test_hierarchy_end_to_end_with_resume(tmp_path, monkeypatch):
     model = interp.load_model("simplecnn", weights="none", seed=3, width=0.25, input_size=32)
     layers = ["features.relu1", "features.relu3", "features.relu5", "fc"]
     data = PartsWorldConcepts(n=48, size=32)
@@ -171,6 +171,18 @@ def test_hierarchy_end_to_end_with_resume(tmp_path):
     assert text(back) == text(result)
     assert back.verdict == result.verdict and str(back.verdict) == v["text"]
     assert set(result.figures()) == {"profile", "osi"}
+    # the probe protocol: the check loops over the registered edge instruments
+    from interp.probes import hierarchy as hmod
+
+    args = (result.model, result.controls, result.edge_controls)
+    names = {"model_name": "m", "data_name": "d", "bootstrap": 20}
+    same = hmod.compare(*args, **names)
+    assert same.verdict.instruments.keys() == result.verdict.instruments.keys()
+    monkeypatch.setattr(hmod, "EDGE_INSTRUMENTS", hmod.EDGE_INSTRUMENTS[:1])
+    only = hmod.compare(*args, **names)
+    assert set(only.verdict.instruments) == {"gratings"} and set(only.thresholds) == {"gratings"}
+    assert set(only.profile()[0]["intervals_90"]) >= {"edge_gratings"}
+    assert "edge_erf" not in only.profile()[0]["fractions"]
 
 
 def _edge_only(net, layers, data, reference, seed, role="control-edges"):

@@ -71,6 +71,8 @@ from .filters import FilterAnalysis, analyse_filters, first_conv
 from .verdict import centroid_verdict, control_threshold
 
 __all__ = [
+    "EDGE_INSTRUMENTS",
+    "EdgeInstrument",
     "Hierarchy",
     "HierarchyResult",
     "Verdict",
@@ -462,31 +464,87 @@ def probe_network(
     )
 
 
+# ---------------------------------------------------------------------- the edge instruments
+@dataclass(frozen=True)
+class EdgeInstrument:
+    """One edge instrument of the hierarchy check (the probe protocol): the hierarchy, its
+    control thresholds, profile and verdict loop over :data:`EDGE_INSTRUMENTS`.
+
+    Attributes:
+        name: the key of its statuses, thresholds and verdict (``gratings``...).
+        units: ``units(probes, layer, threshold)`` -> bool per unit (edge units given the
+            control ``threshold``, ``nan`` when there is none), or ``None`` where the
+            instrument did not measure the layer.
+        gated: ``gated(probes, layer)`` -> (the control values that set its threshold, units
+            behind them), or ``None``; ``None`` itself for an instrument without a threshold.
+        needs: a concept category the data must have (``None``: any data).
+        dissected_controls_only: its controls are the dissected ones only (not the edge-only
+            seeds pooled for the thresholds).
+    """
+
+    name: str
+    units: Callable[[NetworkProbes, str, float], np.ndarray | None]
+    gated: Callable[[NetworkProbes, str], tuple[np.ndarray, int] | None] | None = None
+    needs: str | None = None
+    dissected_controls_only: bool = False
+
+
+def _grating_units(probes: NetworkProbes, layer: str, threshold: float) -> np.ndarray:
+    g = probes.gratings[layer]  # driven, OSI above the absolute cut and the threshold
+    return edge_mask(g["osi"], g["drive_ratio"], osi_threshold=threshold)
+
+
+def _grating_gated(probes: NetworkProbes, layer: str) -> tuple[np.ndarray, int] | None:
+    if layer not in probes.gratings:
+        return None
+    g = probes.gratings[layer]
+    return g["osi"][driven(g["drive_ratio"])], len(g["osi"])
+
+
+def _erf_units(probes: NetworkProbes, layer: str, threshold: float) -> np.ndarray | None:
+    e = probes.erf.get(layer)  # a good oriented Gabor fit, orientedness above the threshold
+    if not e:
+        return None
+    edge = e["edge"].astype(bool).copy()
+    if np.isfinite(threshold):
+        edge &= e["orientedness"] > threshold
+    return edge
+
+
+def _erf_gated(probes: NetworkProbes, layer: str) -> tuple[np.ndarray, int] | None:
+    e = probes.erf.get(layer)
+    if not e:
+        return None
+    return e["orientedness"][e["r2"] >= R2_MIN], len(e["r2"])
+
+
+def _dissection_units(probes: NetworkProbes, layer: str, threshold: float) -> np.ndarray | None:
+    if probes.dissection is None or layer not in probes.dissection:
+        return None
+    d = probes.dissection[layer]  # an edge-concept detector
+    return d.unit_category == d.categories.index("edge") if "edge" in d.categories else None
+
+
+#: the edge instruments, each validated on planted units (module docstring)
+EDGE_INSTRUMENTS = (
+    EdgeInstrument("gratings", _grating_units, _grating_gated),
+    EdgeInstrument("erf", _erf_units, _erf_gated),
+    EdgeInstrument("dissection", _dissection_units, needs="edge", dissected_controls_only=True),
+)
+
+
 # ---------------------------------------------------------------------------- the profile
 def _edge_statuses(
     probes: NetworkProbes, thresholds: dict[str, dict[str, dict[str, Any]]]
 ) -> dict[str, dict[str, np.ndarray | None]]:
-    """Per instrument and layer, bool per unit: ``gratings`` (driven, OSI above the absolute
-    cut and the control's threshold), ``erf`` (good oriented Gabor fit, orientedness above
-    the control's threshold), ``dissection`` (an edge-concept detector)."""
-    out: dict[str, dict[str, np.ndarray | None]] = {"gratings": {}, "erf": {}, "dissection": {}}
-    for name in probes.layers:
-        g = probes.gratings[name]
-        t = thresholds["gratings"].get(name, {}).get("value", float("nan"))
-        out["gratings"][name] = edge_mask(g["osi"], g["drive_ratio"], osi_threshold=t)
-        e = probes.erf.get(name)
-        if e:
-            te = thresholds["erf"].get(name, {}).get("value", float("nan"))
-            edge = e["edge"].astype(bool).copy()
-            if np.isfinite(te):
-                edge &= e["orientedness"] > te
-            out["erf"][name] = edge
-        else:
-            out["erf"][name] = None
-        if probes.dissection is not None and name in probes.dissection:
-            d = probes.dissection[name]
-            cat = d.categories.index("edge") if "edge" in d.categories else None
-            out["dissection"][name] = None if cat is None else d.unit_category == cat
+    """Per edge instrument and layer, bool per unit (``None`` where it measured nothing)."""
+    out: dict[str, dict[str, np.ndarray | None]] = {}
+    for inst in EDGE_INSTRUMENTS:
+        cut = thresholds.get(inst.name, {})
+        out[inst.name] = {
+            name: inst.units(probes, name, cut.get(name, {}).get("value", float("nan")))
+            for name in probes.layers
+        }
     return out
 
 
@@ -514,27 +572,24 @@ def _wilson(k: int, n: int, z: float = 1.645) -> list[float]:
 def control_thresholds(
     controls: Sequence[NetworkProbes], layers: Sequence[str], quantile: float
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per instrument and layer, the control threshold from every pooled control unit that
-    passes the instrument's gate: OSI of driven units (gratings), orientedness of good Gabor
-    fits (ERF); with its 90% bootstrap interval and the number of units behind it."""
-    out: dict[str, dict[str, dict[str, Any]]] = {"gratings": {}, "erf": {}}
-    for name in layers:
-        osi, ori, total, total_erf = [], [], 0, 0
-        for c in controls:
-            if name in c.gratings:
-                g = c.gratings[name]
-                osi.append(g["osi"][driven(g["drive_ratio"])])
-                total += len(g["osi"])
-            e = c.erf.get(name)
-            if e:
-                ori.append(e["orientedness"][e["r2"] >= R2_MIN])
-                total_erf += len(e["r2"])
-        for key, vals, n in (("gratings", osi, total), ("erf", ori, total_erf)):
+    """Per instrument with a threshold and per layer, the control threshold from every pooled
+    control unit that passes the instrument's gate (:attr:`EdgeInstrument.gated`: OSI of
+    driven units for the gratings, orientedness of good Gabor fits for the ERF); with its 90%
+    bootstrap interval and the number of units behind it."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for inst in EDGE_INSTRUMENTS:
+        if inst.gated is None:
+            continue
+        out[inst.name] = {}
+        for name in layers:
+            found = [g for g in (inst.gated(c, name) for c in controls) if g is not None]
+            n = sum(units for _, units in found)
             if not n:
                 continue
+            vals = [v for v, _ in found]
             t = control_threshold(np.concatenate(vals) if vals else np.zeros(0), quantile)
             t["control_units"] = n
-            out[key][name] = t
+            out[inst.name][name] = t
     return out
 
 
@@ -641,7 +696,7 @@ class Hierarchy:
             fr: dict[str, float] = {}
             cfr: dict[str, float] = {}
             intervals: dict[str, Any] = {}
-            for inst in ("gratings", "erf"):
+            for inst in (i.name for i in EDGE_INSTRUMENTS if i.gated is not None):
                 m = ms[inst].get(name)
                 if m is None:
                     continue
@@ -724,7 +779,7 @@ class Hierarchy:
                         "r2": _quantiles(self.model.erf[name]["r2"]),
                         "orientedness": _quantiles(self.model.erf[name]["orientedness"]),
                         "good_fits": round(float((self.model.erf[name]["r2"] >= R2_MIN).mean()), 4),
-                        "control_threshold": self.thresholds["erf"].get(name),
+                        "control_threshold": self.thresholds.get("erf", {}).get(name),
                     },
                     "erf_skipped": info.get("erf_skipped"),
                     "edge_threshold_osi": round(self.edge_thresholds[name], 4),
@@ -1042,11 +1097,13 @@ def compare(
     cs = [result.statuses(c) for c in [*controls, *edge_controls]]
     dis_cs = cs[: len(controls)]
     edges = {
-        "gratings": (ms["gratings"], [c["gratings"] for c in cs]),
-        "erf": (ms["erf"], [c["erf"] for c in cs]),
+        inst.name: (
+            ms[inst.name],
+            [c[inst.name] for c in (dis_cs if inst.dissected_controls_only else cs)],
+        )
+        for inst in EDGE_INSTRUMENTS
+        if inst.needs is None or inst.needs in categories
     }
-    if "edge" in categories:
-        edges["dissection"] = (ms["dissection"], [c["dissection"] for c in dis_cs])
     if "part" not in categories:
         result.verdict = Verdict("not measured", reason="the data have no part category")
     else:
