@@ -179,6 +179,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust_checkpoint: bool = Fa
             ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise _corrupt(path, exc) from exc
+    except (IndexError, KeyError) as exc:  # what torch's unpickler raises on some random bytes
+        raise _corrupt(path, exc) from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - anything an untrusted pickle raises
