@@ -11,7 +11,6 @@ from .errors import DeviceError
 __all__ = [
     "PRECISIONS",
     "HalveOnOOM",
-    "bf16_is_fast",
     "default_batch",
     "is_out_of_memory",
     "resolve_device",
@@ -128,20 +127,6 @@ def synchronize(device: torch.device | str) -> None:
 
 #: the values of every ``precision`` setting (API, CLI, report)
 PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def bf16_is_fast(device: torch.device | str) -> bool:
-    """True where bf16 autocast runs on native hardware: CUDA GPUs with bf16, and CPUs whose
-    oneDNN has native bf16 (AVX512-BF16 / AMX); elsewhere bf16 would be emulated and slow."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
 
 
 def use_bf16(precision: str, device: torch.device | str) -> bool:

@@ -473,8 +473,7 @@ class Examples(dict):
     ) -> Path:
         """Write ``examples.json`` (``units``: only those), the grid PNGs of those units
         (``<layer>/units_AAAA-BBBB.png``) and ``examples.pt``; returns the JSON's path."""
-        out = make_dir(folder)
-        prepare_output(out)
+        out = prepare_output(folder)
         doc = self.to_dict(units)
         for entry, name in zip(doc["layers"], self, strict=True):
             sub = make_dir(out / name.replace("/", "_"))

@@ -82,18 +82,21 @@ class Atlas:
         """The JSON document of ``index.json``."""
         return {"model": self.model, "settings": self.settings, "layers": self.layers}
 
-    def units(self, layer: str) -> list[dict[str, Any]]:
-        """The unit records of ``layer``."""
+    def _entry(self, layer: str) -> dict[str, Any]:
         for entry in self.layers:
             if entry["layer"] == layer:
-                return entry["units"]
+                return entry
         raise UnknownLayerError(
             f"layer {layer!r} is not in this atlas: it has {[e['layer'] for e in self.layers]}"
         )
 
+    def units(self, layer: str) -> list[dict[str, Any]]:
+        """The unit records of ``layer``."""
+        return self._entry(layer)["units"]
+
     def image(self, layer: str, channel: int) -> np.ndarray:
         """The feature visualization of ``layer:channel`` as an ``(H, W[, 3])`` uint8 array."""
-        entry = next(e for e in self.layers if e["layer"] == layer)
+        entry = self._entry(layer)
         for unit in entry["units"]:
             if unit["channel"] == channel:
                 return np.asarray(Image.open(self.folder / entry["folder"] / unit["png"]))

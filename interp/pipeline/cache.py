@@ -19,7 +19,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,8 +29,6 @@ from ..models.base import Model
 from ..utils import atomic_write_text, make_dir, settings_digest
 
 __all__ = ["StageCache", "architecture_digest", "stage_key", "weights_digest"]
-
-T = TypeVar("T")
 
 
 def weights_digest(model: Model | nn.Module, length: int = 16) -> str:

@@ -119,7 +119,7 @@ def report(
     if isinstance(model, str):
         model = load_model(model, device=device)
     model = as_model(model)
-    out = prepare_output(make_dir(out))  # writable; no temp files of a killed run
+    out = prepare_output(out)  # made, writable; no temp files of a killed run
     cfg = dict(QUICK if quick else FULL)
     cache = StageCache(out, force=force, progress=progress)
     names = layers or default_hierarchy_layers(model)

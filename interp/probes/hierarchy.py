@@ -993,12 +993,8 @@ def measure_hierarchy(
     names = list(layers)
     kwargs = {"quantile": quantile, "iou_threshold": iou_threshold, "batch_size": batch_size}
     kwargs["precision"] = precision
-    reference = torch.stack(
-        [
-            PhotoCrops(n=reference_images, size=data.image_size, seed=0)[i][0]
-            for i in range(reference_images)
-        ]
-    )
+    crops = PhotoCrops(n=reference_images, size=data.image_size, seed=0)
+    reference = torch.stack([crops[i][0] for i in range(reference_images)])
 
     def run(role: str, seed: int | None, upto: list[str] | None = None) -> NetworkProbes:
         probe_layers = names if upto is None else upto
