@@ -14,7 +14,7 @@ The public API::
 """
 
 from . import objectives
-from .attribution import attribute
+from .attribution import Attribution, attribute
 from .capture import ActivationCapture, capture, layer_names, resolve_layer
 from .classify import Prediction, classify
 from .device import resolve_device
@@ -37,13 +37,15 @@ from .pipeline.atlas import Atlas, atlas, visualize
 from .pipeline.card import unit_card
 from .pipeline.hierarchy import hierarchy
 from .pipeline.report import report
-from .probes import Hierarchy, Verdict, dissect, edge_probe
+from .probes import Dissection, Hierarchy, Verdict, dissect, edge_probe
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActivationCapture",
     "Atlas",
+    "Attribution",
+    "Dissection",
     "Examples",
     "Hierarchy",
     "Verdict",

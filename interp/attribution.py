@@ -15,6 +15,7 @@ from the baseline); Grad-CAM is upsampled bilinearly from its layer.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from .models.registry import as_model
 from .report.figures import save_figure
 from .report.unit_figures import plot_attribution
 from .settings import ATTRIBUTION
-from .utils import atomic_path, make_dir
+from .utils import atomic_path, atomic_write_text, prepare_output
 
 __all__ = ["METHODS", "Attribution", "attribute", "parse_target", "save_attribution"]
 
@@ -105,7 +106,12 @@ class _UnitForward(nn.Module):
 
 @dataclass
 class Attribution:
-    """An attribution map and what it explains."""
+    """What :func:`attribute` returns: an attribution map and what it explains.
+
+    ``to_dict()`` is the JSON of ``STEM.json``; ``figures()`` the image, map and overlay;
+    ``save(folder, stem)`` writes both, the map (``STEM.npy``) and every array
+    (``STEM.npz``), which ``Attribution.load(folder, stem)`` reads back.
+    """
 
     method: str
     target: str
@@ -113,6 +119,63 @@ class Attribution:
     raw: np.ndarray  # captum's output for the input (C, H, W) or the layer map
     image: np.ndarray  # (H, W, 3) in [0, 1], what the model saw
     info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.map
+        return {
+            "method": self.method,
+            "target": self.target,
+            "map_shape": list(m.shape),
+            "map": {
+                "sum": float(m.sum()),
+                "min": float(m.min()),
+                "max": float(m.max()),
+                "mean_abs": float(np.abs(m).mean()),
+            },
+            "info": self.info,
+        }
+
+    def figures(self) -> dict[str, Any]:
+        """``{"attribution": fig}``: the image, the map and the map over the image."""
+        title = f"{self.method}: {self.target}"
+        return {"attribution": plot_attribution(self.image, self.map, title)}
+
+    def save(self, folder: str | os.PathLike[str], stem: str | None = None) -> list[Path]:
+        """``STEM.png``, ``STEM.npy`` (the map), ``STEM.npz`` (map, raw, image) and
+        ``STEM.json`` in ``folder`` (``stem`` defaults to the method), atomically; returns
+        the paths (the figure and the map first)."""
+        stem = stem or self.method
+        folder = prepare_output(folder)
+        npy = folder / f"{stem}.npy"
+        with atomic_path(npy, suffix=".npy") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, self.map)
+        npz = folder / f"{stem}.npz"
+        with atomic_path(npz, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, map=self.map, raw=self.raw, image=self.image)
+        doc = folder / f"{stem}.json"
+        atomic_write_text(doc, json.dumps(self.to_dict(), indent=1, default=_plain))
+        png = save_figure(self.figures()["attribution"], folder / f"{stem}.png")
+        return [png, npy, npz, doc]
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], stem: str) -> Attribution:
+        """An attribution written by :meth:`save`."""
+        folder = Path(folder)
+        doc = json.loads((folder / f"{stem}.json").read_text())
+        with np.load(folder / f"{stem}.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls(
+            doc["method"], doc["target"], arrays["map"], arrays["raw"], arrays["image"], doc["info"]
+        )
+
+
+def _plain(value: Any) -> Any:
+    """JSON for the numpy and torch values an ``info`` may hold."""
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return np.asarray(value).tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
 
 
 def _last_spatial_layer(model: Model) -> str:
@@ -256,14 +319,5 @@ def attribute(
 
 
 def save_attribution(result: Attribution, out: str | os.PathLike[str], stem: str) -> list[Path]:
-    """``stem.png`` (image, map, overlay) and ``stem.npy`` (the map) in ``out``, atomically."""
-    folder = Path(out)
-    make_dir(folder)
-    npy = folder / f"{stem}.npy"
-    with atomic_path(npy, suffix=".npy") as tmp, open(tmp, "wb") as handle:
-        np.save(handle, result.map)
-    png = save_figure(
-        plot_attribution(result.image, result.map, f"{result.method}: {result.target}"),
-        folder / f"{stem}.png",
-    )
-    return [png, npy]
+    """``result.save(out, stem)`` (kept for earlier callers)."""
+    return result.save(out, stem)

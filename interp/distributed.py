@@ -10,7 +10,9 @@ split by rank:
   units in ``units.rankRofW.json``; rank 0 merges them into ``units.json`` and writes grids,
   ``index.json`` and ``overview.png``.
 * ``examples`` and ``hierarchy`` (dissection): the dataset, strided (rank ``r`` of ``w``
-  takes items ``r, r + w, ...``), with an exact merge: top-k lists by value with ties broken
+  takes items ``r, r + w, ...``; the jobs hand the instruments a
+  :class:`~interp.pipeline.sharding.RankStream`, the instruments never import this module),
+  with an exact merge: top-k lists by value with ties broken
   by item index (what one process keeps), quantile buffers by their union's top values,
   counts by summing. Every rank ends with the merged result; rank 0 writes the outputs.
 
@@ -47,6 +49,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import RangeError
+from .streaming import object_state, restore_object
 from .utils import atomic_path, settings_digest
 
 __all__ = [
@@ -139,33 +142,6 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
         return t
     parts = all_gather(t.detach().cpu())
     return torch.stack(parts).sum(dim=0).to(t.device)
-
-
-def object_state(obj: Any) -> dict[str, Any]:
-    """An accumulator's tensors and numbers (and its generators' states), for a checkpoint."""
-    out: dict[str, Any] = {}
-    for key, value in vars(obj).items():
-        if isinstance(value, torch.Tensor):
-            out[key] = value.detach().cpu()
-        elif isinstance(value, bool | int | float):
-            out[key] = value
-        elif isinstance(value, torch.Generator):
-            out[key + ".state"] = value.get_state()
-    return out
-
-
-def restore_object(obj: Any, state: dict[str, Any]) -> Any:
-    """Put :func:`object_state`'s values back into a fresh object of the same kind (tensors
-    go to the device of the attribute they replace); returns ``obj``."""
-    for key, value in state.items():
-        if key.endswith(".state"):
-            getattr(obj, key[: -len(".state")]).set_state(value)
-        elif isinstance(value, torch.Tensor):
-            old = getattr(obj, key, None)
-            setattr(obj, key, value.to(old.device) if isinstance(old, torch.Tensor) else value)
-        else:
-            setattr(obj, key, value)
-    return obj
 
 
 def checkpoint_interval(default: float = 60.0) -> float:

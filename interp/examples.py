@@ -28,12 +28,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import distributed as dist
 from .capture import ActivationCapture, resolve_layers
 from .checks import check_finite, check_int
 from .data.specs import data_images
 from .device import HalveOnOOM, default_batch, use_bf16
-from .distributed import object_state, restore_object
 from .errors import InterpError
 from .inventory import default_layers
 from .inventory import layers as inventory
@@ -42,6 +40,7 @@ from .models.registry import as_model
 from .report.figures import plt, save_figure
 from .report.unit_figures import plot_examples_grid
 from .settings import EXAMPLES
+from .streaming import Stream, object_state, restore_object
 from .utils import atomic_path, atomic_write_text, make_dir, prepare_output
 
 __all__ = [
@@ -218,8 +217,7 @@ def examples(
     num_workers: int = 0,
     seed: int = 0,
     receptive_fields: dict[str, int] | None = None,
-    checkpoint: str | Path | None = None,
-    checkpoint_every: float | None = None,
+    stream: Stream | None = None,
     progress: bool = True,
 ) -> Examples:
     """Top-``k`` dataset examples of every unit of ``layers`` (module docstring).
@@ -238,10 +236,12 @@ def examples(
             out-of-memory).
         receptive_fields: ``{layer: RF size}`` when known (otherwise measured once, with the
             layer inventory, at the dataset's image size).
-        checkpoint: a folder for this rank's running state, saved every ``checkpoint_every``
-            seconds (default 60, or ``INTERP_CHECKPOINT_EVERY``); an interrupted pass with the
-            same settings (and number of ranks) resumes from it. Removed when the pass
-            completes.
+        stream: the run this pass is part of (:class:`~interp.streaming.Stream`): which
+            items are this shard's, how the shards' lists are merged (exactly, on every
+            shard) and where the running state is kept. The default is one process with
+            nothing kept; the pipeline's :class:`~interp.pipeline.sharding.RankStream`
+            shards over ``torchrun`` ranks and checkpoints, so that an interrupted pass with
+            the same settings resumes.
         progress: progress bar.
     """
     check_int("k", k)
@@ -249,8 +249,7 @@ def examples(
     check_int("size", size, low=8, optional=True)
     check_int("batch_size", batch_size, optional=True)
     model = as_model(model)
-    if checkpoint is not None:
-        prepare_output(checkpoint)  # writable; no temp files of a killed run
+    stream = stream or Stream()
     if size is None and data == "photos":
         size = model.input_size[0]
     dataset = examples_data(data, size=size, n=n, seed=seed)
@@ -262,34 +261,27 @@ def examples(
         found = inventory(model, names=names, input_size=tuple(first.shape[-2:]))
         receptive_fields = {i.name: i.rf_size[0] for i in found if i.rf_size}
     batch_size = batch_size or default_batch(model.device, 32, 128)
-    mine = dist.shard(len(dataset))  # every item in a single process; this rank's otherwise
+    mine = stream.shard(len(dataset))  # every item in one process; this shard's otherwise
     device = model.device
     bf16 = use_bf16(precision, device)
     results: dict[str, LayerExamples] = {}
     skipped: dict[str, str] = {}
-    start = 0
-    state = (
-        dist.RankCheckpoint(checkpoint, "examples", checkpoint_every)
-        if checkpoint is not None
-        else None
-    )
-    if state is not None:
-        key = {
-            "model": model.name,
-            "data": [type(dataset).__name__, len(dataset), data if isinstance(data, str) else ""],
-            "first_image": hashlib.sha1(first.numpy().tobytes()).hexdigest(),
-            "layers": names,
-            "k": k,
-            "bottom": bottom,
-            "dedup": dedup,
-            "n": n,
-            "size": size,
-            "seed": seed,
-            "receptive_fields": {m: receptive_fields.get(m) for m in names},
-        }
-        start, results, skipped = _unpack(state.load(key))
-        if start and progress:
-            print(f"examples: resuming after {start} of this rank's images", file=sys.stderr)
+    key = {
+        "model": model.name,
+        "data": [type(dataset).__name__, len(dataset), data if isinstance(data, str) else ""],
+        "first_image": hashlib.sha1(first.numpy().tobytes()).hexdigest(),
+        "layers": names,
+        "k": k,
+        "bottom": bottom,
+        "dedup": dedup,
+        "n": n,
+        "size": size,
+        "seed": seed,
+        "receptive_fields": {m: receptive_fields.get(m) for m in names},
+    }
+    start, results, skipped = _unpack(stream.resume(key))
+    if start and progress:
+        print(f"examples: resuming after {start} of this shard's images", file=sys.stderr)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, mine[start:]),
         batch_size=batch_size,
@@ -338,14 +330,14 @@ def examples(
                         lo, lo_pos = flat.min(dim=2)
                         results[name].bottom.update(lo.T, idx, src, lo_pos.T)  # type: ignore[union-attr]
                 bar.update(b - a)
-            if state is not None:
-                state.maybe_save(lambda start=start: _pack(start, results, skipped))
-    if dist.is_distributed():  # exact merge of every rank's lists, on every rank
-        gathered = dist.all_gather({n: (r.top, r.bottom) for n, r in results.items()})
+            stream.save(lambda start=start: _pack(start, results, skipped))
+    if stream.distributed:  # exact merge of every shard's lists, on every shard
+        gathered = stream.gather({n: (r.top, r.bottom) for n, r in results.items()})
+        others = [g for i, g in enumerate(gathered) if i != stream.index]
         for name, r in results.items():
-            r.top.merge([g[name][0] for i, g in enumerate(gathered) if i != dist.rank()])
+            r.top.merge([g[name][0] for g in others])
             if r.bottom is not None:
-                r.bottom.merge([g[name][1] for i, g in enumerate(gathered) if i != dist.rank()])
+                r.bottom.merge([g[name][1] for g in others])
         start = len(dataset)
     if not results:
         raise InterpError("none of the layers has a 4-D (N, C, H, W) output: " + ", ".join(skipped))
@@ -353,13 +345,12 @@ def examples(
         r.info = {"images": start, "dedup": dedup, "skipped": skipped}
         filled = r.top.key[r.top.key != -math.inf]  # empty slots hold -inf
         check_finite(filled, f"{r.layer}'s activations")
-    if state is not None:
-        state.remove()
+    stream.finish(lambda: _pack(start, results, skipped))
     return Examples(results, data=dataset, data_name=data if isinstance(data, str) else "")
 
 
 def _pack(done: int, results: dict[str, LayerExamples], skipped: dict[str, str]) -> dict:
-    """The running state of an examples pass, for :class:`~interp.distributed.RankCheckpoint`."""
+    """The running state of an examples pass, for :meth:`interp.streaming.Stream.save`."""
     layers = {name: _pack_layer(r) for name, r in results.items()}
     return {"done": done, "layers": layers, "skipped": skipped}
 

@@ -3,6 +3,7 @@ complete, unit targets work, and no hook or state change survives a call, also w
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 
 import numpy as np
@@ -12,7 +13,7 @@ from conftest import Boom, all_hooks, tiny_cnn
 from torch import nn
 
 from interp import ChannelError, Model, Preprocessing, UnknownClassError, UnknownLayerError
-from interp.attribution import AttributionError, attribute, save_attribution
+from interp.attribution import Attribution, AttributionError, attribute, save_attribution
 
 
 def _model() -> Model:
@@ -65,8 +66,12 @@ def test_gradcam_and_conductance_shapes(tmp_path):
     assert lc.map.shape == (24, 24)
     nc = attribute(model, img, "conductance", target="5:1", n_steps=16)
     assert nc.map.shape == (24, 24) and len(nc.info["neuron"]) == 3
-    png, npy = save_attribution(nc, tmp_path, "unit")
+    png, npy, *_ = save_attribution(nc, tmp_path, "unit")
     assert png.stat().st_size > 1000 and np.load(npy).shape == (24, 24)
+    back = Attribution.load(tmp_path, "unit")
+    assert back.method == "conductance" and back.target == nc.target
+    assert np.array_equal(back.map, nc.map) and np.array_equal(back.image, nc.image)
+    assert back.to_dict() == json.loads(json.dumps(nc.to_dict(), default=list))
     assert all_hooks(model.module) == 0
 
 

@@ -13,12 +13,40 @@ import numpy as np
 import pytest
 
 from interp import distributed as dist
+from interp.pipeline.sharding import RankStream
+from interp.streaming import Stream
 
 JOB = Path(__file__).parent / "jobs" / "sharded_job.py"
 
 
 def test_shard_is_everything_in_one_process():
     assert dist.shard(5) == [0, 1, 2, 3, 4] and dist.world() == 1 and dist.is_main()
+
+
+def test_streams_shard_strided_and_keep_nothing_by_default(monkeypatch, tmp_path):
+    """An instrument called directly (the base Stream) takes every item and keeps no state;
+    the pipeline's RankStream follows the process group's ranks and checkpoints only with a
+    folder, keeping the finished state only when asked."""
+    plain = Stream()
+    assert plain.shard(5) == [0, 1, 2, 3, 4] and plain.gather("x") == ["x"]
+    assert plain.resume({"a": 1}) == {} and not plain.distributed
+    monkeypatch.setattr(dist, "rank", lambda: 1)
+    monkeypatch.setattr(dist, "world", lambda: 3)
+    ranked = RankStream()
+    assert ranked.shard(8) == [1, 4, 7] and ranked.distributed and ranked.path is None
+    ranked.save(lambda: pytest.fail("no folder: nothing is saved"), now=True)
+    kept = RankStream(tmp_path, "job", every=3600, keep_finished=True)
+    assert kept.path == tmp_path / "job.rank1of3.pt" and kept.resume({"a": 1}) == {}
+    kept.save(lambda: pytest.fail("not yet: the interval has not passed"))
+    kept.save(lambda: {"done": 2}, now=True)
+    assert RankStream(tmp_path, "job").resume({"a": 1})["done"] == 2
+    assert RankStream(tmp_path, "job").resume({"a": 2}) == {}  # other settings
+    kept.finish(lambda: {"done": 3})
+    assert RankStream(tmp_path, "job").resume({"a": 1})["done"] == 3
+    dropped = RankStream(tmp_path, "job")
+    dropped.resume({"a": 1})
+    dropped.finish(lambda: pytest.fail("not kept"))
+    assert not kept.path.exists()
 
 
 @pytest.mark.skipif(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 import interp
@@ -121,7 +122,14 @@ def test_suite_summary_and_resume(tmp_path, monkeypatch):
         assert question in md
         for n in names:
             assert f"{n} measured {len(n)}." in md and f"]({n}/figure.png)" in md
-    assert json.loads((tmp_path / "summary.json").read_text())["questions"] == summary["questions"]
+    assert json.loads((tmp_path / "summary.json").read_text())["questions"] == summary.questions
+    assert suite.SuiteResult.load(tmp_path) == summary
+    cited = {f"{n}/figure.png" for _, names in suite.QUESTIONS for n in names}
+    assert sorted(summary.figures()) == sorted(cited)  # each figure once
+    one = suite.ExperimentResult.load(tmp_path / "transfer", "transfer")
+    assert one.findings == ["transfer measured 8."] and list(one.figures()) == ["figure"]
+    with pytest.raises(suite.InterpError, match="holds no summary.json"):
+        suite.SuiteResult.load(tmp_path / "transfer")
     suite.experiment_all(tmp_path, progress=False)  # finished experiments are reused
     assert len(calls) == len(table)
     suite.experiment_all(tmp_path, force=True, progress=False)

@@ -13,6 +13,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from golden_jobs import GOLDEN, run_jobs  # noqa: E402
 
+# The ERF probe's Gabor fit (float32 Levenberg-Marquardt from three starts) of a poorly fitted
+# unit (R^2 < 0.5) can land on another optimum when its gradients differ in the 7th digit, as
+# they do between CPUs (oneDNN picks other kernels): measured on the golden model's first
+# layer, a relative 1e-6 perturbation of the ERFs moved one unit's orientedness by 0.033, and
+# the golden file written on an Intel CPU (AMX) read orientedness q10 0.1996 where an AMD EPYC
+# reads 0.1600 (mean 0.5903 vs 0.5889, R^2 mean 0.4784 vs 0.4786). These statistics are
+# compared at the spread the platforms show; every other number at 1e-4.
+PLATFORM_TOLERANCE = {".erf.orientedness": 0.06, ".erf.r2": 2e-3}
+
+
+def _tolerance(key):
+    return next((t for part, t in PLATFORM_TOLERANCE.items() if part in key), 1e-6)
+
 
 @pytest.fixture(scope="module")
 def runs():
@@ -30,7 +43,7 @@ def test_job_outputs_equal_the_golden_file(job, runs, one_thread):
     for key, want in golden.items():
         value = got[key]
         if isinstance(want, float) and isinstance(value, int | float):
-            if not math.isclose(value, want, rel_tol=1e-4, abs_tol=1e-6):
+            if not math.isclose(value, want, rel_tol=1e-4, abs_tol=_tolerance(key)):
                 changed.append(f"{key}: {want} -> {value}")
         elif value != want:
             changed.append(f"{key}: {want!r} -> {value!r}")

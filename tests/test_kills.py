@@ -336,7 +336,7 @@ def test_examples_killed_resumes_from_its_checkpoint(tmp_path, model_run):
 
     def check(text: str) -> None:
         if done is not None:  # killed in the pass (else in writing the figures: no state left)
-            assert f"examples: resuming after {done} of this rank's images" in text, (info, text)
+            assert f"examples: resuming after {done} of this shard's images" in text, (info, text)
 
     _finish_and_compare(reference, killed, args, info, check)
 

@@ -20,6 +20,7 @@ from interp.errors import DeviceError
 from interp.examples import examples
 from interp.pipeline import atlas as jobs
 from interp.pipeline.atlas import atlas
+from interp.pipeline.sharding import RankStream
 from interp.probes.dissect import dissect
 
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -40,6 +41,11 @@ class _Forwards:
             return real(cap, x, *a, **k)
 
         monkeypatch.setattr(ActivationCapture, "run", run)
+
+
+def _kept(folder, job):
+    """The pipeline's stream, checkpointing after every batch."""
+    return RankStream(folder, job, every=0)
 
 
 def _small():
@@ -167,12 +173,12 @@ def test_an_interrupted_examples_pass_resumes_from_its_checkpoint(
     forwards = _Forwards(monkeypatch, stop_at=4)
     calls = forwards.calls
     with pytest.raises(KeyboardInterrupt):
-        examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
+        examples(model, data, layers, stream=_kept(tmp_path, "examples"), **kw)
     saved = list(tmp_path.glob("examples.rank0of1.pt"))
     assert saved and not list(tmp_path.glob("*.tmp*"))
     calls.clear()
     forwards.stop_at = -1
-    got = examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
+    got = examples(model, data, layers, stream=_kept(tmp_path, "examples"), **kw)
     assert len(calls) == 2  # 24 of 40 images were saved: two batches of 8 are left
     assert not saved[0].exists()  # removed once complete
     for name in layers:
@@ -186,11 +192,11 @@ def test_an_interrupted_examples_pass_resumes_from_its_checkpoint(
     forwards.stop_at = 4
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
-        examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
+        examples(model, data, layers, stream=_kept(tmp_path, "examples"), **kw)
     assert saved[0].exists()
     forwards.stop_at = -1
     calls.clear()
-    examples(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **{**kw, "k": 4})
+    examples(model, data, layers, stream=_kept(tmp_path, "examples"), **{**kw, "k": 4})
     assert len(calls) == 5  # k changed: all 40 images again
 
 
@@ -215,12 +221,12 @@ def test_an_interrupted_dissection_resumes_from_its_checkpoint(
     forwards = _Forwards(monkeypatch, stop_at=stop_at)
     calls = forwards.calls
     with pytest.raises(KeyboardInterrupt):
-        dissect(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
+        dissect(model, data, layers, stream=_kept(tmp_path, "dissect"), **kw)
     saved = tmp_path / "dissect.rank0of1.pt"
     assert saved.is_file()
     calls.clear()
     forwards.stop_at = -1
-    got = dissect(model, data, layers, checkpoint=tmp_path, checkpoint_every=0, **kw)
+    got = dissect(model, data, layers, stream=_kept(tmp_path, "dissect"), **kw)
     assert len(calls) == calls_left and not saved.exists()
     for name in layers:
         assert np.array_equal(want[name].thresholds, got[name].thresholds)

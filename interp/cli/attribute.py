@@ -39,13 +39,13 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..attribution import attribute, save_attribution
+    from ..attribution import attribute
 
     model = _load(args)
     result = attribute(
         model, args.image, args.method, target=args.target, layer=args.layer, n_steps=args.n_steps
     )
-    paths = save_attribution(result, args.out, args.method)
+    paths = result.save(args.out, args.method)
     print(f"{args.method}: {result.target}")
     if "output_difference" in result.info:
         i = result.info

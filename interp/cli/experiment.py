@@ -39,15 +39,15 @@ def run(args: argparse.Namespace) -> int:
     if args.name == "all":
         out = args.out or Path("out/experiments")
         summary = experiment_all(out, force=args.force, progress=progress)
-        for block in summary["questions"]:
+        for block in summary.questions:
             print(f"\n{block['question']}")
             for a in block["answers"]:
                 print(f"  - [{a['experiment']}] {a['finding']}")
         print(f"\nwrote {out}/summary.md, summary.json and a folder per experiment")
         return 0
     out = args.out or Path("out/experiments") / args.name
-    summary = run_experiment(args.name, out, seeds=args.seeds, runs=args.runs, progress=progress)
-    for finding in summary.get("findings", []):
+    result = run_experiment(args.name, out, seeds=args.seeds, runs=args.runs, progress=progress)
+    for finding in result.findings:
         print(f"- {finding}")
     print(f"wrote {out}")
     return 0

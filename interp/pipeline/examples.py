@@ -25,6 +25,7 @@ from ..models.registry import as_model
 from ..settings import EXAMPLES
 from ..utils import prepare_output
 from .cache import StageCache, stage_key
+from .sharding import RankStream
 
 __all__ = ["examples_job"]
 
@@ -87,7 +88,8 @@ def examples_job(
             dedup=dedup,
             batch_size=batch_size,
             precision=precision,
-            checkpoint=out,  # an interrupted pass resumes from here (removed when complete)
+            # sharded over ranks; an interrupted pass resumes from OUT (removed when complete)
+            stream=RankStream(out, "examples"),
             progress=progress,
         )
         result.data_name = data

@@ -38,6 +38,7 @@ from ..probes.hierarchy import (
 from ..settings import HIERARCHY
 from ..utils import prepare_output
 from .cache import StageCache, architecture_digest, stage_key, weights_digest
+from .sharding import RankStream
 
 __all__ = ["hierarchy"]
 
@@ -165,11 +166,14 @@ def hierarchy(
         tag = f"{role}{'' if seed is None else f'-seed{seed}'}"
         path = cache.path(tag, key, ".npz")
         if path is None:
-            return compute(None)
+            return compute(RankStream())
         stage_paths[tag] = path.name
 
         def run() -> dict[str, Any]:
-            probes = compute(None if role == "control-edges" else path.with_suffix(".partial"))
+            partial = path.with_suffix(".partial")  # the dissection's rank checkpoints
+            edges_only = role == "control-edges"  # no dissection, nothing to checkpoint
+            stream = RankStream(None if edges_only else partial, "dissect", keep_finished=True)
+            probes = compute(stream)
             if dist.is_main():  # every rank reads stages, rank 0 writes
                 probes.save(path)
             dist.barrier()  # the stage is saved and no rank reads its checkpoint any more

@@ -30,7 +30,6 @@ import numpy as np
 from .. import distributed as dist
 from ..data.concepts import load_concepts
 from ..data.specs import data_images
-from ..errors import InterpError
 from ..examples import Examples
 from ..inventory import layers as inventory
 from ..inventory import layers_json
@@ -46,6 +45,7 @@ from .atlas import Atlas, atlas
 from .cache import StageCache, stage_key, weights_digest
 from .examples import examples_job
 from .hierarchy import hierarchy
+from .suite import SuiteResult
 
 __all__ = ["report", "QUICK", "FULL"]
 
@@ -80,11 +80,8 @@ def _check_inputs(data: str, examples_data_spec: str | None, experiments: Any) -
     load_concepts(data, size=16, n=1)  # raises on an unknown spec or a missing Broden folder
     if examples_data_spec is not None:
         data_images(examples_data_spec, size=16, n=1)
-    if experiments is not None and not (Path(experiments) / "summary.json").is_file():
-        raise InterpError(
-            f"{experiments} holds no summary.json: give the --out folder of a finished "
-            "`interp experiment all` run"
-        )
+    if experiments is not None:
+        SuiteResult.load(experiments)  # raises when the folder holds no finished suite
 
 
 def report(
@@ -219,13 +216,12 @@ def report(
     exp_doc = None
     if experiments is not None:
         exp_dir = Path(experiments)
-        exp_doc = json.loads((exp_dir / "summary.json").read_text())
+        suite = SuiteResult.load(exp_dir)
+        exp_doc = suite.to_dict()
         target = out / "experiments"
-        for block in exp_doc["questions"]:
-            for a in block["answers"]:
-                for f in a["figures"]:
-                    (target / f).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(exp_dir / f, target / f)
+        for f in suite.figures():
+            (target / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(exp_dir / f, target / f)
 
     report_doc = {
         "model": model.summary(),

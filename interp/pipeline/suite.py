@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,7 +35,15 @@ from ..experiments.transfer import transfer
 from ..utils import atomic_write_text, make_dir
 from .cache import StageCache, stage_key
 
-__all__ = ["EXPERIMENTS", "Experiment", "experiment_all", "experiment_settings", "run_experiment"]
+__all__ = [
+    "EXPERIMENTS",
+    "Experiment",
+    "ExperimentResult",
+    "SuiteResult",
+    "experiment_all",
+    "experiment_settings",
+    "run_experiment",
+]
 
 
 class Experiment(NamedTuple):
@@ -89,6 +99,88 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` returns: one experiment's document (the JSON it wrote,
+    ``EXPERIMENTS[name].filename``), its findings and the folder holding it and its figures.
+
+    ``to_dict()`` is the document; ``figures()`` its PNGs by name; ``save(folder)`` writes the
+    document there; ``ExperimentResult.load(folder, name)`` reads it back.
+    """
+
+    name: str
+    doc: dict[str, Any]
+    folder: Path
+
+    @property
+    def findings(self) -> list[str]:
+        """The experiment's conclusions: sentences that carry their numbers."""
+        return list(self.doc.get("findings", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.doc
+
+    def figures(self) -> dict[str, Path]:
+        """``{stem: path}`` of the figures the experiment drew in its folder."""
+        return {p.stem: p for p in sorted(self.folder.glob("*.png"))}
+
+    def save(self, folder: str | Path) -> Path:
+        path = make_dir(folder) / EXPERIMENTS[self.name].filename
+        write_json(path, self.doc)
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path, name: str) -> ExperimentResult:
+        folder = Path(folder)
+        if name not in EXPERIMENTS:
+            raise InterpError(f"unknown experiment {name!r}: use one of {', '.join(EXPERIMENTS)}")
+        path = folder / EXPERIMENTS[name].filename
+        if not path.is_file():
+            raise InterpError(f"{folder} holds no {path.name}: run `interp experiment {name}`")
+        return cls(name, json.loads(path.read_text()), folder)
+
+
+@dataclass
+class SuiteResult:
+    """What :func:`experiment_all` returns: the student's questions, each answered by the
+    experiments' findings with the figures behind them, and the time each experiment took.
+
+    ``to_dict()`` is ``summary.json``; ``save(folder)`` writes it and ``summary.md``;
+    ``SuiteResult.load(folder)`` reads ``summary.json`` back.
+    """
+
+    questions: list[dict[str, Any]]
+    seconds: dict[str, float | str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"questions": self.questions, "seconds": self.seconds}
+
+    def figures(self) -> list[str]:
+        """Every figure an answer cites, relative to the suite's folder (each once)."""
+        seen: dict[str, None] = {}
+        for block in self.questions:
+            for a in block["answers"]:
+                seen.update(dict.fromkeys(a["figures"]))
+        return list(seen)
+
+    def save(self, folder: str | Path) -> list[Path]:
+        folder = make_dir(folder)
+        write_json(folder / "summary.json", self.to_dict())
+        atomic_write_text(folder / "summary.md", _markdown(self.to_dict()))
+        return [folder / "summary.json", folder / "summary.md"]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SuiteResult:
+        path = Path(folder) / "summary.json"
+        if not path.is_file():
+            raise InterpError(
+                f"{folder} holds no summary.json: give the --out folder of a finished "
+                "`interp experiment all` run"
+            )
+        doc = json.loads(path.read_text())
+        return cls(doc["questions"], doc.get("seconds", {}))
+
+
 #: bumped when an experiment's code changes its results with the same defaults
 SUITE_VERSION = 1
 
@@ -113,7 +205,7 @@ def run_experiment(
     seeds: int | None = None,
     runs: str | Path | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> ExperimentResult:
     """Run one experiment into ``out`` (trained networks in ``runs``, default ``out/runs``)."""
     if name not in EXPERIMENTS:
         raise InterpError(
@@ -121,8 +213,9 @@ def run_experiment(
         )
     check_int("seeds", seeds, optional=True)
     out = make_dir(out)  # an unwritable --out fails now, not after the training
-    runner = EXPERIMENTS[name][0]
-    return runner(out, seeds, Path(runs) if runs is not None else out / "runs", progress)
+    runner = EXPERIMENTS[name].runner
+    doc = runner(out, seeds, Path(runs) if runs is not None else out / "runs", progress)
+    return ExperimentResult(name, doc, out)
 
 
 QUESTIONS = [
@@ -141,9 +234,7 @@ QUESTIONS = [
 ]
 
 
-def experiment_all(
-    out: str | Path, *, force: bool = False, progress: bool = True
-) -> dict[str, Any]:
+def experiment_all(out: str | Path, *, force: bool = False, progress: bool = True) -> SuiteResult:
     """Every experiment with its defaults into ``out/<name>``; then the summary."""
     out = Path(out)
     make_dir(out)
@@ -158,7 +249,7 @@ def experiment_all(
         cache = StageCache(folder, force=force, progress=progress)
 
         def run(name: str = name, folder: Path = folder) -> dict[str, Any]:
-            return run_experiment(name, folder, runs=runs, progress=progress)
+            return run_experiment(name, folder, runs=runs, progress=progress).doc
 
         # the folder holds one experiment's files: a run under other settings replaces them
         results[name] = cache.run("experiment", key, run, exclusive=True)
@@ -166,8 +257,8 @@ def experiment_all(
             timing[name] = "reused"
         else:
             timing[name] = round(time.perf_counter() - start, 1)
-    summary = {
-        "questions": [
+    summary = SuiteResult(
+        questions=[
             {
                 "question": q,
                 "answers": [
@@ -178,10 +269,9 @@ def experiment_all(
             }
             for q, names in QUESTIONS
         ],
-        "seconds": timing,
-    }
-    write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", _markdown(summary))
+        seconds=timing,
+    )
+    summary.save(out)
     return summary
 
 

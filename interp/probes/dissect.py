@@ -32,6 +32,7 @@ at most ``max_topk``), plus ``units * concepts`` counters and at most 2**22 upsa
 from __future__ import annotations
 
 import functools
+import json
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -43,14 +44,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import distributed as dist
 from ..capture import ActivationCapture, capture, resolve_layers
 from ..checks import check_finite, check_fraction, check_int
 from ..data.concepts import ConceptData, ConceptDataError, ConceptItem, load_concepts
-from ..device import HalveOnOOM, default_batch
+from ..device import HalveOnOOM, default_batch, use_bf16
 from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model
+from ..report.figures import plt, save_figure
+from ..report.hierarchy_figures import plot_dissection
+from ..streaming import Stream, object_state, restore_object
+from ..utils import atomic_path, atomic_write_text, prepare_output
 
 __all__ = [
     "Dissection",
@@ -410,21 +414,114 @@ def _fingerprint(model: Model) -> float:
 
 
 class Dissection(dict):
-    """``{layer: LayerDissection}`` plus ``skipped`` (layer -> why) and the data's name."""
+    """What :func:`dissect` returns: ``{layer: LayerDissection}`` plus ``skipped`` (layer ->
+    why) and the data's name.
+
+    ``to_dict()`` is the JSON of ``dissection.json`` (every layer's summary); ``figures()``
+    the detectors-by-category chart; ``save(folder)`` writes both and the arrays themselves
+    (``dissection.npz``: thresholds, IoU, top images, class means), which
+    ``Dissection.load(folder)`` reads back.
+    """
+
+    STATE = "dissection.npz"
+    DOC = "dissection.json"
+    _ARRAYS = ("thresholds", "inclusive", "iou", "top_images", "class_means")
 
     def __init__(self, *args: Any, skipped: dict[str, str] | None = None, data: str = ""):
         super().__init__(*args)
         self.skipped = dict(skipped or {})
         self.data = data
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "skipped": self.skipped,
+            "layers": [d.summary() for d in self.values()],
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``{"LAYER/KEY": array}`` of every layer's per-unit arrays (for an ``.npz``)."""
+        out: dict[str, np.ndarray] = {}
+        for name, d in self.items():
+            for key in self._ARRAYS:
+                value = getattr(d, key)
+                if value is not None:
+                    out[f"{name}/{key}"] = np.asarray(value)
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        """What :meth:`arrays` leaves out (the concepts and settings, shared by the layers)."""
+        first = next(iter(self.values()))
+        return {
+            "layers": list(self),
+            "concepts": first.concepts,
+            "categories": first.categories,
+            "concept_category": np.asarray(first.concept_category).tolist(),
+            "iou_threshold": first.iou_threshold,
+            "quantile": first.quantile,
+            "skipped": self.skipped,
+            "data": self.data,
+            "info": {name: d.info for name, d in self.items()},
+        }
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], layers: Sequence[str]
+    ) -> Dissection:
+        """The inverse of :meth:`arrays` and :meth:`meta`, for ``layers``."""
+        out = cls(skipped=meta["skipped"], data=meta["data"])
+        for name in layers:
+            out[name] = LayerDissection(
+                layer=name,
+                concepts=meta["concepts"],
+                categories=meta["categories"],
+                concept_category=np.asarray(meta["concept_category"]),
+                thresholds=arrays[f"{name}/thresholds"],
+                iou=arrays[f"{name}/iou"],
+                iou_threshold=meta["iou_threshold"],
+                quantile=meta["quantile"],
+                top_images=arrays[f"{name}/top_images"],
+                class_means=arrays.get(f"{name}/class_means"),
+                inclusive=arrays.get(f"{name}/inclusive"),
+                info=dict(meta.get("info", {}).get(name, {})),
+            )
+        return out
+
+    def figures(self, title: str = "") -> dict[str, plt.Figure]:
+        """``{"dissection": fig}``: per layer, the fraction of units detecting each category."""
+        return {"dissection": plot_dissection(self.to_dict(), title or self.data)}
+
+    def save(self, folder: str | Path, *, title: str = "") -> list[Path]:
+        """``dissection.npz``, ``dissection.json`` and ``dissection.png`` in ``folder``
+        (atomic writes); returns their paths."""
+        folder = prepare_output(folder)
+        npz = folder / self.STATE
+        with atomic_path(npz, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **self.arrays())
+        doc = folder / self.DOC
+        atomic_write_text(doc, json.dumps({**self.to_dict(), "meta": self.meta()}, indent=1))
+        paths = [npz, doc]
+        for name, fig in self.figures(title).items():
+            paths.append(save_figure(fig, folder / f"{name}.png"))
+        return paths
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Dissection:
+        """A dissection written by :meth:`save`."""
+        folder = Path(folder)
+        meta = json.loads((folder / cls.DOC).read_text())["meta"]
+        with np.load(folder / cls.STATE) as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls.from_arrays(arrays, meta, meta["layers"])
+
 
 class _Items(torch.utils.data.Dataset):
     """This rank's items (all of them in a single process) after the first ``skip``, with
     their dataset indices."""
 
-    def __init__(self, data: ConceptData, masks: bool, skip: int = 0) -> None:
+    def __init__(self, data: ConceptData, masks: bool, indices: list[int]) -> None:
         self.data, self.masks = data, masks
-        self.indices = dist.shard(len(data))[skip:]
+        self.indices = indices
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -449,21 +546,22 @@ def stream_activations(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "",
-    skip: int = 0,
+    indices: Sequence[int] | None = None,
 ) -> Iterator[tuple[list[int], list[ConceptItem], dict[str, torch.Tensor]]]:
     """Yield ``(indices, items, {layer: activations})`` over ``data``, one truncated pass per
     batch for all ``layers``. Hooks and the model's state are restored when the iterator ends
     or is closed. A batch that runs out of device memory is split in halves (said on stderr)
-    and the smaller size kept. ``skip``: this rank's items already done (a resumed pass)."""
+    and the smaller size kept. ``indices``: the items to pass over (default: all of them)."""
+    items = list(range(len(data))) if indices is None else list(indices)
     loader = torch.utils.data.DataLoader(
-        _Items(data, masks, skip),
+        _Items(data, masks, items),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_collate,
     )
     device = model.device
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(precision, device)
     halver = HalveOnOOM(batch_size, "batch of images")
     with torch.no_grad(), ActivationCapture(model.module, list(layers)) as cap:
         for indices, items in tqdm(loader, desc=desc, disable=not progress, leave=False):
@@ -472,7 +570,7 @@ def stream_activations(
             x = model.normalize(torch.stack([it.image for it in items])).to(device)
 
             def work(a: int, b: int, x: torch.Tensor = x) -> dict[str, torch.Tensor]:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     return cap.run(x[a:b])
 
             for a, b, acts in halver.chunks(len(items), work):  # halved on out-of-memory
@@ -508,9 +606,7 @@ def dissect(
     max_topk: int = 100_000,
     precision: str = "auto",
     num_workers: int = 0,
-    checkpoint: str | Path | None = None,
-    checkpoint_every: float | None = None,
-    keep_checkpoint: bool = False,
+    stream: Stream | None = None,
     progress: bool = True,
 ) -> Dissection:
     """Network Dissection of ``layers`` over ``data`` (see the module docstring).
@@ -528,13 +624,13 @@ def dissect(
         max_topk: bound on values kept per unit for the quantile (see :class:`StreamingQuantile`).
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
         num_workers: DataLoader workers producing images and masks.
-        checkpoint: a folder for this rank's running state (``dissect.rankRofW.pt``), saved
-            every ``checkpoint_every`` seconds (default 60, or ``INTERP_CHECKPOINT_EVERY``)
-            and between the passes; an interrupted run with the same model, data and
-            settings (and number of ranks) resumes from it. Removed when the dissection
-            completes, unless ``keep_checkpoint``: then it holds the finished dissection,
-            which a rerun reuses, until the caller removes it (``hierarchy`` does once the
-            network's stage file, which also needs the slower edge instruments, is saved).
+        stream: the run this dissection is part of (:class:`~interp.streaming.Stream`):
+            which items are this shard's, how the shards' passes are merged (exactly, after
+            each pass) and where the running state is kept. The default is one process with
+            nothing kept; the pipeline's :class:`~interp.pipeline.sharding.RankStream` shards
+            over ``torchrun`` ranks and checkpoints every minute and between the passes, so
+            that an interrupted run with the same model, data and settings resumes (a
+            finished state, kept for the hierarchy's stages, is reused whole).
         progress: show progress bars.
 
     Returns:
@@ -566,21 +662,20 @@ def dissect(
     quant: dict[str, StreamingQuantile] = {}
     sums: dict[str, torch.Tensor] = {}
     class_count = torch.zeros(max(1, n_classes), dtype=torch.float64)
-    state, saved = None, {}
-    if checkpoint is not None:
-        state = dist.RankCheckpoint(checkpoint, "dissect", checkpoint_every)
-        saved = state.load(
-            {
-                "model": [model.name, _fingerprint(model)],
-                "data": [data.name, n, data.image_size, data.mask_size],
-                "layers": names,
-                "settings": [quantile, iou_threshold, top_images, max_topk, precision],
-            }
-        )
+    stream = stream or Stream()
+    mine = stream.shard(n)
+    saved = stream.resume(
+        {
+            "model": [model.name, _fingerprint(model)],
+            "data": [data.name, n, data.image_size, data.mask_size],
+            "layers": names,
+            "settings": [quantile, iou_threshold, top_images, max_topk, precision],
+        }
+    )
     start_pass, done = (int(saved["pass"]), int(saved["done"])) if saved else (1, 0)
     for name, st in saved.get("quant", {}).items():
         quant[name] = StreamingQuantile(1, 1, quantile, max_topk)
-        dist.restore_object(quant[name], st)
+        restore_object(quant[name], st)
     if saved:
         sums, class_count = dict(saved["sums"]), saved["class_count"]
         if progress and start_pass == 3:
@@ -592,16 +687,23 @@ def dissect(
         return {
             "pass": pass_no,
             "done": count,
-            "quant": {k: dist.object_state(q) for k, q in quant.items()},
+            "quant": {k: object_state(q) for k, q in quant.items()},
             "sums": sums,
             "class_count": class_count,
-            "accs": {k: dist.object_state(a) for k, a in (accs or {}).items()},
+            "accs": {k: object_state(a) for k, a in (accs or {}).items()},
         }
 
     # pass 1: thresholds (exact streaming quantile) and class means for selectivity
     if start_pass == 1:
         for _, items, acts in stream_activations(
-            model, names, data, masks=False, progress=progress, desc="dissect 1/2", skip=done, **kw
+            model,
+            names,
+            data,
+            masks=False,
+            progress=progress,
+            desc="dissect 1/2",
+            indices=mine[done:],
+            **kw,
         ):
             labels = torch.tensor([it.label for it in items])
             for name, a in acts.items():
@@ -617,20 +719,19 @@ def dissect(
             if n_classes and (labels >= 0).all():
                 class_count.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
             done += len(items)
-            if state is not None:
-                state.maybe_save(lambda done=done: snapshot(1, done))
+            stream.save(lambda done=done: snapshot(1, done))
 
-        if dist.is_distributed():  # exact merge of every rank's first pass
-            gathered = dist.all_gather(
+        if stream.distributed:  # exact merge of every shard's first pass
+            gathered = stream.gather(
                 {n: (quant[n], sums[n]) for n in quant} | {"__count": class_count}
             )
+            others = [g for i, g in enumerate(gathered) if i != stream.index]
             for name in quant:
-                quant[name].merge([g[name][0] for i, g in enumerate(gathered) if i != dist.rank()])
+                quant[name].merge([g[name][0] for g in others])
                 sums[name] = torch.stack([g[name][1] for g in gathered]).sum(dim=0)
             class_count = torch.stack([g["__count"] for g in gathered]).sum(dim=0)
         done = 0
-        if state is not None:  # the merged first pass: a resumed run starts at pass 2
-            state.save(snapshot(2, 0))
+        stream.save(lambda: snapshot(2, 0), now=True)  # a resumed run starts at pass 2
 
     for name, q in quant.items():  # NaN activations would make every threshold NaN
         check_finite(torch.as_tensor(q.thresholds()), f"{name}'s activation thresholds")
@@ -648,25 +749,28 @@ def dissect(
         for name, q in quant.items()
     }
     for name, st in saved.get("accs", {}).items() if start_pass >= 2 else ():
-        dist.restore_object(accs[name], st)
+        restore_object(accs[name], st)
     if start_pass <= 2:
         for indices, items, acts in stream_activations(
-            model, names, data, masks=True, progress=progress, desc="dissect 2/2", skip=done, **kw
+            model,
+            names,
+            data,
+            masks=True,
+            progress=progress,
+            desc="dissect 2/2",
+            indices=mine[done:],
+            **kw,
         ):
             for name, a in acts.items():
                 accs[name].update(a, items, indices)
             done += len(items)
-            if state is not None:
-                state.maybe_save(lambda done=done: snapshot(2, done, accs))
-        if state is not None and keep_checkpoint:  # this rank's finished (unmerged) pass 2
-            state.save(snapshot(3, done, accs))
+            stream.save(lambda done=done: snapshot(2, done, accs))
+    stream.finish(lambda: snapshot(3, done, accs))  # this shard's finished (unmerged) pass 2
 
-    if dist.is_distributed():
-        gathered = dist.all_gather({n: a for n, a in accs.items()})
+    if stream.distributed:
+        gathered = stream.gather({n: a for n, a in accs.items()})
         for name, acc in accs.items():
-            acc.merge([g[name] for i, g in enumerate(gathered) if i != dist.rank()])
-    if state is not None and not keep_checkpoint:
-        state.remove()
+            acc.merge([g[name] for i, g in enumerate(gathered) if i != stream.index])
 
     results = Dissection(skipped=skipped, data=data.name)
     have_classes = n_classes >= 2 and bool((class_count > 0).all())

@@ -63,8 +63,9 @@ from ..models.registry import as_model, build_random, list_models, load_model
 from ..report import hierarchy_figures as hfigs
 from ..report.figures import plt, save_figure
 from ..settings import HIERARCHY
+from ..streaming import Stream
 from ..utils import atomic_path, atomic_write_text, make_dir
-from .dissect import Dissection, LayerDissection, dissect, upsample
+from .dissect import Dissection, dissect, upsample
 from .edges import DRIVE_MIN, OSI_MIN, driven, edge_mask, edge_probe
 from .erf import ORIENTED_MIN, R2_MIN, erf_edge_units, erf_probe
 from .filters import FilterAnalysis, analyse_filters, first_conv
@@ -275,16 +276,8 @@ class NetworkProbes:
                 arrays[f"{name}/gratings/{key}"] = value
             for key, value in self.erf.get(name, {}).items():
                 arrays[f"{name}/erf/{key}"] = value
-            if self.dissection is None:
-                continue
-            d = self.dissection[name]
-            arrays[f"{name}/thresholds"] = d.thresholds
-            if d.inclusive is not None:
-                arrays[f"{name}/inclusive"] = d.inclusive
-            arrays[f"{name}/iou"] = d.iou
-            arrays[f"{name}/top_images"] = d.top_images
-            if d.class_means is not None:
-                arrays[f"{name}/class_means"] = d.class_means
+        if self.dissection is not None:
+            arrays |= self.dissection.arrays()
         if self.filters is not None:
             arrays["filters/gabor_r2"] = self.filters.gabor_r2
             arrays["filters/colour_fraction"] = self.filters.colour_fraction
@@ -308,17 +301,7 @@ class NetworkProbes:
             "dissection": None,
         }
         if self.dissection is not None:
-            first = self.dissection[self.layers[0]]
-            meta["dissection"] = {
-                "concepts": first.concepts,
-                "categories": first.categories,
-                "concept_category": first.concept_category.tolist(),
-                "iou_threshold": first.iou_threshold,
-                "quantile": first.quantile,
-                "skipped": self.dissection.skipped,
-                "data": self.dissection.data,
-                "info": {name: self.dissection[name].info for name in self.layers},
-            }
+            meta["dissection"] = self.dissection.meta()
         atomic_write_text(path.with_suffix(".meta.json"), json.dumps(meta))
 
     @classmethod
@@ -330,23 +313,7 @@ class NetworkProbes:
         layers = meta["layers"]
         dis = None
         if meta["dissection"] is not None:
-            m = meta["dissection"]
-            dis = Dissection(skipped=m["skipped"], data=m["data"])
-            for name in layers:
-                dis[name] = LayerDissection(
-                    layer=name,
-                    concepts=m["concepts"],
-                    categories=m["categories"],
-                    concept_category=np.asarray(m["concept_category"]),
-                    thresholds=arrays[f"{name}/thresholds"],
-                    iou=arrays[f"{name}/iou"],
-                    iou_threshold=m["iou_threshold"],
-                    quantile=m["quantile"],
-                    top_images=arrays[f"{name}/top_images"],
-                    class_means=arrays.get(f"{name}/class_means"),
-                    inclusive=arrays.get(f"{name}/inclusive"),
-                    info=dict(m.get("info", {}).get(name, {})),
-                )
+            dis = Dissection.from_arrays(arrays, meta["dissection"], layers)
         filters = None
         if meta["filters"] is not None:
             f = meta["filters"]
@@ -953,7 +920,7 @@ def _quantiles(x: np.ndarray) -> dict[str, Any]:
 
 #: how a stage hook computes one network's probes: ``compute(checkpoint)`` with the folder
 #: where the dissection may keep its resumable checkpoint (``None``: none)
-Compute = Callable[[Path | None], "NetworkProbes"]
+Compute = Callable[[Stream | None], "NetworkProbes"]
 #: the pipeline's cache around each network: ``stage(role, seed, layers, compute)``
 StageHook = Callable[[str, int | None, list[str], Compute], "NetworkProbes"]
 
@@ -999,7 +966,7 @@ def measure_hierarchy(
     def run(role: str, seed: int | None, upto: list[str] | None = None) -> NetworkProbes:
         probe_layers = names if upto is None else upto
 
-        def compute(checkpoint: Path | None) -> NetworkProbes:
+        def compute(stream: Stream | None) -> NetworkProbes:
             if role == "model":
                 net, notes = model, ["the model as loaded"]
             else:
@@ -1014,9 +981,9 @@ def measure_hierarchy(
                     upto=None if upto is None else upto[-1],
                 )
             dissect_kwargs = None if role == "control-edges" else dict(kwargs)
-            if dissect_kwargs is not None and checkpoint is not None:
-                # an interrupted network resumes mid-dissection from its ranks' checkpoints
-                dissect_kwargs |= {"checkpoint": checkpoint, "keep_checkpoint": True}
+            if dissect_kwargs is not None and stream is not None:
+                # sharded, and an interrupted network resumes mid-dissection (the stage's)
+                dissect_kwargs["stream"] = stream
             return probe_network(
                 net,
                 data,

@@ -11,7 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_profile", "plot_osi", "plot_detectors", "plot_filters", "plot_tuning"]
+__all__ = [
+    "plot_profile",
+    "plot_osi",
+    "plot_detectors",
+    "plot_dissection",
+    "plot_filters",
+    "plot_tuning",
+]
 
 CATEGORY_COLOURS = {
     "colour": "#e6a23c",
@@ -109,6 +116,31 @@ def plot_osi(
         loc="upper right",
     )
     ax.set_title(f"{title}: OSI per layer (boxes: quartiles, whiskers 1.5 IQR)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dissection(doc: dict[str, Any], title: str) -> plt.Figure:
+    """Network Dissection by depth (``Dissection.to_dict()``): per layer, the fraction of its
+    units that detect a concept of each category (stacked), with the detector count."""
+    layers = doc["layers"]
+    cats = list(layers[0]["fraction_by_category"]) if layers else []
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * len(layers) + 2.5), 3.4))
+    pos = np.arange(len(layers))
+    bottom = np.zeros(len(layers))
+    for cat in cats:
+        share = np.array([row["fraction_by_category"].get(cat, 0.0) for row in layers])
+        ax.bar(pos, share, 0.7, bottom=bottom, label=cat, color=CATEGORY_COLOURS.get(cat))
+        bottom += share
+    for x, row, top in zip(pos, layers, bottom, strict=True):
+        ax.text(x, top + 0.01, f"{row['detectors']}/{row['units']}", ha="center", fontsize=6)
+    names = [_short(row["layer"]) for row in layers]
+    ax.set_xticks(pos, names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, max(0.1, float(bottom.max(initial=0.0)) * 1.2))
+    ax.set_ylabel("fraction of units detecting")
+    if cats:
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"{title}: detectors by category (labels: detectors/units)", fontsize=10)
     fig.tight_layout()
     return fig
 

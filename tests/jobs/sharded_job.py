@@ -15,6 +15,7 @@ from interp.data.concepts import PartsWorldConcepts
 from interp.data.partsworld import PartsWorld
 from interp.examples import examples
 from interp.pipeline.atlas import atlas
+from interp.pipeline.sharding import RankStream
 from interp.probes.dissect import dissect
 
 
@@ -35,8 +36,11 @@ def main(out: str, atlas_out: str) -> None:
         n_reference=8,
         progress=False,
     )
-    ex = examples(model, PartsWorld(50, 32, seed=5), layers, k=4, bottom=True, progress=False)
-    dis = dissect(model, PartsWorldConcepts(n=45, size=32), layers, batch_size=8, progress=False)
+    # the instruments shard only through the stream they are given (the pipeline's)
+    data = PartsWorld(50, 32, seed=5)
+    ex = examples(model, data, layers, k=4, bottom=True, stream=RankStream(), progress=False)
+    concepts = PartsWorldConcepts(n=45, size=32)
+    dis = dissect(model, concepts, layers, batch_size=8, stream=RankStream(), progress=False)
     if dist.is_main():
         arrays = {}
         for name in layers:
