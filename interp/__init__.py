@@ -14,9 +14,9 @@ The public API::
 """
 
 from . import objectives
+from .activations import ActivationCapture, capture, layer_names, resolve_layer
 from .attribution import Attribution, attribute
-from .capture import ActivationCapture, capture, layer_names, resolve_layer
-from .classify import Prediction, classify
+from .dataset_examples import Examples, examples
 from .device import resolve_device
 from .errors import (
     ChannelError,
@@ -29,7 +29,6 @@ from .errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
-from .examples import Examples, examples
 from .featvis import RenderResult, render, render_channels
 from .inventory import LayerInfo, layers
 from .models import Model, Preprocessing, list_models, load_model, save_checkpoint
@@ -37,6 +36,7 @@ from .pipeline.atlas import Atlas, atlas, visualize
 from .pipeline.card import unit_card
 from .pipeline.hierarchy import hierarchy
 from .pipeline.report import report
+from .predictions import Prediction, classify
 from .probes import Dissection, Hierarchy, Verdict, dissect, edge_probe
 
 __version__ = "0.1.0"

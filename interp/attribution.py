@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .capture import ActivationCapture, get_module, preserved_state, resolve_layer
+from .activations import ActivationCapture, get_module, preserved_state, resolve_layer
 from .checks import check_int
 from .data.images import to_input
 from .errors import ChannelError, InterpError
 from .inventory import default_layers
 from .models.base import Model
 from .models.registry import as_model
-from .report.figures import save_figure
-from .report.unit_figures import plot_attribution
 from .settings import ATTRIBUTION
 from .utils import atomic_path, atomic_write_text, prepare_output
+from .views.figures import save_figure
+from .views.unit_figures import plot_attribution
 
 __all__ = ["METHODS", "Attribution", "attribute", "parse_target", "save_attribution"]
 

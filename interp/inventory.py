@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import ActivationCapture, layer_names, preserved_state, resolve_layers
+from .activations import ActivationCapture, layer_names, preserved_state, resolve_layers
 from .models.base import Model
 from .models.registry import as_model
 

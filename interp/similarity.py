@@ -17,8 +17,18 @@ Everything works on Gram matrices where it can, so a layer of any width costs ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .activations import ActivationCapture, resolve_layers
+from .device import default_batch, use_bf16
+from .models.base import Model
+from .models.registry import as_model
+from .streaming import Stream
 
 __all__ = [
     "CorrelationAccumulator",
@@ -29,6 +39,7 @@ __all__ = [
     "linear_cka",
     "match_units",
     "unbiased_cka",
+    "unit_correlations",
 ]
 
 
@@ -143,6 +154,22 @@ class CorrelationAccumulator:
             self.sab += a.T @ b
         self.n += len(a)
 
+    def merge(self, others: Sequence[CorrelationAccumulator]) -> None:
+        """Add other shards' sums (the same units): exact, as one stream of every sample."""
+        for o in others:
+            if o.sa is None:
+                continue
+            if self.sa is None:
+                self.sa, self.sb = o.sa.copy(), o.sb.copy()
+                self.saa, self.sbb, self.sab = o.saa.copy(), o.sbb.copy(), o.sab.copy()
+            else:
+                self.sa += o.sa
+                self.sb += o.sb
+                self.saa += o.saa
+                self.sbb += o.sbb
+                self.sab += o.sab
+            self.n += o.n
+
     def value(self) -> np.ndarray:
         """``(units_a, units_b)`` correlations; 0 where a unit is constant."""
         n = self.n
@@ -169,3 +196,45 @@ def match_units(corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     partner[rows] = cols
     r[rows] = corr[rows, cols]
     return partner, r
+
+
+def unit_correlations(
+    model: Model,
+    data: Dataset,
+    layers: Sequence[str],
+    *,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    stream: Stream | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """``{layer: (C, C)}``: the Pearson correlation, over the images of ``data`` (a dataset of
+    ``(image, label)`` in [0, 1]), of every pair of the layer's units' spatially averaged
+    activations: which units of a layer respond to the same images (0 where a unit is
+    constant). One truncated forward pass per batch for every layer; ``stream`` shards the
+    images and merges the sums exactly (:class:`~interp.streaming.Stream`)."""
+    model = as_model(model)
+    stream = stream or Stream()
+    names = resolve_layers(model, list(layers))
+    mine = stream.shard(len(data))
+    batch_size = batch_size or default_batch(model.device, 32, 128)
+    device = model.device
+    bf16 = use_bf16(precision, device)
+    accs = {n: CorrelationAccumulator() for n in names}
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(data, mine), batch_size=batch_size, shuffle=False
+    )
+    with torch.no_grad(), ActivationCapture(model.module, names) as cap:
+        for images, _ in tqdm(loader, desc="unit correlations", disable=not progress, leave=False):
+            x = model.normalize(images).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                acts = cap.run(x)
+            for name, a in acts.items():
+                if isinstance(a, torch.Tensor) and a.dim() >= 2:
+                    m = a.float().flatten(2).mean(dim=2) if a.dim() > 2 else a.float()
+                    accs[name].update(m.cpu(), m.cpu())
+    if stream.distributed:
+        gathered = stream.gather(accs)
+        for name, acc in accs.items():
+            acc.merge([g[name] for i, g in enumerate(gathered) if i != stream.index])
+    return {n: acc.value().astype(np.float32) for n, acc in accs.items() if acc.n}

@@ -18,7 +18,7 @@ import time
 import torch
 
 from interp import capture, layers, load_model
-from interp.capture import preserved_state
+from interp.activations import preserved_state
 from interp.device import synchronize
 
 CASES = [

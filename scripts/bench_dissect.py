@@ -20,7 +20,7 @@ import time
 import torch
 
 from interp import load_model
-from interp.capture import preserved_state
+from interp.activations import preserved_state
 from interp.data.concepts import PartsWorldConcepts
 from interp.device import synchronize
 from interp.probes.dissect import dissect

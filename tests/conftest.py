@@ -56,6 +56,20 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory):
     return out
 
 
+@pytest.fixture(scope="session")
+def quick_report(tmp_path_factory: pytest.TempPathFactory):
+    """A quick report (and its explorer site) of a small random-init CNN, shared by the report
+    and explorer tests: ``(model, out, index.html)``. Its name needs escaping."""
+    import interp
+    from interp.pipeline.report import report
+
+    out = tmp_path_factory.mktemp("report")
+    model = interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=32)
+    model.name = "tiny <cnn> & co"  # escaping
+    page = report(model, out, quick=True, progress=False)
+    return model, out, page
+
+
 def all_hooks(module: nn.Module) -> int:
     """Number of forward (pre-)hooks and backward hooks on ``module`` and its children."""
     total = 0

@@ -30,8 +30,10 @@ def test_device_check_cpu_dry_run():
         "dissection-vs-inference",
         "full-atlas",
         "speedups",
+        "explorer",
     ):
         assert f"{step}" in out
     assert "FAILED" not in out
     assert "x lucent" in out and "examples pass" in out and "dissection (2 passes" in out
     assert "bf16+channels_last" in out and "max rel diff" in out
+    assert "projected for every unit" in out

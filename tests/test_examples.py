@@ -13,7 +13,7 @@ from conftest import Boom, all_hooks
 from torch import nn
 
 from interp import Model, Preprocessing
-from interp.examples import RunningTopK, examples, save_examples
+from interp.dataset_examples import RunningTopK, examples, save_examples
 
 
 def _brute(values, sources, k, largest, dedup):

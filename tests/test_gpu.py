@@ -11,7 +11,7 @@ import torch
 from interp import load_model
 from interp.data.concepts import PartsWorldConcepts
 from interp.data.photos import PhotoCrops
-from interp.examples import examples
+from interp.dataset_examples import examples
 from interp.pipeline.atlas import atlas
 from interp.probes.dissect import dissect
 

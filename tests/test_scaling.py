@@ -12,12 +12,12 @@ import torch
 
 import interp
 from interp import distributed as dist
-from interp.capture import ActivationCapture
+from interp.activations import ActivationCapture
 from interp.data.concepts import PartsWorldConcepts
 from interp.data.partsworld import PartsWorld
+from interp.dataset_examples import examples
 from interp.device import HalveOnOOM, is_out_of_memory
 from interp.errors import DeviceError
-from interp.examples import examples
 from interp.pipeline import atlas as jobs
 from interp.pipeline.atlas import atlas
 from interp.pipeline.sharding import RankStream

@@ -67,7 +67,7 @@ class _Overflow(nn.Module):
 
 
 def test_non_finite_output_stops_classify_and_render():
-    from interp.classify import classify
+    from interp.predictions import classify
 
     model = load_model(_Overflow(), device="cpu")
     photo = np.zeros((32, 32, 3), dtype=np.uint8)

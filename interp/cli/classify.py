@@ -29,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..classify import classify
     from ..data.images import image_files
+    from ..predictions import classify
 
     images: list = []
     for path in args.images:  # a folder stands for the images in it
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
             for rank, p in enumerate(ps, 1):
                 print(f"  {rank}. {p.name:<32} {p.probability:7.2%}  (class {p.index})")
     if args.out:
-        from ..report.figures import plot_classification, save_figure
         from ..utils import atomic_write_text
+        from ..views.figures import plot_classification, save_figure
 
         atomic_write_text(args.out / "predictions.json", json.dumps(doc, indent=1))
         fig = plot_classification(

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {entry.description}")
         return 0
     from ..data.partsworld import PartsWorld
-    from ..report.figures import plot_partsworld_preview, save_figure
+    from ..views.figures import plot_partsworld_preview, save_figure
 
     world = PartsWorld(max(args.n, 1), args.size, seed=args.seed)
     samples = [world.sample(i) for i in range(args.n)]

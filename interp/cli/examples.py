@@ -53,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..capture import capture, resolve_layers
+    from ..activations import capture, resolve_layers
     from ..distributed import is_main
     from ..inventory import default_layers
     from ..pipeline.atlas import parse_channels

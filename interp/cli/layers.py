@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     model = _load(args)
     names = None
     if args.filter:
-        from ..capture import layer_names
+        from ..activations import layer_names
 
         names = [n for n in layer_names(model.module) if fnmatch.fnmatch(n, args.filter)]
         if not names:
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     text = layers_json(model, infos)
     print(text if args.json else layers_table(infos))
     if args.out:
-        from ..report.figures import plot_inventory, save_figure
         from ..utils import atomic_write_text
+        from ..views.figures import plot_inventory, save_figure
 
         atomic_write_text(args.out / "layers.json", text)
         atomic_write_text(args.out / "layers.txt", layers_table(infos) + "\n")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import HIERARCHY
-from ._common import _layer_list, _load, _model_dir, data_help
+from ._common import _count_or_all, _layer_list, _load, _model_dir, data_help
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -33,6 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
     p.add_argument("--experiments", type=Path, default=None, help="an `experiment all` --out")
     p.add_argument("--quick", action="store_true", help="tiny settings (a few minutes)")
+    p.add_argument(
+        "--per-layer",
+        default=None,
+        type=_count_or_all,
+        help="units rendered per layer, each with a unit page, or 'all' "
+        "[the preset's sample (4; --quick 2) on CPU, all on CUDA]",
+    )
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--out", type=Path, default=None, help="output folder [out/report-MODEL]")
 
@@ -52,10 +59,12 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         force=args.force,
         experiments=args.experiments,
+        per_layer=args.per_layer,
         progress=not args.quiet,
     )
     from ..distributed import is_main
 
     if is_main():
         print(f"report: {page.resolve()}")
+        print(f"explorer: {(page.parent / 'layers').resolve()}/ (a page per layer)")
     return 0

@@ -26,8 +26,8 @@ from ..data.concepts import PartsWorldConcepts
 from ..models.base import Model
 from ..models.registry import load_model
 from ..probes.dissect import dissect
-from ..report.figures import save_figure
 from ..utils import make_dir
+from ..views.figures import save_figure
 from ._common import RunSpec, ensure_run, write_json
 
 __all__ = ["Rotation", "axis_alignment", "random_orthogonal", "rotate_layer"]

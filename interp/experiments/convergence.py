@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..capture import ActivationCapture
+from ..activations import ActivationCapture
 from ..data.concepts import PartsWorldConcepts
 from ..data.partsworld import PartsWorld
 from ..models.registry import load_model
 from ..probes.dissect import dissect
-from ..report.figures import save_figure
 from ..similarity import CorrelationAccumulator, cka_from_grams, hsic_unbiased, match_units
 from ..utils import make_dir
+from ..views.figures import save_figure
 from ._common import CNN_LAYERS, RunSpec, ensure_run, write_json
 
 __all__ = ["convergence", "layer_identification"]

@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InterpError
-from ..report.figures import save_figure
 from ..utils import atomic_write_text, make_dir
+from ..views.figures import save_figure
 from ._common import limited_threads
 
 __all__ = [

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..capture import ActivationCapture
+from ..activations import ActivationCapture
 from ..data.partsworld import PartsWorld
 from ..models.registry import load_model
-from ..report.figures import save_figure
 from ..similarity import CorrelationAccumulator
 from ..utils import make_dir
+from ..views.figures import save_figure
 from ._common import RunSpec, ensure_run, write_json
 
 __all__ = ["layer_redundancy", "redundancy"]

@@ -53,8 +53,8 @@ from torch import nn
 
 from ..data.partsworld import PartsWorld
 from ..models.small import SimpleCNN
-from ..report.figures import save_figure
 from ..utils import atomic_write_text
+from ..views.figures import save_figure
 from ._common import limited_threads
 
 if TYPE_CHECKING:

@@ -42,14 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import ActivationCapture
+from ..activations import ActivationCapture
 from ..data.partsworld import CLASSES, PartsWorld
 from ..data.specs import load_data
 from ..models.base import reestimate_batchnorm
 from ..models.registry import load_model
 from ..models.small import SimpleCNN
-from ..report.figures import save_figure
 from ..utils import make_dir
+from ..views.figures import save_figure
 from ._common import limited_threads, write_json
 
 __all__ = [

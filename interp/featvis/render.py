@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..capture import ActivationCapture, capture, preserved_state, resolve_layer
+from ..activations import ActivationCapture, capture, preserved_state, resolve_layer
 from ..checks import check_finite, check_float, check_int
 from ..device import use_bf16
 from ..errors import ChannelError

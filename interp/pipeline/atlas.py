@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import distributed as dist
-from ..capture import capture, layer_names, resolve_layer, resolve_layers
+from ..activations import capture, layer_names, resolve_layer, resolve_layers
 from ..checks import check_int
 from ..device import HalveOnOOM, default_batch
 from ..errors import ChannelError, UnknownLayerError
@@ -49,9 +49,9 @@ from ..featvis.transforms import NONE, STANDARD
 from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model
-from ..report.figures import blank_axis, plot_image_grid, save_figure
 from ..settings import RENDER
 from ..utils import atomic_write_text, make_dir, prepare_output, save_png, settings_digest
+from ..views.figures import blank_axis, plot_image_grid, save_figure
 from .cache import weights_digest
 
 __all__ = ["Atlas", "visualize", "atlas", "parse_channels", "layer_channels"]

@@ -21,20 +21,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..activations import capture, resolve_layer
 from ..attribution import attribute
-from ..capture import capture, resolve_layer
 from ..checks import check_int
+from ..dataset_examples import crop, examples, examples_data
 from ..errors import ChannelError, InterpError
-from ..examples import crop, examples, examples_data
 from ..featvis.render import render_channels
 from ..models.base import Model
 from ..models.registry import as_model
 from ..probes.edges import edge_probe
 from ..probes.hierarchy import Hierarchy
-from ..report.figures import plt, save_figure
-from ..report.unit_figures import heat_overlay, plot_unit_card
 from ..settings import ATTRIBUTION
 from ..utils import atomic_write_text, make_dir
+from ..views.figures import plt, save_figure
+from ..views.unit_figures import heat_overlay, plot_unit_card
 
 __all__ = ["UnitCard", "unit_card", "parse_unit"]
 

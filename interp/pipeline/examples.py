@@ -1,5 +1,5 @@
-"""The dataset-examples job: one streaming pass (:func:`interp.examples.examples`) in the stage
-cache, resumable mid-pass from its ranks' checkpoints, saved with its grids.
+"""The dataset-examples job: one streaming pass (:func:`interp.dataset_examples.examples`) in
+the stage cache, resumable mid-pass from its ranks' checkpoints, saved with its grids.
 
 The stage is keyed by the weights, every setting that changes a list (k, bottom, dedup, the
 image count and size, the seed, the layers) and the data spec: the same ones reuse the saved
@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import distributed as dist
-from ..capture import resolve_layers
-from ..examples import Examples, examples_data
-from ..examples import examples as find_examples
+from ..activations import resolve_layers
+from ..dataset_examples import Examples, examples_data
+from ..dataset_examples import examples as find_examples
 from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model

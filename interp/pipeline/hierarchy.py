@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from .. import distributed as dist
-from ..capture import resolve_layers
+from ..activations import resolve_layers
 from ..checks import check_fraction, check_int
 from ..data.concepts import ConceptData, load_concepts
 from ..device import default_batch

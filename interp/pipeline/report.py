@@ -9,11 +9,16 @@ weights, the preset and the data; a rerun reuses finished ones, ``force`` redoes
 4. ``hierarchy`` — the hierarchy check against its random-init control (resumable);
 5. ``cards`` — one PNG per layer: each sampled unit's visualization next to its examples and
    scores;
-6. optionally the specialization experiments' summary (``experiments=DIR`` of
+6. ``correlations`` and ``units`` — the explorer's (:mod:`interp.pipeline.explorer`): every
+   layer's unit-to-unit correlations, and each rendered unit's extra images;
+7. optionally the specialization experiments' summary (``experiments=DIR`` of
    ``interp experiment all``).
 
-``index.html`` is written last and atomically, after every file it links: a crashed or killed
-run never leaves a page pointing at missing files. Everything is relative (works from
+Then the **explorer site**: ``index.html`` (this summary with search and layer links),
+``layers/<layer>.html`` (every unit as a tile, sortable and filterable),
+``units/<layer>/<c>.html`` (a page per rendered unit), ``assets/``. ``index.html`` is written
+last and atomically, after every file it links: a crashed or killed run never leaves a page
+pointing at missing files. Everything is relative (works from
 ``file://``), names are HTML-escaped, all numbers are in ``report.json``.
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,21 +36,31 @@ import numpy as np
 from .. import distributed as dist
 from ..data.concepts import load_concepts
 from ..data.specs import data_images
-from ..examples import Examples
+from ..dataset_examples import Examples
+from ..errors import InterpError
 from ..inventory import layers as inventory
 from ..inventory import layers_json
 from ..models.base import Model
 from ..models.registry import as_model, load_model
 from ..probes.hierarchy import Hierarchy, default_hierarchy_layers
-from ..report.figures import plot_inventory, save_figure
-from ..report.html import page_html
-from ..report.layer_cards import plot_layer_card
 from ..settings import HIERARCHY
+from ..similarity import unit_correlations
 from ..utils import atomic_write_text, make_dir, prepare_output
+from ..views.figures import plot_inventory, save_figure
+from ..views.html import page_html
+from ..views.layer_cards import plot_layer_card
 from .atlas import Atlas, atlas
 from .cache import StageCache, stage_key, weights_digest
 from .examples import examples_job
+from .explorer import (
+    explorer_units,
+    load_correlations,
+    save_correlations,
+    site_size,
+    write_site,
+)
 from .hierarchy import hierarchy
+from .sharding import RankStream
 from .suite import SuiteResult
 
 __all__ = ["report", "QUICK", "FULL"]
@@ -94,6 +110,7 @@ def report(
     quick: bool = False,
     force: bool = False,
     experiments: str | Path | None = None,
+    per_layer: int | str | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> Path:
@@ -109,6 +126,8 @@ def report(
         quick: tiny settings (a smoke test of the whole pipeline in a few minutes).
         force: redo every stage.
         experiments: folder of an ``interp experiment all`` run to include.
+        per_layer: units rendered per layer, each with a unit page in the explorer (an int
+            or ``"all"``; default: the preset's sample on the CPU, every unit on CUDA).
         device: used when ``model`` is a spec.
         progress: progress bars.
     """
@@ -118,6 +137,14 @@ def report(
     model = as_model(model)
     out = prepare_output(out)  # made, writable; no temp files of a killed run
     cfg = dict(QUICK if quick else FULL)
+    if per_layer is None and model.device.type == "cuda":
+        per_layer = "all"
+    if per_layer is not None:
+        if not (per_layer == "all" or (isinstance(per_layer, int) and per_layer >= 1)):
+            raise InterpError(
+                f"per_layer={per_layer!r}: give a number of units (1 or more) or 'all'"
+            )
+        cfg["per_layer"] = per_layer
     cache = StageCache(out, force=force, progress=progress)
     names = layers or default_hierarchy_layers(model)
     if cfg["layers_max"] and len(names) > cfg["layers_max"]:
@@ -172,6 +199,7 @@ def report(
             ex_data,
             names,
             k=5,
+            bottom=True,  # the explorer's unit pages show the most negative examples too
             n=cfg["examples_n"],
             size=ex_size,
             units=chosen,
@@ -211,6 +239,30 @@ def report(
 
     cards = stage("cards", do_cards, f"{data}|{ex_data}")["files"]
 
+    def do_correlations() -> dict[str, Any]:
+        corr = unit_correlations(
+            model, dataset, list(found), stream=RankStream(), progress=progress
+        )
+        if dist.is_main():
+            save_correlations(out / "explorer_correlations.npz", corr)
+        return {"layers": len(corr)}
+
+    stage("correlations", do_correlations, ex_data)
+
+    def do_units() -> dict[str, Any]:
+        return explorer_units(
+            model,
+            out,
+            atlas_result,
+            found,
+            steps=cfg["steps"],
+            size=cfg["size"],
+            data=f"{data}|{ex_data}",
+            progress=progress,
+        )
+
+    stage("units", do_units, f"{data}|{ex_data}")
+
     if not dist.is_main():  # rank 0 writes the page
         return out / "index.html"
     exp_doc = None
@@ -233,7 +285,28 @@ def report(
         "seconds": timings,
     }
     atomic_write_text(out / "report.json", json.dumps(report_doc, indent=1, default=str))
-    atomic_write_text(out / "index.html", page_html(report_doc, cards, exp_doc))
+    site = write_site(
+        model,
+        out,
+        index_html=page_html(report_doc, cards, exp_doc),
+        names=names,
+        atlas_result=atlas_result,
+        found=found,
+        hier=hier,
+        class_names=load_concepts(data, size=16, n=1).class_names,
+        correlations=load_correlations(out / "explorer_correlations.npz"),
+        experiments=exp_doc is not None,
+        progress=progress,
+    )
+    files, size = site_size(out)
+    site |= {"files": files, "bytes": size}
+    atomic_write_text(out / "site.json", json.dumps(site, indent=1))
+    if progress:
+        print(
+            f"explorer: {site['layers']} layer pages, {site['unit_pages']} unit pages, "
+            f"{site['tiles']} unit tiles; {files} files, {size / 1e6:.1f} MB",
+            file=sys.stderr,
+        )
     return out / "index.html"
 
 

@@ -44,17 +44,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..capture import ActivationCapture, capture, resolve_layers
+from ..activations import ActivationCapture, capture, resolve_layers
 from ..checks import check_finite, check_fraction, check_int
 from ..data.concepts import ConceptData, ConceptDataError, ConceptItem, load_concepts
 from ..device import HalveOnOOM, default_batch, use_bf16
 from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model
-from ..report.figures import plt, save_figure
-from ..report.hierarchy_figures import plot_dissection
 from ..streaming import Stream, object_state, restore_object
 from ..utils import atomic_path, atomic_write_text, prepare_output
+from ..views.figures import plt, save_figure
+from ..views.hierarchy_figures import plot_dissection
 
 __all__ = [
     "Dissection",

@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..capture import ActivationCapture, preserved_state, resolve_layers
+from ..activations import ActivationCapture, preserved_state, resolve_layers
 from ..checks import check_finite, check_fraction, check_int
 from ..data.photos import PhotoCrops
 from ..inventory import layers as inventory

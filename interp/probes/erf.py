@@ -87,7 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import ActivationCapture, preserved_state, resolve_layers
+from ..activations import ActivationCapture, preserved_state, resolve_layers
 from ..inventory import layers as inventory
 from ..models.base import Model
 from ..models.registry import as_model

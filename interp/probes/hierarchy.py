@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..capture import ActivationCapture, capture
+from ..activations import ActivationCapture, capture
 from ..data.concepts import ConceptData
 from ..data.photos import PhotoCrops
 from ..featvis.render import render_channels
@@ -60,11 +60,11 @@ from ..inventory import default_layers
 from ..inventory import layers as inventory
 from ..models.base import Model, reestimate_batchnorm
 from ..models.registry import as_model, build_random, list_models, load_model
-from ..report import hierarchy_figures as hfigs
-from ..report.figures import plt, save_figure
 from ..settings import HIERARCHY
 from ..streaming import Stream
 from ..utils import atomic_path, atomic_write_text, make_dir
+from ..views import hierarchy_figures as hfigs
+from ..views.figures import plt, save_figure
 from .dissect import Dissection, dissect, upsample
 from .edges import DRIVE_MIN, OSI_MIN, driven, edge_mask, edge_probe
 from .erf import ORIENTED_MIN, R2_MIN, erf_edge_units, erf_probe

@@ -13,7 +13,7 @@ import interp
 from interp import distributed as dist
 from interp.data.concepts import PartsWorldConcepts
 from interp.data.partsworld import PartsWorld
-from interp.examples import examples
+from interp.dataset_examples import examples
 from interp.pipeline.atlas import atlas
 from interp.pipeline.sharding import RankStream
 from interp.probes.dissect import dissect

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .capture import preserved_state
+from .activations import preserved_state
 from .checks import check_finite, check_int
 from .data.images import ImageLike, to_input
 from .models.base import Model

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .capture import ActivationCapture, resolve_layers
+from .activations import ActivationCapture, resolve_layers
 from .checks import check_finite, check_int
 from .data.specs import data_images
 from .device import HalveOnOOM, default_batch, use_bf16
@@ -37,11 +37,11 @@ from .inventory import default_layers
 from .inventory import layers as inventory
 from .models.base import Model
 from .models.registry import as_model
-from .report.figures import plt, save_figure
-from .report.unit_figures import plot_examples_grid
 from .settings import EXAMPLES
 from .streaming import Stream, object_state, restore_object
 from .utils import atomic_path, atomic_write_text, make_dir, prepare_output
+from .views.figures import plt, save_figure
+from .views.unit_figures import plot_examples_grid
 
 __all__ = [
     "Examples",

@@ -11,11 +11,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..classify import Prediction  # noqa: E402
 from ..data.images import ImageLike, to_input  # noqa: E402
 from ..data.partsworld import EDGE_BINS, PART_TYPES  # noqa: E402
 from ..inventory import LayerInfo  # noqa: E402
 from ..models.base import Preprocessing  # noqa: E402
+from ..predictions import Prediction  # noqa: E402
 from ..utils import atomic_path  # noqa: E402
 
 __all__ = ["blank_axis", "save_figure", "plot_inventory", "plot_classification"]

@@ -1,0 +1,465 @@
+"""The explorer: the report as a static site of every unit of every layer.
+
+:func:`interp.report` runs its stages (inventory, atlas, examples, hierarchy, cards) and then
+the explorer's:
+
+* ``correlations``: the correlation of every pair of a layer's units over the examples' images
+  (:func:`interp.similarity.unit_correlations`), for each unit's most similar units;
+* ``units``: per rendered unit, what its page shows beyond the atlas: feature visualizations
+  from more starts and a diversity set, receptive-field crops of its top and bottom dataset
+  examples, an attribution (captum) of its top examples, its orientation tuning curve.
+  Each unit is one record (``OUT/units/<layer>/<channel>/unit.json``, written last and
+  atomically, keyed by the weights, the settings and the data): a rerun skips finished units
+  and redoes a unit killed midway. Under ``torchrun`` the units are dealt to the ranks in
+  turn; rank 0 waits for all of them and writes the pages;
+* the **site** (not cached: seconds): ``index.html`` (the report's summary with a search box
+  and links to every layer), ``layers/<layer>.html`` (every unit of the layer as a tile with
+  its thumbnails and scores, sorted and filtered in the page), ``units/<layer>/<c>.html``
+  (one per rendered unit), ``assets/`` (CSS, the page script and the search index).
+  Thumbnails are WebP.
+
+Which units get a page: those the atlas rendered (``per_layer``: a sample on CPU, every
+unit on CUDA by default); every unit has a tile and a search entry.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .. import distributed as dist
+from ..attribution import attribute
+from ..dataset_examples import Examples, crop
+from ..featvis import objectives as obj
+from ..featvis.render import render, unit_seed
+from ..models.base import Model
+from ..probes.hierarchy import Hierarchy
+from ..utils import atomic_path, atomic_write_text, make_dir
+from ..views import site as views
+from ..views.figures import plt
+from ..views.unit_figures import heat_overlay
+from .atlas import Atlas
+from .cache import stage_key
+
+__all__ = [
+    "SITE_VERSION",
+    "explorer_units",
+    "load_correlations",
+    "save_correlations",
+    "site_size",
+    "write_site",
+]
+
+#: bumped when a unit record's content changes with the same settings
+SITE_VERSION = 1
+THUMB = 96  # px of a tile's feature-visualization thumbnail
+CROP = 64  # px of a dataset-example crop on a unit page
+STRIP = 40  # px of each crop in a tile's examples strip
+
+
+def _webp(path: Path, array: np.ndarray, size: int | None = None, quality: int = 80) -> Path:
+    """``array`` (H, W[, 3], float in [0, 1] or uint8) as a WebP file, atomically."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    img = Image.fromarray(a.squeeze()).convert("RGB")
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    make_dir(path.parent)
+    with atomic_path(path, suffix=".webp") as tmp, open(tmp, "wb") as handle:
+        img.save(handle, format="WEBP", quality=quality, method=4)
+    return path
+
+
+def _tuning_png(path: Path, tuning: np.ndarray, orientations: Sequence[float], title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(3.2, 2.0), dpi=80)
+    ax.plot(list(orientations), tuning, "o-", color="#4c78a8", ms=3)
+    ax.axhline(0, color="#999", lw=0.5)
+    ax.set_xlabel("grating orientation (deg)", fontsize=7)
+    ax.set_ylabel("evoked response", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    make_dir(path.parent)
+    with atomic_path(path, suffix=".png") as tmp:
+        Path(tmp).write_bytes(buf.getvalue())
+    return path
+
+
+def _unit_dir(out: Path, layer: str, channel: int) -> Path:
+    return out / "units" / views.slug(layer) / str(channel)
+
+
+def explorer_units(
+    model: Model,
+    out: Path,
+    atlas_result: Atlas,
+    found: Examples,
+    *,
+    steps: int,
+    size: int,
+    starts: int = 2,
+    diversity: int = 3,
+    attributions: int = 3,
+    n_steps: int = 16,
+    data: str = "",
+    progress: bool = True,
+) -> dict[str, int]:
+    """Each rendered unit's extra images (module docstring), skipping finished records;
+    returns ``{"done": N, "reused": M}`` over every rank's units."""
+    settings = {
+        "steps": steps,
+        "size": size,
+        "starts": starts,
+        "diversity": diversity,
+        "attributions": attributions,
+        "n_steps": n_steps,
+        "version": SITE_VERSION,
+    }
+    key = stage_key(model=model, settings=settings, data=data)
+    todo = [
+        (entry["layer"], int(u["channel"]), float(u.get("value") or 0.0))
+        for entry in atlas_result.layers
+        if entry["layer"] in found
+        for u in entry["units"]
+    ]
+    mine = todo[dist.rank() :: dist.world()]
+    done = reused = 0
+    cache: dict[int, Any] = {}
+    for layer, c, value in tqdm(mine, desc="explorer units", disable=not progress):
+        folder = _unit_dir(out, layer, c)
+        record = folder / "unit.json"
+        if record.is_file():
+            try:
+                if json.loads(record.read_text()).get("key") == key:
+                    reused += 1
+                    continue
+            except (OSError, ValueError):
+                pass  # a damaged record is redone
+        doc = _one_unit(
+            model, folder, layer, c, value, found, settings, cache=cache, progress=progress
+        )
+        atomic_write_text(record, json.dumps({**doc, "key": key}, indent=1))
+        done += 1
+    counts = dist.all_gather((done, reused))  # every rank's, summed; waits for all of them
+    return {"done": sum(c[0] for c in counts), "reused": sum(c[1] for c in counts)}
+
+
+def _one_unit(
+    model: Model,
+    folder: Path,
+    layer: str,
+    c: int,
+    value: float,
+    found: Examples,
+    settings: dict[str, Any],
+    *,
+    cache: dict[int, Any],
+    progress: bool,
+) -> dict[str, Any]:
+    """Render, crop and attribute one unit into ``folder``; its record (without the key)."""
+    make_dir(folder)
+    doc: dict[str, Any] = {"layer": layer, "channel": c, "featvis": [], "top": [], "bottom": []}
+    steps, size = settings["steps"], settings["size"]
+    starts = settings["starts"]
+    if starts:
+        res = render(
+            model,
+            obj.channel(layer, [c] * starts),
+            batch=starts,
+            seeds=[unit_seed(1000 + i, layer, c) for i in range(starts)],
+            steps=steps,
+            size=size,
+            progress=False,
+        )
+        for i in range(starts):
+            name = f"start{i + 1}.webp"
+            _webp(folder / name, res.images[i].permute(1, 2, 0).numpy())
+            v = float(res.values[i])
+            doc["featvis"].append({"file": name, "caption": f"start {i + 2}: {v:.3g}"})
+    n_div = settings["diversity"]
+    if n_div >= 2:
+        # the diversity term (in [-1, 0]) at a quarter of the scale of the unit's value
+        weight = 0.25 * max(abs(value), 1e-3)
+        objective = obj.channel(layer, [c] * n_div) + weight * obj.diversity(layer)
+        res = render(
+            model,
+            objective,
+            batch=n_div,
+            seeds=[unit_seed(2000 + i, layer, c) for i in range(n_div)],
+            steps=steps,
+            size=size,
+            progress=False,
+        )
+        for i in range(n_div):
+            name = f"diverse{i + 1}.webp"
+            _webp(folder / name, res.images[i].permute(1, 2, 0).numpy())
+            doc["featvis"].append({"file": name, "caption": f"diversity set {i + 1}"})
+    layer_ex = found[layer]
+    for which in ("top", "bottom"):
+        if which == "bottom" and layer_ex.bottom is None:
+            continue
+        entries = layer_ex.unit(c, which)
+        if which == "bottom":  # a rectified unit's minimum is 0 on most images: no order
+            entries = [e for e in entries if e["value"] < 0]
+        for j, e in enumerate(entries):
+            item = e["item"]
+            if item not in cache:
+                cache[item] = found.data[item][0]
+            img = cache[item]
+            name = f"{which}{j + 1}.webp"
+            _webp(folder / name, crop(img, e["box"], CROP))
+            entry = {"file": name, "caption": f"{e['value']:.3g} (image {item})", **e}
+            if which == "top" and j < settings["attributions"]:
+                attr = attribute(
+                    model,
+                    img,
+                    "ig",
+                    target=f"{layer}:{c}",
+                    n_steps=settings["n_steps"],
+                    position=tuple(e["position"]),
+                )
+                shown = img.permute(1, 2, 0).numpy()
+                shown = np.repeat(shown, 3, axis=2) if shown.shape[2] == 1 else shown
+                heat = heat_overlay(shown, attr.map, attribution=True)  # (H, W, 3)
+                drive = f"{which}{j + 1}_ig.webp"  # the same receptive-field box as the crop
+                box = torch.from_numpy(np.ascontiguousarray(heat)).permute(2, 0, 1).float()
+                _webp(folder / drive, crop(box, e["box"], CROP))
+                entry["attribution"] = drive
+            doc[which].append(entry)
+    return doc
+
+
+def _examples_strip(found: Examples, layer: str, c: int, cache: dict[int, Any]) -> np.ndarray:
+    crops = found.crops(layer, c, size=STRIP, cache=cache)[:3]
+    if not crops:
+        return np.zeros((STRIP, STRIP, 3))
+    return np.concatenate([a for a, _ in crops], axis=1)
+
+
+def write_site(
+    model: Model,
+    out: Path,
+    *,
+    index_html: str,
+    names: Sequence[str],
+    atlas_result: Atlas,
+    found: Examples,
+    hier: Hierarchy,
+    class_names: Sequence[str],
+    correlations: dict[str, np.ndarray],
+    experiments: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The pages, thumbnails and assets (rank 0); returns what was written."""
+    rendered = {e["layer"]: {int(u["channel"]): u for u in e["units"]} for e in atlas_result.layers}
+    probes = hier.model
+    layers = [n for n in names if n in found]
+    extra = ' <a href="experiments/summary.md">experiments</a>' if experiments else ""
+    search_units: list[dict[str, Any]] = []
+    concepts: dict[str, list[dict[str, Any]]] = {}
+    pages = 0
+    cache: dict[int, Any] = {}
+    for layer in tqdm(layers, desc="explorer pages", disable=not progress):
+        ls = views.slug(layer)
+        ex = found[layer]
+        units_total = ex.top.items.shape[0]
+        d = probes.dissection.get(layer) if probes.dissection else None
+        measured = layer in probes.layers
+        osi = probes.osi[layer] if measured else None
+        edges = hier.edge_units(layer) if measured else {}
+        edge_set = {u for v in edges.values() for u in v}
+        si = d.selectivity if d is not None else None
+        labels = d.labels() if d is not None else [None] * units_total
+        tiles = []
+        for c in range(units_total):
+            tile: dict[str, Any] = {"channel": c}
+            uid = f"{layer}:{c}"
+            strip = _examples_strip(found, layer, c, cache)
+            _webp(out / "thumbs" / ls / f"{c}_ex.webp", strip, quality=70)
+            tile["examples"] = f"../thumbs/{ls}/{c}_ex.webp"
+            top = ex.unit(c)
+            tile["activation"] = top[0]["value"] if top else None
+            if d is not None:
+                best = int(d.best_concept[c])
+                tile["concept"] = d.concepts[best]
+                tile["iou"] = round(float(d.best_iou[c]), 4)
+                tile["category"] = d.categories[int(d.concept_category[best])]
+                tile["label"] = labels[c]
+            if osi is not None:
+                tile["osi"] = round(float(osi[c]), 4)
+                tile["edge"] = c in edge_set
+            if si is not None:
+                tile["selectivity"] = round(float(si[c]), 4)
+            page = c in rendered.get(layer, {})
+            href_from_root = f"units/{ls}/{c}.html" if page else f"layers/{ls}.html#u{c}"
+            if page:
+                fv = atlas_result.image(layer, c)
+                _webp(out / "thumbs" / ls / f"{c}_fv.webp", fv, size=THUMB)
+                tile["featvis"] = f"../thumbs/{ls}/{c}_fv.webp"
+                tile["href"] = f"../units/{ls}/{c}.html"
+            tiles.append(tile)
+            search_units.append({"id": uid, "href": href_from_root, "label": tile.get("label")})
+            if d is not None and tile["iou"] > 0:
+                concepts.setdefault(tile["concept"], []).append(
+                    {"id": uid, "href": href_from_root, "iou": tile["iou"]}
+                )
+        cats = list(d.categories) if d is not None else []
+        info = (
+            f"{units_total} units; receptive field {ex.rf_size} px; "
+            f"{len(rendered.get(layer, {}))} rendered (a page each); "
+            f"edge units by instrument: "
+            + (", ".join(f"{k} {len(v)}" for k, v in edges.items()) or "not measured")
+        )
+        layer_doc = {"name": layer, "units": tiles, "categories": cats, "info": info}
+        atomic_write_text(
+            out / "layers" / f"{ls}.html", views.layer_page(model.name, layer_doc, layers)
+        )
+        for c in rendered.get(layer, {}):
+            unit = _unit_doc(
+                out,
+                layer,
+                c,
+                atlas_result,
+                tiles[c],
+                d,
+                class_names,
+                correlations.get(layer),
+                rendered[layer],
+                labels,
+                probes,
+                ls,
+            )
+            atomic_write_text(
+                out / "units" / ls / f"{c}.html", views.unit_page(model.name, unit, layers)
+            )
+            pages += 1
+    for hits in concepts.values():
+        hits.sort(key=lambda h: -h["iou"])
+        del hits[20:]
+    assets = make_dir(out / "assets")
+    atomic_write_text(assets / "site.css", views.CSS)
+    atomic_write_text(assets / "site.js", views.JS)
+    atomic_write_text(assets / "search.js", views.search_script(search_units, concepts))
+    atomic_write_text(
+        out / "index.html", views.with_site_bar(index_html, model.name, layers, extra)
+    )
+    return {"layers": len(layers), "unit_pages": pages, "tiles": len(search_units)}
+
+
+def _unit_doc(
+    out: Path,
+    layer: str,
+    c: int,
+    atlas_result: Atlas,
+    tile: dict[str, Any],
+    d: Any,
+    class_names: Sequence[str],
+    corr: np.ndarray | None,
+    rendered: dict[int, Any],
+    labels: Sequence[str | None],
+    probes: Any,
+    ls: str,
+) -> dict[str, Any]:
+    folder = _unit_dir(out, layer, c)
+    rec = json.loads((folder / "unit.json").read_text()) if (folder / "unit.json").is_file() else {}
+    base = f"{c}/"
+    atlas_png = atlas_result.folder / _atlas_png(atlas_result, layer, c)
+    big = f"{c}/atlas.webp"
+    _webp(folder / "atlas.webp", np.asarray(Image.open(atlas_png)))
+    featvis = [{"src": big, "caption": f"atlas: {float(rendered[c].get('value') or 0):.3g}"}]
+    featvis += [{"src": base + f["file"], "caption": f["caption"]} for f in rec.get("featvis", [])]
+    top = []
+    for e in rec.get("top", []):
+        top.append({"src": base + e["file"], "caption": e["caption"]})
+        if e.get("attribution"):
+            top.append({"src": base + e["attribution"], "caption": "what drives it (ig)"})
+    bottom = [{"src": base + e["file"], "caption": e["caption"]} for e in rec.get("bottom", [])]
+    scores = {k: tile[k] for k in ("osi", "selectivity", "iou", "activation") if k in tile}
+    if "edge" in tile:
+        scores["edge unit"] = "yes" if tile["edge"] else "no"
+    if tile.get("label"):
+        scores["label"] = tile["label"]
+    concepts = []
+    classes = []
+    if d is not None:
+        order = np.argsort(-d.iou[c])[:6]
+        concepts = [{"concept": d.concepts[int(k)], "iou": float(d.iou[c, k])} for k in order]
+        if d.class_means is not None:
+            means = d.class_means[c]
+            names = list(class_names) or [f"class {i}" for i in range(len(means))]
+            order = np.argsort(-means)
+            classes = [
+                {"class": names[int(k)] if k < len(names) else str(k), "mean": float(means[k])}
+                for k in order
+            ]
+    similar = []
+    if corr is not None:
+        row = corr[c].astype(np.float64).copy()
+        row[c] = -np.inf
+        for k in np.argsort(-row)[:6]:
+            k = int(k)
+            href = f"{k}.html" if k in rendered else f"../../layers/{ls}.html#u{k}"
+            similar.append({"channel": k, "r": float(corr[c, k]), "href": href, "label": labels[k]})
+    tuning = None
+    if layer in probes.layers and "tuning" in probes.gratings[layer]:
+        curve = probes.gratings[layer]["tuning"][c]
+        orientations = probes.layer_info.get(layer, {}).get("orientations")
+        if orientations is None or len(orientations) != len(curve):
+            orientations = list(np.linspace(0, 180, len(curve), endpoint=False))
+        _tuning_png(folder / "tuning.png", curve, orientations, f"{layer}:{c}")
+        tuning = f"{c}/tuning.png"
+    return {
+        "layer": layer,
+        "channel": c,
+        "scores": scores,
+        "featvis": featvis,
+        "featvis_note": "the atlas's image, then more starts and a diversity set "
+        "(the unit's objective plus a term that pushes the images apart)",
+        "top": top,
+        "bottom": bottom,
+        "concepts": concepts,
+        "classes": classes,
+        "similar": similar,
+        "tuning": tuning,
+        "summary": f"label: {tile.get('label') or 'no detector'}",
+    }
+
+
+def _atlas_png(atlas_result: Atlas, layer: str, c: int) -> str:
+    for entry in atlas_result.layers:
+        if entry["layer"] == layer:
+            for u in entry["units"]:
+                if int(u["channel"]) == c:
+                    return f"{entry['folder']}/{u['png']}"
+    raise KeyError(f"{layer}:{c}")
+
+
+def site_size(out: Path) -> tuple[int, int]:
+    """``(files, bytes)`` of the site (pages, thumbnails, unit images, assets)."""
+    files = [out / "index.html"]
+    for sub in ("layers", "units", "thumbs", "assets"):
+        files += [p for p in (out / sub).rglob("*") if p.is_file() and p.name != "unit.json"]
+    files = [p for p in files if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def load_correlations(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def save_correlations(path: Path, corr: dict[str, np.ndarray]) -> None:
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **corr)

@@ -1,4 +1,0 @@
-"""Figures (matplotlib, PNG) and the report page's HTML: a leaf library fed result objects.
-
-The report *job* is :func:`interp.report` (:mod:`interp.pipeline.report`).
-"""
