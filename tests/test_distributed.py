@@ -118,7 +118,7 @@ CLI_JOBS = {
         "hierarchy.json",
     ),
     "report": (
-        ["report", "simplecnn", "--weights", "none", "--quick"]
+        ["report", "simplecnn", "--weights", "none", "--quick", "--per-layer", "1"]
         + ["--layers", "features.relu1,features.relu4"],
         "index.html",
     ),

@@ -414,7 +414,7 @@ def test_temp_files_of_killed_writers_are_removed_live_ones_kept(tmp_path):
         (tmp_path / "plain.tmp").write_text("not ours")
         removed = remove_stale_temps(tmp_path)  # ... until a job cleans its folder
         assert [p.parent.name for p in removed] == ["sub"], removed
-        assert [p for p in tmp_path.rglob("*") if is_temp_file(p)] == sorted(
+        assert sorted(p for p in tmp_path.rglob("*") if is_temp_file(p)) == sorted(
             [t for t in temps if t.parent == tmp_path] + [other_host]
         )
         assert (tmp_path / "plain.tmp").is_file()

@@ -266,7 +266,7 @@ def write_site(
     rendered = {e["layer"]: {int(u["channel"]): u for u in e["units"]} for e in atlas_result.layers}
     probes = hier.model
     layers = [n for n in names if n in found]
-    extra = ' <a href="experiments/summary.md">experiments</a>' if experiments else ""
+    extra = ' <a href="index.html#experiments">experiments</a>' if experiments else ""
     search_units: list[dict[str, Any]] = []
     concepts: dict[str, list[dict[str, Any]]] = {}
     pages = 0
@@ -387,6 +387,11 @@ def _unit_doc(
             top.append({"src": base + e["attribution"], "caption": "what drives it (ig)"})
     bottom = [{"src": base + e["file"], "caption": e["caption"]} for e in rec.get("bottom", [])]
     scores = {k: tile[k] for k in ("osi", "selectivity", "iou", "activation") if k in tile}
+    if layer in probes.layers:  # the grating probe's other readings of this unit
+        g = probes.gratings[layer]
+        scores["preferred orientation (deg)"] = float(g["preferred_orientation"][c])
+        scores["drive ratio (gratings / photos)"] = float(g["drive_ratio"][c])
+        scores["simple-like"] = "yes" if bool(g["simple"][c]) else "no"
     if "edge" in tile:
         scores["edge unit"] = "yes" if tile["edge"] else "no"
     if tile.get("label"):

@@ -67,6 +67,8 @@ __all__ = ["report", "QUICK", "FULL"]
 
 QUICK = {
     "per_layer": 2,
+    # the explorer's per-unit extras: more starts, a diversity set, attributed top examples
+    "explorer": {"starts": 1, "diversity": 2, "attributions": 1, "n_steps": 4},
     "steps": 24,
     "size": 64,
     "examples_n": 48,
@@ -79,6 +81,7 @@ QUICK = {
 }
 FULL = {
     "per_layer": 4,
+    "explorer": {"starts": 2, "diversity": 3, "attributions": 3, "n_steps": 16},
     "steps": 128,
     "size": 96,
     "examples_n": 300,
@@ -88,6 +91,24 @@ FULL = {
     "reference_images": HIERARCHY.reference_images,
     "bootstrap": HIERARCHY.bootstrap,
     "layers_max": None,
+}
+
+
+#: the preset entries each stage reads (its stage key covers these and nothing else)
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "inventory": (),
+    "atlas": ("per_layer", "steps", "size"),
+    "examples": ("per_layer", "examples_n"),  # its grids show the atlas's units
+    "hierarchy": (
+        "hierarchy_n",
+        "control_seeds",
+        "min_control_units",
+        "reference_images",
+        "bootstrap",
+    ),
+    "cards": tuple(FULL),
+    "correlations": ("examples_n",),
+    "units": ("per_layer", "steps", "size", "examples_n", "explorer"),
 }
 
 
@@ -139,6 +160,8 @@ def report(
     cfg = dict(QUICK if quick else FULL)
     if per_layer is None and model.device.type == "cuda":
         per_layer = "all"
+    if isinstance(per_layer, str) and per_layer.strip().isdigit():
+        per_layer = int(per_layer)
     if per_layer is not None:
         if not (per_layer == "all" or (isinstance(per_layer, int) and per_layer >= 1)):
             raise InterpError(
@@ -152,14 +175,17 @@ def report(
         names = [names[i] for i in sorted(set(pick.tolist()))]
     ex_data = examples_data or ("photos" if model.input_size[0] >= 128 else "partsworld")
     weights = weights_digest(model)
-    ident = {"layers": names, "cfg": cfg}
     timings: dict[str, float | str] = {}
 
     def stage(name: str, fn: Any, spec: str | None = None) -> dict[str, Any]:
         # under torchrun every rank runs every stage (atlas, examples and hierarchy split
-        # their work; the small stages run on rank 0); each stage writes its folder in place
+        # their work; the small stages run on rank 0); each stage writes its folder in place.
+        # A stage is keyed by the preset entries it reads (STAGE_SETTINGS): another
+        # --per-layer re-renders, but does not redo the hierarchy check
         t = time.perf_counter()
-        key = stage_key(model=weights, settings={**ident, "stage": name}, data=spec)
+        uses = {k: cfg[k] for k in STAGE_SETTINGS[name]}
+        settings = {"layers": names, "cfg": uses, "stage": name}
+        key = stage_key(model=weights, settings=settings, data=spec)
         result = cache.run(name, key, fn, exclusive=True)
         reused = cache.log[name] == "reused"
         timings[name] = "reused" if reused else round(time.perf_counter() - t, 1)
@@ -259,6 +285,7 @@ def report(
             size=cfg["size"],
             data=f"{data}|{ex_data}",
             progress=progress,
+            **cfg["explorer"],
         )
 
     stage("units", do_units, f"{data}|{ex_data}")

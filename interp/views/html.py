@@ -54,7 +54,9 @@ def page_html(doc: dict[str, Any], cards: dict[str, str], exp: dict[str, Any] | 
             figs = sorted({f for a in block["answers"] for f in a["figures"]})
             imgs = "".join(f'<img src="experiments/{esc(f)}" alt="{esc(f)}">' for f in figs[:3])
             parts.append(f"<h3>{esc(block['question'])}</h3><ul>{''.join(items)}</ul>{imgs}")
-        exp_html = "<h2>Why units specialize: the experiments</h2>" + "".join(parts)
+        exp_html = '<h2 id="experiments">Why units specialize: the experiments</h2>' + "".join(
+            parts
+        )
     notes = "".join(f"<li>{esc(n)}</li>" for n in h["control"]["notes"])
     rules = "".join(f"<li><b>{esc(k)}</b>: {esc(r)}</li>" for k, r in h["rules"].items())
     return f"""<!doctype html>
