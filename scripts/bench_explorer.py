@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--per-layer", default="8")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="the report's quick preset")
+    ap.add_argument("--layers", default=None, help="comma-separated layers [the report's]")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -41,7 +42,9 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-explorer-"))
     model = interp.load_model(args.model, device=args.device)
     t0 = time.perf_counter()
-    report(model, out, quick=args.quick, per_layer=per_layer, progress=not args.quiet)
+    layers = args.layers.split(",") if args.layers else None
+    quiet = args.quiet
+    report(model, out, quick=args.quick, layers=layers, per_layer=per_layer, progress=not quiet)
     wall = time.perf_counter() - t0
     doc = json.loads((out / "report.json").read_text())
     site = json.loads((out / "site.json").read_text())

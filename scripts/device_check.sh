@@ -30,7 +30,7 @@ if [ "$dry" = 1 ]; then
   dev=cpu; size=32; steps=4; chans=2; n=16; reps=1
   atlas=(--layers _blocks.0,_blocks.15 --per-layer 2 --steps 4 --size 32)
   speed=(--size 32 --steps 2 --channels 2 --n 16 --no-compile)
-  explorer=(--quick --per-layer 1 --model simplecnn)
+  explorer=(--quick --per-layer 1 --model simplecnn --layers features.relu1,features.relu4)
 else
   dev=cuda; size=224; steps=512; chans=64; n=1024; reps=3
   atlas=(--per-layer all --steps 256 --size 128)

@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 os.environ["INTERP_OFFLINE"] = "1"
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# under pytest-xdist every worker takes its share of the cores (scripts/test.sh starts one
+# worker per core): more threads than cores slows everything down
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _workers))
 
 
 @pytest.fixture(autouse=True)

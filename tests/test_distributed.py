@@ -113,7 +113,7 @@ CLI_JOBS = {
     "hierarchy": (
         ["hierarchy", "simplecnn", "--weights", "none", "--data", "partsworld", "--images", "40"]
         + ["--size", "32", "--control-seeds", "0", "--bootstrap", "50"]
-        + ["--min-control-units", "64", "--reference-images", "16"]
+        + ["--min-control-units", "32", "--reference-images", "16"]
         + ["--layers", "features.relu1,features.relu3,features.relu5"],
         "hierarchy.json",
     ),
