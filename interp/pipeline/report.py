@@ -74,7 +74,7 @@ QUICK = {
     "examples_n": 48,
     "hierarchy_n": 96,
     "control_seeds": (0,),
-    "min_control_units": 48,
+    "min_control_units": 32,
     "reference_images": 32,
     "bootstrap": 100,
     "layers_max": 4,
