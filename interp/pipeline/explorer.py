@@ -173,39 +173,31 @@ def _one_unit(
     doc: dict[str, Any] = {"layer": layer, "channel": c, "featvis": [], "top": [], "bottom": []}
     steps, size = settings["steps"], settings["size"]
     starts = settings["starts"]
-    if starts:
+
+    def render_set(objective: obj.Objective, n: int, base: int, stem: str, caption: str) -> None:
         res = render(
             model,
-            obj.channel(layer, [c] * starts),
-            batch=starts,
-            seeds=[unit_seed(1000 + i, layer, c) for i in range(starts)],
+            objective,
+            batch=n,
+            seeds=[unit_seed(base + i, layer, c) for i in range(n)],
             steps=steps,
             size=size,
             progress=False,
         )
-        for i in range(starts):
-            name = f"start{i + 1}.webp"
+        for i in range(n):
+            name = f"{stem}{i + 1}.webp"
             _webp(folder / name, res.images[i].permute(1, 2, 0).numpy())
-            v = float(res.values[i])
-            doc["featvis"].append({"file": name, "caption": f"start {i + 2}: {v:.3g}"})
+            text = caption.format(i=i + 1, j=i + 2, v=float(res.values[i]))
+            doc["featvis"].append({"file": name, "caption": text})
+
+    if starts:
+        render_set(obj.channel(layer, [c] * starts), starts, 1000, "start", "start {j}: {v:.3g}")
     n_div = settings["diversity"]
     if n_div >= 2:
         # the diversity term (in [-1, 0]) at a quarter of the scale of the unit's value
         weight = 0.25 * max(abs(value), 1e-3)
         objective = obj.channel(layer, [c] * n_div) + weight * obj.diversity(layer)
-        res = render(
-            model,
-            objective,
-            batch=n_div,
-            seeds=[unit_seed(2000 + i, layer, c) for i in range(n_div)],
-            steps=steps,
-            size=size,
-            progress=False,
-        )
-        for i in range(n_div):
-            name = f"diverse{i + 1}.webp"
-            _webp(folder / name, res.images[i].permute(1, 2, 0).numpy())
-            doc["featvis"].append({"file": name, "caption": f"diversity set {i + 1}"})
+        render_set(objective, n_div, 2000, "diverse", "diversity set {i}")
     layer_ex = found[layer]
     for which in ("top", "bottom"):
         if which == "bottom" and layer_ex.bottom is None:
