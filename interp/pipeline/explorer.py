@@ -367,9 +367,8 @@ def _unit_doc(
     folder = _unit_dir(out, layer, c)
     rec = json.loads((folder / "unit.json").read_text()) if (folder / "unit.json").is_file() else {}
     base = f"{c}/"
-    atlas_png = atlas_result.folder / _atlas_png(atlas_result, layer, c)
     big = f"{c}/atlas.webp"
-    _webp(folder / "atlas.webp", np.asarray(Image.open(atlas_png)))
+    _webp(folder / "atlas.webp", atlas_result.image(layer, c))  # Atlas.image: one lookup
     featvis = [{"src": big, "caption": f"atlas: {float(rendered[c].get('value') or 0):.3g}"}]
     featvis += [{"src": base + f["file"], "caption": f["caption"]} for f in rec.get("featvis", [])]
     top = []
@@ -432,15 +431,6 @@ def _unit_doc(
         "tuning": tuning,
         "summary": f"label: {tile.get('label') or 'no detector'}",
     }
-
-
-def _atlas_png(atlas_result: Atlas, layer: str, c: int) -> str:
-    for entry in atlas_result.layers:
-        if entry["layer"] == layer:
-            for u in entry["units"]:
-                if int(u["channel"]) == c:
-                    return f"{entry['folder']}/{u['png']}"
-    raise KeyError(f"{layer}:{c}")
 
 
 def site_size(out: Path) -> tuple[int, int]:
