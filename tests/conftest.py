@@ -12,7 +12,13 @@ os.environ["INTERP_OFFLINE"] = "1"
 # under pytest-xdist every worker takes its share of the cores (scripts/test.sh starts one
 # worker per core): more threads than cores slows everything down
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _workers))
+_threads = max(1, min(2, os.cpu_count() or 1) // _workers)
+torch.set_num_threads(_threads)
+if _workers > 1:
+    # and so do the processes the tests start (the demo, torchrun, the device-check dry run):
+    # a subprocess with a thread per core beside another busy worker runs 2-3x slower
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(_threads))
 
 
 @pytest.fixture(autouse=True)
