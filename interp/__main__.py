@@ -1,5 +1,5 @@
 """``python -m interp`` is the ``interp`` command."""
 
-from .cli import main
+from .cli import console
 
-raise SystemExit(main())
+console()

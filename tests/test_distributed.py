@@ -183,3 +183,32 @@ def test_cli_leaves_the_process_group_after_a_finished_job_only(tmp_path, monkey
     finally:
         if tdist.is_initialized():
             tdist.destroy_process_group()
+
+
+def test_a_rank_that_left_its_group_exits_without_finalization(monkeypatch, capsys):
+    """After a finished sharded job the console entry flushes and calls os._exit (gloo can
+    abort a rank during interpreter finalization); any other run exits through SystemExit."""
+    from interp.cli import _main
+
+    exits = []
+
+    def fake_exit(status):
+        exits.append(status)
+        raise SystemExit(f"os._exit({status})")
+
+    def sharded_job(argv):
+        print("the job's last line")
+        monkeypatch.setattr(_main, "_left_group", True)
+        return 0
+
+    monkeypatch.setattr(_main.os, "_exit", fake_exit)
+    monkeypatch.setattr(_main, "main", sharded_job)
+    with pytest.raises(SystemExit, match=r"os\._exit\(0\)"):
+        _main.console([])
+    assert exits == [0] and capsys.readouterr().out == "the job's last line\n"
+
+    monkeypatch.setattr(_main, "_left_group", False)
+    monkeypatch.setattr(_main, "main", lambda argv: 2)
+    with pytest.raises(SystemExit) as stop:
+        _main.console([])
+    assert stop.value.code == 2 and exits == [0]

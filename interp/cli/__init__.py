@@ -34,7 +34,8 @@ from ._main import (  # noqa: F401
     _os_error,
     _run,
     build_parser,
+    console,
     main,
 )
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "console", "build_parser"]

@@ -4,10 +4,12 @@ torchrun path and the one-line error messages."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import InterpError
@@ -70,6 +72,8 @@ _SHARDED = ("atlas", "visualize", "examples", "hierarchy", "report")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``interp`` command; returns the exit status."""
+    global _left_group
+    _left_group = False
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "offline", False):
@@ -83,8 +87,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _run(args)
         finally:
             teardown(ok=status == 0)
+        _left_group = status == 0
         return status
     return _run(args)
+
+
+#: set by :func:`main` when a sharded job finished and its rank left the process group
+_left_group = False
+
+
+def console(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``interp`` executable (and ``python -m interp``): :func:`main`, then exit.
+
+    A torchrun rank whose sharded job finished exits without interpreter finalization
+    (``os._exit`` after flushing), because gloo's worker threads can still abort a rank there
+    ("terminate called without an active exception", pytorch/pytorch#190489) even after the
+    group was destroyed; every file the job wrote is closed and renamed by then."""
+    status = main(argv)
+    if _left_group:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                status = status or 1
+        os._exit(status)
+    raise SystemExit(status)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
