@@ -111,25 +111,39 @@ CLI_JOBS = {
         "index.json",
     ),
     "hierarchy": (
-        ["hierarchy", "simplecnn", "--weights", "none", "--data", "partsworld", "--images", "40"]
+        ["hierarchy", "{run}", "--data", "partsworld", "--images", "40"]
         + ["--size", "32", "--control-seeds", "0", "--bootstrap", "50"]
         + ["--min-control-units", "32", "--reference-images", "16"]
         + ["--layers", "features.relu1,features.relu3,features.relu5"],
         "hierarchy.json",
     ),
     "report": (
-        ["report", "simplecnn", "--weights", "none", "--quick", "--per-layer", "1"]
+        ["report", "{run}", "--quick", "--per-layer", "1"]
         + ["--layers", "features.relu1,features.relu4"],
         "index.html",
     ),
 }
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A trained run folder of a quarter-width simplecnn (8 first-layer filters): the
+    hierarchy and report jobs under torchrun cost a quarter of the full-width network's."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    exe = Path(sys.executable).with_name("interp")
+    args = ["train", "--arch", "simplecnn", "--data", "partsworld", "--n", "48", "--size", "32"]
+    args += ["--epochs", "1", "--width", "0.25", "--quiet", "--out", str(out)]
+    env = {**os.environ, "INTERP_OFFLINE": "1"}
+    subprocess.run([str(exe), *args], check=True, capture_output=True, env=env, timeout=300)
+    return out
+
+
 @pytest.mark.parametrize("job", sorted(CLI_JOBS))
-def test_cli_under_torchrun_equals_one_process(tmp_path, job):
+def test_cli_under_torchrun_equals_one_process(tmp_path, job, tiny_run):
     env = {**os.environ, "INTERP_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     args, result = CLI_JOBS[job]
+    args = [a.replace("{run}", str(tiny_run)) for a in args]
     exe = Path(sys.executable)
     alone = subprocess.run(
         [str(exe.with_name("interp")), *args, "--quiet", "--out", str(tmp_path / "one")],
