@@ -69,14 +69,26 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory):
 def quick_report(tmp_path_factory: pytest.TempPathFactory):
     """A quick report (and its explorer site) of a small random-init CNN, shared by the report
     and explorer tests: ``(model, out, index.html)``. Its name needs escaping."""
+    import shutil
+
+    from filelock import FileLock
+
     import interp
     from interp.pipeline.report import report
 
-    out = tmp_path_factory.mktemp("report")
     model = interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=32)
     model.name = "tiny <cnn> & co"  # escaping
-    page = report(model, out, quick=True, progress=False)
-    return model, out, page
+    out = tmp_path_factory.mktemp("report")
+    # under xdist the first worker to get here builds it once for all (the run's shared temp
+    # folder, a lock); every worker then works on its own copy
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "quick-report"
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "index.html").is_file():
+            page = report(model, shared, quick=True, progress=False)
+            assert page == shared / "index.html"
+        shutil.copytree(shared, out, dirs_exist_ok=True)
+    return model, out, out / "index.html"
 
 
 def all_hooks(module: nn.Module) -> int:
