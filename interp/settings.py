@@ -35,6 +35,10 @@ class RenderSettings:
     n_reference: int = 256
     per_layer: int = 8
     precision: str = "auto"
+    #: fraction of the steps (from the start) with redirected ReLU/ReLU6 gradients
+    #: (interp.featvis.redirect); measured in docs/benchmarks.md ("Redirected gradients")
+    redirect: float = 0.0
+    redirect_mode: str = "unit"
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,32 @@
-"""Benchmark: interp's renderer against lucent's ``render_vis``, side by side in one process.
+"""Benchmark matrix: interp's renderer against lucent and torch-dreams, side by side in one
+process, on an early, a middle and a late layer of five architectures.
 
-Same model, layer, 16 channels (one image each, batched), 128 px canvas, 64 Adam steps,
-lucent's standard transforms and decorrelated FFT parametrization, for an early, a middle and
-the last block of resnet18 and efficientnet_lite0. lucent runs (1) with its defaults (every
-canvas upsampled to 224 px) and (2) with ``fixed_image_size=128``; each lucent run gets a
-fresh copy of the model because lucent leaves a hook on every module.
+Every case renders 16 channels (one image each, batched), a 128 px canvas, 64 steps, from
+random init where ImageNet weights are not offline (torchvision's are not shipped; the
+embedded EfficientNet-Lite0's are). Rows, all in one process and in turn per case:
 
-"value" is the mean over the 16 units of each final image's objective (channel mean), measured
-by one evaluator at the scale each method optimized at (224 px for lucent's defaults, 128 px
-otherwise). resnet18 uses ImageNet weights when they are in torch's cache, else random init.
+* ``lucent``: ``render_vis`` with its defaults (every canvas upsampled to 224 px);
+* ``lucent-fixed``: ``fixed_image_size=128``;
+* ``dreams``: torch-dreams 4, batched (``BatchedAutoImageParam`` + ``BatchedObjective``,
+  its default AdamW lr 9e-3, gradient-norm clip 1, random affine + resize 0.5..1.2);
+* ``interp``: interp's defaults on this device (what ``render`` chooses);
+* ``interp-fp32``, ``interp-nchw``, ``interp-bf16``: interp forced to fp32, to
+  channels_first input, to bf16 autocast (where one of them *is* the default it is a second
+  run of the default: the spread between them is the noise).
 
-    python scripts/bench_featvis.py [--steps 64] [--size 128] [--channels 16] [--device cpu]
+``value``: mean over the 16 units of each final image's objective (channel mean), measured by
+one evaluator (``interp.featvis.render.evaluate``, float32) at the scale each method optimized
+at (224 px for lucent's defaults, the canvas otherwise). ``rate``: forward+backward FLOPs of
+the truncated network (``torch.utils.flop_counter``) x steps / time, next to the rate this
+machine reaches on a plain large matmul and conv in the same run (``peak``), fp32 and bf16.
+
+    python scripts/bench_featvis.py                       # the matrix on this CPU
+    python scripts/bench_featvis.py --size 224 --steps 512 --device cuda   (device_check.sh)
+    python scripts/bench_featvis.py --models efficientnet_lite0 --methods interp,lucent-fixed
+
+torch-dreams is optional (``pip install --no-deps torch-dreams opencv-python-headless``: its
+own requirements name the GUI OpenCV and mkl, which it does not need here); without it the
+``dreams`` rows say so.
 """
 
 from __future__ import annotations
@@ -18,19 +34,86 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from interp import WeightsUnavailableError, load_model
 from interp import objectives as obj
+from interp.activations import ActivationCapture, preserved_state, resolve_layer
 from interp.device import synchronize
-from interp.featvis.render import evaluate, render
+from interp.featvis.render import evaluate, render, render_defaults
 
 CASES = {
     "torchvision:resnet18": ("layer1.0", "layer3.0", "layer4.1"),
+    "torchvision:mobilenet_v2": ("features.4", "features.10", "features.17"),
+    "torchvision:vgg11": ("features.6", "features.13", "features.18"),
+    "torchvision:densenet121": (
+        "features.denseblock1",
+        "features.denseblock2",
+        "features.denseblock4",
+    ),
     "efficientnet_lite0": ("_blocks.1", "_blocks.8", "_blocks.15"),
 }
+METHODS = (
+    "lucent",
+    "lucent-fixed",
+    "dreams",
+    "interp",
+    "interp-fp32",
+    "interp-nchw",
+    "interp-bf16",
+)
+INTERP_OPTIONS: dict[str, dict[str, Any]] = {
+    "interp": {},
+    "interp-fp32": {"precision": "fp32"},
+    "interp-nchw": {"channels_last": False},
+    "interp-bf16": {"precision": "bf16"},
+}
+
+
+def peak_rates(device: torch.device, seconds: float = 2.0) -> dict[str, float]:
+    """FLOP/s of a large matmul and a large 3x3 conv, fp32 and bf16 (the best of each)."""
+    rates: dict[str, float] = {}
+    for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        a = torch.randn(2048, 2048, device=device, dtype=dtype)
+        x = torch.randn(16, 128, 56, 56, device=device).to(memory_format=torch.channels_last)
+        w = torch.randn(128, 128, 3, 3, device=device).to(memory_format=torch.channels_last)
+        x, w = x.to(dtype), w.to(dtype)
+        jobs: dict[str, tuple[Callable[[], Any], float]] = {
+            "matmul": (lambda a=a: a @ a, 2 * 2048**3),
+            "conv": (lambda x=x, w=w: F.conv2d(x, w, padding=1), 2 * 16 * 128 * 128 * 9 * 56 * 56),
+        }
+        best = 0.0
+        for fn, flops in jobs.values():
+            fn()
+            synchronize(device)
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 2:
+                fn()
+                n += 1
+            synchronize(device)
+            best = max(best, flops * n / (time.perf_counter() - start))
+        rates[name] = best
+    return rates
+
+
+def step_flops(model, layer: str, channels: list[int], size: int) -> float:
+    """Forward + backward (to the image) FLOPs of one step of interp's truncated network."""
+    dotted = resolve_layer(model, layer)
+    x = torch.rand(len(channels), model.preprocessing.channels, size, size, device=model.device)
+    x.requires_grad_(True)
+    with preserved_state(model.module, eval_mode=True, freeze=True):
+        with ActivationCapture(model.module, [dotted], stop=True) as cap:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                acts = cap.run(model.normalize(x))[dotted]
+                acts[:, channels].mean(dim=(2, 3)).sum().backward()
+    return float(counter.get_total_flops())
 
 
 def lucent_render(model, layer, channels, size, steps, fixed, device):
@@ -41,7 +124,7 @@ def lucent_render(model, layer, channels, size, steps, fixed, device):
 
     name = layer.replace(".", "_")
     objective = lobj.Objective.sum([lobj.channel(name, c, batch=i) for i, c in enumerate(channels)])
-    module = copy.deepcopy(model.module).to(device).eval()
+    module = copy.deepcopy(model.module).to(device).eval()  # lucent leaves its hooks behind
     imagenet = model.preprocessing.mean == (0.485, 0.456, 0.406)
     transforms = list(ltrans.standard_transforms)
     if not imagenet:  # lucent's preprocess assumes ImageNet mean/std: give it the real one
@@ -63,11 +146,61 @@ def lucent_render(model, layer, channels, size, steps, fixed, device):
     return torch.from_numpy(images[-1]).permute(0, 3, 1, 2).float(), elapsed
 
 
+class _FromImagenet(nn.Module):
+    """torch-dreams always applies ImageNet mean/std: undo it and apply the model's own."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.mean = torch.tensor((0.485, 0.456, 0.406), device=model.device)[None, :, None, None]
+        self.std = torch.tensor((0.229, 0.224, 0.225), device=model.device)[None, :, None, None]
+
+    def forward(self, x):
+        return self.model.module(self.model.normalize(x * self.std + self.mean))
+
+
+def dreams_render(model, layer, channels, size, steps, device):
+    from torch_dreams import Dreamer
+    from torch_dreams.batched_image_param import BatchedAutoImageParam
+    from torch_dreams.batched_objective import BatchedObjective
+
+    wrapped = copy.deepcopy(model)
+    net = _FromImagenet(wrapped).eval()
+    target = wrapped.module.get_submodule(resolve_layer(model, layer))
+
+    def unit(c):
+        return lambda outputs: -outputs[0][:, c].mean()
+
+    dreamer = Dreamer(net, quiet=True, device=str(device))
+    param = BatchedAutoImageParam(
+        batch_size=len(channels), height=size, width=size, device=str(device)
+    )
+    start = time.perf_counter()
+    result = dreamer.render(
+        layers=[target],
+        image_parameter=param,
+        iters=steps,
+        custom_func=BatchedObjective([unit(c) for c in channels]),
+    )
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    images = torch.stack([p.to_chw_tensor(device=str(device)).float().cpu() for p in result])
+    return images, elapsed
+
+
 def value(model, objective, images, at):
     """Mean over units of each image's own unit, with images resized to ``at`` px."""
     if images.shape[-1] != at:
         images = F.interpolate(images, size=(at, at), mode="bilinear", align_corners=True)
     return float(evaluate(model, objective, images).diagonal().mean())
+
+
+def _have_dreams() -> bool:
+    try:
+        import torch_dreams  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:
@@ -77,67 +210,101 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default=",".join(CASES))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--layers", default="0,1,2", help="which of each model's three layers")
     args = parser.parse_args()
     channels = list(range(args.channels))
+    methods = [m.strip() for m in args.methods.split(",")]
+    picks = [int(i) for i in args.layers.split(",")]
+    dreams = _have_dreams()
+    device = torch.device("cuda" if args.device == "cuda" else args.device)
+    peaks = peak_rates(device)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-        f"{args.channels} channels, {args.size} px, {args.steps} steps"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+        f"{args.channels} channels, {args.size} px, {args.steps} steps; peak "
+        f"{peaks['fp32'] / 1e9:.0f} GFLOP/s fp32, {peaks['bf16'] / 1e9:.0f} GFLOP/s bf16 "
+        "(best of a 2048^2 matmul and a 128-channel 3x3 conv)",
+        flush=True,
     )
+    if "dreams" in methods and not dreams:
+        print("torch-dreams is not installed: its rows are skipped (see the docstring)")
     header = (
-        f"{'model':<22} {'layer':<10} {'lucent s':>8} {'fixed s':>8} {'interp s':>8} "
-        f"{'fp32 s':>7} {'x lucent':>8} {'x fixed':>7} {'val lucent':>10} {'val fixed':>9} "
-        f"{'val interp':>10} {'val fp32':>8}"
+        f"{'model':<26} {'layer':<22} {'method':<13} {'s':>7} {'x lucent':>8} {'x fixed':>7} "
+        f"{'value':>8} {'GFLOP/s':>8} {'% peak':>6}  default"
     )
     print(header)
     print("-" * len(header))
     for spec in args.models.split(","):
         try:
-            model = load_model(spec, device=args.device, quiet=True)
+            model = load_model(spec, device=str(device), quiet=True)
             note = ""
         except WeightsUnavailableError:
-            model = load_model(spec, device=args.device, weights="none")
-            note = " (random init)"
-        device = model.device
-        for layer in CASES[spec]:
+            model = load_model(spec, device=str(device), weights="none")
+            note = " (random)"
+        for layer in [CASES[spec][i] for i in picks]:
             objective = obj.channel(layer, channels)
-            torch.manual_seed(0)
-            lucent_imgs, t_lucent = lucent_render(
-                model, layer, channels, args.size, args.steps, None, device
-            )
-            torch.manual_seed(0)
-            fixed_imgs, t_fixed = lucent_render(
-                model, layer, channels, args.size, args.steps, args.size, device
-            )
-            times, results = {}, {}
-            for label, precision in (("interp", "auto"), ("fp32", "fp32")):
-                start = time.perf_counter()
-                results[label] = render(
-                    model,
-                    objective,
-                    steps=args.steps,
-                    size=args.size,
-                    progress=False,
-                    precision=precision,
+            flops = step_flops(model, layer, channels, args.size)
+            chosen = render_defaults(model, layer)
+            rows: dict[str, tuple[float, float]] = {}
+            for method in methods:
+                torch.manual_seed(0)
+                if method in ("lucent", "lucent-fixed"):
+                    fixed = args.size if method == "lucent-fixed" else None
+                    images, secs = lucent_render(
+                        model, layer, channels, args.size, args.steps, fixed, device
+                    )
+                    at = args.size if fixed else max(224, args.size)
+                    rows[method] = (secs, value(model, objective, images, at))
+                elif method == "dreams":
+                    if not dreams:
+                        continue
+                    images, secs = dreams_render(
+                        model, layer, channels, args.size, args.steps, device
+                    )
+                    rows[method] = (secs, value(model, objective, images, args.size))
+                else:
+                    start = time.perf_counter()
+                    result = render(
+                        model,
+                        objective,
+                        steps=args.steps,
+                        size=args.size,
+                        progress=False,
+                        **INTERP_OPTIONS[method],
+                    )
+                    synchronize(device)
+                    rows[method] = (time.perf_counter() - start, float(result.values.mean()))
+            for method, (secs, val) in rows.items():
+                ratio = f"{rows['lucent'][0] / secs:>8.1f}" if "lucent" in rows else f"{'':>8}"
+                fixed_ratio = (
+                    f"{rows['lucent-fixed'][0] / secs:>7.1f}"
+                    if "lucent-fixed" in rows
+                    else f"{'':>7}"
                 )
-                synchronize(device)
-                times[label] = time.perf_counter() - start
-            t_interp = times["interp"]
-            v_lucent = value(model, objective, lucent_imgs, max(224, args.size))
-            v_fixed = value(model, objective, fixed_imgs, args.size)
-            v_interp = float(results["interp"].values.mean())
-            v_fp32 = float(results["fp32"].values.mean())
-            print(
-                f"{spec.split(':')[-1] + note:<22} {layer:<10} {t_lucent:>8.1f} {t_fixed:>8.1f} "
-                f"{t_interp:>8.1f} {times['fp32']:>7.1f} {t_lucent / t_interp:>8.1f} "
-                f"{t_fixed / t_interp:>7.1f} {v_lucent:>10.2f} {v_fixed:>9.2f} "
-                f"{v_interp:>10.2f} {v_fp32:>8.2f}",
-                flush=True,
-            )
+                rate = achieved = ""
+                if method.startswith("interp"):
+                    opts = {**chosen, **INTERP_OPTIONS[method]}
+                    bf16 = opts["precision"] == "bf16"
+                    r = flops * args.steps / secs
+                    rate = f"{r / 1e9:8.1f}"
+                    achieved = f"{100 * r / peaks['bf16' if bf16 else 'fp32']:6.1f}"
+                flag = "*" if method == "interp" else ""
+                print(
+                    f"{spec.split(':')[-1] + note:<26} {layer:<22} {method:<13} {secs:>7.1f} "
+                    f"{ratio} {fixed_ratio} {val:>8.3f} {rate:>8} {achieved:>6}  {flag}"
+                    + (f"{_describe(chosen)}" if flag else ""),
+                    flush=True,
+                )
     print(
-        "interp: its defaults (bf16 autocast where native, channels_last); fp32: interp with "
-        "autocast off.\nx lucent / x fixed: lucent's time (defaults / fixed_image_size) over "
-        "interp's; val: mean objective reached (evaluated in float32)."
+        "x lucent / x fixed: lucent's time (defaults / fixed_image_size) over the row's; value: "
+        "mean objective reached (float32, one evaluator); GFLOP/s: forward+backward FLOPs of "
+        "the truncated network x steps / time; % peak: of this run's fp32 (bf16 rows: bf16) "
+        "peak; *: interp's default, with what it chose."
     )
+
+
+def _describe(chosen: dict[str, Any]) -> str:
+    return f" ({chosen['precision']}, {'channels_last' if chosen['channels_last'] else 'nchw'})"
 
 
 if __name__ == "__main__":

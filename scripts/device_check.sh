@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # GPU check: the suite's GPU-marked tests, then benchmarks on CUDA, then one table.
 #   1. pytest -m gpu
-#   2. rendering throughput vs lucent (scripts/bench_featvis.py: efficientnet_lite0, 224 px,
-#      512 steps, 64 channels per layer)
+#   2. the feature-visualization matrix (scripts/bench_featvis.py: lucent, lucent-fixed,
+#      torch-dreams when installed, interp and its fp32/NCHW/bf16 alternatives on an early, a
+#      middle and a late layer of resnet18, mobilenet_v2, vgg11, densenet121 and
+#      efficientnet_lite0; 224 px, 512 steps, 16 channels)
 #   3. dataset examples vs plain inference (scripts/bench_examples.py)
 #   4. Network Dissection vs plain inference (scripts/bench_dissect.py)
 #   5. the full atlas of efficientnet_lite0: every channel of every block, 128 px, 256 steps
@@ -28,11 +30,13 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 log=$(mktemp -d)
 if [ "$dry" = 1 ]; then
   dev=cpu; size=32; steps=4; chans=2; n=16; reps=1
+  matrix=(--models efficientnet_lite0 --layers 0)
   atlas=(--layers _blocks.0,_blocks.15 --per-layer 2 --steps 4 --size 32)
   speed=(--size 32 --steps 2 --channels 2 --n 16 --no-compile)
   explorer=(--quick --per-layer 1 --model simplecnn --layers features.relu1,features.relu4)
 else
-  dev=cuda; size=224; steps=512; chans=64; n=1024; reps=3
+  dev=cuda; size=224; steps=512; chans=16; n=1024; reps=3
+  matrix=()
   atlas=(--per-layer all --steps 256 --size 128)
   speed=(--size 128 --steps 128 --channels 32 --n 4096)
   explorer=(--per-layer all)
@@ -49,7 +53,7 @@ step() {  # name, command...: run it, keep its output, note its time and status
 }
 step gpu-tests "$py" -m pytest -q -m gpu tests -p no:cacheprovider
 step render-vs-lucent "$py" scripts/bench_featvis.py --device "$dev" --size "$size" \
-  --steps "$steps" --channels "$chans" --models efficientnet_lite0
+  --steps "$steps" --channels "$chans" "${matrix[@]}"
 step examples-vs-inference "$py" scripts/bench_examples.py --device "$dev" --n "$n" \
   --repeats "$reps"
 step dissection-vs-inference "$py" scripts/bench_dissect.py --device "$dev" --n "$n" \
@@ -67,7 +71,7 @@ while IFS='|' read -r name status secs; do
 done < "$log/steps"
 echo
 echo "-- render vs lucent (x lucent = lucent's time / interp's)"
-grep -E "^(model|efficientnet)" "$log/render-vs-lucent.txt" || true
+grep -vE "^(W[0-9]|  |-)" "$log/render-vs-lucent.txt" | grep -E "^(torch|model|[a-z])" || true
 echo "-- examples vs inference"
 grep -E "inference|examples" "$log/examples-vs-inference.txt" | tail -n 4 || true
 echo "-- dissection vs inference"

@@ -24,6 +24,7 @@ RENDER_FLAGS = {
     "reference": "reference",
     "n_reference": "n_reference",
     "precision": "precision",
+    "redirect": "redirect",
 }
 # flag dest -> field (= API parameter): the same names but --iou
 HIERARCHY_FLAGS = {

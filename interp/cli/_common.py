@@ -154,6 +154,13 @@ def _render_options() -> argparse.ArgumentParser:
     )
     group.add_argument("--lr", type=_float(0), default=RENDER.lr, help="Adam learning rate [0.05]")
     add_precision(group, RENDER.precision, "of the optimization steps")
+    group.add_argument(
+        "--redirect",
+        type=_float(0, 1, open_low=False, open_high=False),
+        default=RENDER.redirect,
+        help="fraction of the steps, from the start, with redirected ReLU/ReLU6 gradients "
+        f"(0: off) [{RENDER.redirect}]",
+    )
     group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
     group.add_argument(
         "--upsample",
@@ -191,6 +198,7 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "lr": args.lr,
         "precision": args.precision,
+        "redirect": args.redirect,
         "seed": args.seed,
         "transforms": not args.no_transforms,
         "upsample": args.upsample,

@@ -2,7 +2,7 @@
 jobs that write files, ``visualize`` and ``atlas``, are in :mod:`interp.pipeline`)."""
 
 from . import objectives
-from .render import RenderResult, evaluate, render, render_channels, unit_seed
+from .render import RenderResult, evaluate, render, render_channels, render_defaults, unit_seed
 
 __all__ = [
     "RenderResult",
@@ -10,5 +10,6 @@ __all__ = [
     "objectives",
     "render",
     "render_channels",
+    "render_defaults",
     "unit_seed",
 ]

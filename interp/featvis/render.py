@@ -23,16 +23,26 @@ import torch.nn.functional as F
 
 from ..activations import ActivationCapture, capture, preserved_state, resolve_layer
 from ..checks import check_finite, check_float, check_int
-from ..device import use_bf16
+from ..device import cpu_has_amx_bf16, use_bf16
 from ..errors import ChannelError
 from ..models.base import Model
 from ..models.registry import as_model
 from ..settings import RENDER
+from .fold import fold_batchnorm
 from .objectives import INPUT, LOGITS, Objective, as_objective, channel
 from .param import make_param
+from .redirect import MODES as REDIRECT_MODES
+from .redirect import redirect_gradients
 from .transforms import NONE, STANDARD, RobustTransform
 
-__all__ = ["RenderResult", "render", "render_channels", "unit_seed", "evaluate"]
+__all__ = [
+    "RenderResult",
+    "render",
+    "render_channels",
+    "render_defaults",
+    "unit_seed",
+    "evaluate",
+]
 
 
 def unit_seed(seed: int, *key: Any) -> int:
@@ -152,8 +162,55 @@ def _forward(
     return acts, cap.output if need_logits else None
 
 
+def render_defaults(model: Model, layer: str | None = None) -> dict[str, Any]:
+    """What :func:`render` chooses with ``precision="auto"`` and ``channels_last=None`` for
+    ``model`` (truncated at ``layer``, or whole) on its device.
+
+    * CUDA: bf16 autocast where the GPU has native bf16 (:func:`interp.device.use_bf16`).
+    * CPU: bf16 autocast only on CPUs with AMX-BF16 tiles and only when the network up to
+      ``layer`` has no depthwise convolution; fp32 otherwise. Measured side by side
+      (docs/benchmarks.md, "Defaults"): on a Sapphire Rapids CPU bf16 renders resnet18,
+      vgg11 and densenet121 1.3-1.8x faster than fp32, but mobilenet_v2 and
+      efficientnet_lite0 (depthwise convolutions, memory-bound ops) 1.1-1.4x slower; without
+      AMX bf16 does not pay. The final values are evaluated in fp32 either way; rendering is
+      an optimization whose gradients only steer the image, so unlike the measuring
+      instruments (examples, dissection), its CPU default may take bf16.
+    * channels_last input everywhere: faster than NCHW in every case of the matrix (fp32 and
+      bf16, 0.54-0.99x the NCHW time).
+    """
+    model = as_model(model)
+    device = model.device
+    if device.type == "cuda":
+        bf16 = use_bf16("auto", device)
+    elif device.type == "cpu":
+        bf16 = cpu_has_amx_bf16() and not _has_depthwise(model, layer)
+    else:
+        bf16 = False
+    return {"precision": "bf16" if bf16 else "fp32", "channels_last": True}
+
+
+def _has_depthwise(model: Model, layer: str | None) -> bool:
+    """A depthwise (or other grouped) convolution among the modules registered before
+    ``layer`` (registration order is execution order in the models interp ships and in
+    torchvision's; a grouped conv registered later only makes the rule conservative)."""
+    last = resolve_layer(model, layer) if layer else None
+    for name, module in model.module.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and module.groups > 1:
+            return True
+        if last is not None and name == last:
+            break
+    return False
+
+
 def check_render_args(
-    *, steps: int, size: int, batch: int | None, upsample: int | None, lr: float, min_size: int = 1
+    *,
+    steps: int,
+    size: int,
+    batch: int | None,
+    upsample: int | None,
+    lr: float,
+    redirect: float = 0.0,
+    min_size: int = 1,
 ) -> None:
     """Range checks of the renderer's arguments (``min_size``: the smallest canvas and
     upsampled size; the jobs, which jitter and scale, ask for 8)."""
@@ -162,6 +219,7 @@ def check_render_args(
     check_int("batch", batch, optional=True)
     check_int("upsample", upsample, low=min_size, optional=True)
     check_float("lr", lr, low=0, open_low=True)
+    check_float("redirect", redirect, low=0, high=1)
 
 
 def render(
@@ -180,6 +238,9 @@ def render(
     precision: str = RENDER.precision,
     channels_last: bool | None = None,
     amp: bool | None = None,
+    redirect: float = RENDER.redirect,
+    redirect_mode: str = RENDER.redirect_mode,
+    fold_bn: bool = True,
     progress: bool = True,
     desc: str = "render",
 ) -> RenderResult:
@@ -199,18 +260,34 @@ def render(
             ``unit_seed(seed, i)``.
         upsample: resize the transformed canvas to this size before the model (lucent
             upsamples to 224; default: no resizing).
-        precision: ``auto`` (bf16 autocast for the optimization steps on a CUDA GPU with
-            bf16, fp32 elsewhere: :func:`interp.device.use_bf16`), ``bf16`` or ``fp32``;
-            final values are always evaluated in float32.
-        channels_last: channels_last input (default: on; measured faster on CUDA and on
-            oneDNN CPUs for both resnet18 and efficientnet_lite0).
+        precision: ``auto`` (what :func:`render_defaults` chooses: bf16 autocast for the
+            optimization steps on a CUDA GPU with bf16 and on AMX CPUs for networks without
+            depthwise convolutions, fp32 elsewhere), ``bf16`` or ``fp32``; final values are
+            always evaluated in float32.
+        channels_last: channels_last input (default: :func:`render_defaults`, on: measured
+            faster than NCHW on every case of the benchmark matrix).
+        redirect: fraction of the steps, from the start, with redirected gradients through
+            ReLU, ReLU6, Hardtanh, Hardsigmoid and Hardswish modules
+            (:mod:`interp.featvis.redirect`; 0: off). The forward pass and the final values
+            are the true ones.
+        redirect_mode: ``image`` (lucid's rule: redirect at a clamp only for images whose
+            true gradient there is zero) or ``unit`` (every clamped element pushed back in).
+        fold_bn: optimize on the network with eval-mode BatchNorm folded into the
+            convolutions that feed it (:mod:`interp.featvis.fold`; checked to agree with the
+            true network, else nothing is folded); the final values come from the true one.
         progress: show a progress bar.
         amp: deprecated: ``precision="bf16"`` (``True``) or ``"fp32"`` (``False``).
 
     Returns:
         :class:`RenderResult`.
     """
-    check_render_args(steps=steps, size=size, batch=batch, upsample=upsample, lr=lr)
+    check_render_args(
+        steps=steps, size=size, batch=batch, upsample=upsample, lr=lr, redirect=redirect
+    )
+    if redirect_mode not in REDIRECT_MODES:
+        raise ValueError(
+            f"unknown redirect_mode {redirect_mode!r}: use one of {', '.join(REDIRECT_MODES)}"
+        )
     model = as_model(model)
     obj = as_objective(objective)
     device = model.device
@@ -221,8 +298,12 @@ def render(
             stacklevel=2,
         )
         precision = "bf16" if amp else "fp32"
-    amp = use_bf16(precision, device)
-    channels_last = True if channels_last is None else channels_last
+    obj_layers = [n for n in obj.layers if n not in (INPUT, LOGITS)]
+    deepest = obj_layers[-1] if len(obj_layers) == 1 else None
+    chosen = render_defaults(model, deepest) if precision == "auto" or channels_last is None else {}
+    amp = chosen["precision"] == "bf16" if precision == "auto" else use_bf16(precision, device)
+    if channels_last is None:
+        channels_last = chosen["channels_last"]
     b = batch or obj.batch or 1
     if obj.batch is not None and b != obj.batch:
         raise ValueError(f"objective {obj.name} defines {obj.batch} images; batch={b}")
@@ -272,10 +353,44 @@ def render(
             if hooked
             else None
         )
-        with cap if cap is not None else contextlib.nullcontext():
+        redirect_steps = round(redirect * steps)
+        redirecting = (
+            redirect_gradients(model.module, redirect_mode)
+            if redirect_steps
+            else contextlib.nullcontext(None)
+        )
+        with contextlib.ExitStack() as stack:
+            if cap is not None:
+                stack.enter_context(cap)
             with torch.no_grad():  # check indices before spending steps
                 getter.acts, getter.output = _forward(model, cap, probe, need_logits)
                 _check_units(obj, getter)
+
+            def compared() -> list[torch.Tensor]:
+                acts, out = _forward(model, cap, probe, need_logits)
+                return [
+                    *(v for v in acts.values() if isinstance(v, torch.Tensor)),
+                    *([out] if isinstance(out, torch.Tensor) else []),
+                ]
+
+            # the optimization runs on a copy of the network with BatchNorm folded into its
+            # convolutions (checked to agree); the final values on the true network below
+            folding = contextlib.ExitStack()
+            stack.enter_context(folding)
+            folded = (
+                folding.enter_context(
+                    fold_batchnorm(
+                        model.module,
+                        compared,
+                        keep=[model.module.get_submodule(n) for n in hooked],
+                    )
+                )
+                if fold_bn
+                else 0
+            )
+            switch = folding.enter_context(redirecting)
+            if switch is not None:  # dead starts are judged on the true gradients
+                switch.on = False
             restarts = _restart_dead_starts(
                 obj,
                 getter,
@@ -290,7 +405,9 @@ def render(
                 size,
                 device,
             )
-            for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+            for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+                if switch is not None:
+                    switch.on = step < redirect_steps
                 optimizer.zero_grad(set_to_none=True)
                 img = image_fn()
                 getter.image = img
@@ -302,6 +419,8 @@ def render(
                 (-values.sum()).backward()
                 optimizer.step()
                 history.append(values.detach().float().mean())
+            redirected_modules = switch.modules if switch is not None else 0
+            folding.close()  # the true network again: redirected and folded modules restored
             with torch.no_grad():
                 final = image_fn().detach()
                 getter.image = final
@@ -334,6 +453,9 @@ def render(
             "seeds": seeds,
             "layers": hooked,
             "device": str(device),
+            "redirect": redirect if redirect_steps else 0.0,
+            "redirected_modules": redirected_modules,
+            "folded_batchnorms": folded,
         },
         dead=dead,
         restarts=[r if r >= 0 else RESTARTS for r in restarts],

@@ -197,6 +197,7 @@ _SETTING_KEYS = (
     "batch",
     "lr",
     "precision",
+    "redirect",
     "seed",
     "transforms",
     "upsample",
@@ -206,14 +207,14 @@ _SETTING_KEYS = (
 
 
 #: bumped when the renderer changes what it draws for the same settings (2: dead starts are
-#: restarted), so a resumed job does not mix images of two renderers
-RENDERER_VERSION = 2
+#: restarted; 3: redirected gradients), so a resumed job does not mix images of two renderers
+RENDERER_VERSION = 3
 
 
 def _check_render_args(arguments: dict[str, Any]) -> None:
     """Range checks of visualize/atlas arguments, before any work."""
 
-    keys = ("steps", "size", "batch", "upsample", "lr")
+    keys = ("steps", "size", "batch", "upsample", "lr", "redirect")
     check_render_args(**{k: arguments[k] for k in keys}, min_size=8)
     check_int("n_reference", arguments["n_reference"])
     check_int("seed", arguments["seed"], low=0)
@@ -323,6 +324,7 @@ def _render_group(
             transforms=STANDARD if settings["transforms"] else NONE,
             lr=settings["lr"],
             precision=settings["precision"],
+            redirect=settings["redirect"],
             seeds=[unit_seed(settings["seed"], layer, c) for c in part],
             upsample=settings["upsample"],
             progress=False,
@@ -460,6 +462,7 @@ def visualize(
     batch: int | None = None,
     lr: float = RENDER.lr,
     precision: str = RENDER.precision,
+    redirect: float = RENDER.redirect,
     seed: int = 0,
     transforms: bool = RENDER.transforms,
     upsample: int | None = None,
@@ -534,6 +537,7 @@ def atlas(
     batch: int | None = None,
     lr: float = RENDER.lr,
     precision: str = RENDER.precision,
+    redirect: float = RENDER.redirect,
     seed: int = 0,
     transforms: bool = RENDER.transforms,
     upsample: int | None = None,
