@@ -104,3 +104,28 @@ def test_render_defaults_follow_the_rule(monkeypatch):
     assert render_defaults(depthwise, "0")["precision"] == "bf16"  # before the depthwise
     monkeypatch.setattr(module, "cpu_has_amx_bf16", lambda: False)
     assert render_defaults(dense)["precision"] == "fp32"
+
+
+class Dense(nn.Module):
+    """densenet's pattern: a BatchNorm reads a concatenation, not a conv's output (the conv's
+    freed output memory may be reused for a later tensor: it must not be taken for it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(3 + 2 * i, 2, 3, padding=1) for i in range(3))
+        self.bns = nn.ModuleList(_bn(3 + 2 * (i + 1)) for i in range(3))
+
+    def forward(self, x):
+        for conv, bn in zip(self.convs, self.bns, strict=True):
+            x = bn(torch.cat([x, conv(x)], dim=1))
+        return x
+
+
+def test_batchnorms_after_concatenations_are_left_alone():
+    torch.manual_seed(0)
+    net = Dense().eval()
+    x = torch.rand(2, 3, 12, 12)
+    want = net(x)
+    with fold_batchnorm(net, _run(net, x, "bns.2")) as folded:
+        assert folded == 0
+        assert torch.equal(net(x), want)

@@ -23,17 +23,26 @@ __all__ = ["fold_batchnorm"]
 
 
 def _pairs(module: nn.Module, run: Callable[[], Any], keep: set[int]) -> list[tuple[Any, Any]]:
-    by_output: dict[int, nn.Conv2d] = {}
+    # the output tensors themselves are kept (not only their addresses), so a freed output's
+    # memory reused by a later tensor (densenet's concatenations) cannot be taken for it
+    by_output: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}
     pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
     handles = []
 
     def on_conv(m: nn.Module, _inputs: Any, output: Any) -> None:
         if isinstance(output, torch.Tensor):
-            by_output[output.data_ptr()] = m  # type: ignore[assignment]
+            by_output[output.data_ptr()] = (output, m)  # type: ignore[assignment]
 
     def on_bn(m: nn.Module, inputs: Any, _output: Any) -> None:
-        conv = by_output.pop(inputs[0].data_ptr(), None) if inputs else None
-        if conv is not None and id(conv) not in keep and id(m) not in keep:
+        if not inputs or not isinstance(inputs[0], torch.Tensor):
+            return
+        stored, conv = by_output.pop(inputs[0].data_ptr(), (None, None))
+        if (
+            stored is inputs[0]
+            and conv.out_channels == m.num_features  # type: ignore[union-attr]
+            and id(conv) not in keep
+            and id(m) not in keep
+        ):
             pairs.append((conv, m))  # type: ignore[arg-type]
 
     seen: set[int] = set()
