@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -129,24 +130,20 @@ def synchronize(device: torch.device | str) -> None:
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+@functools.cache
 def cpu_has_amx_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in AMX tiles (Intel Sapphire Rapids and
-    later), where oneDNN's bf16 convolutions run several times faster than fp32 ones."""
+    later), where oneDNN's bf16 convolutions run several times faster than fp32 ones: torch's
+    own probe where the build has it (it also asks the OS for the tiles), else the CPU flags.
+    Asked once per process."""
     probe = getattr(getattr(torch._C, "_cpu", None), "_is_amx_tile_supported", None)
     if probe is not None:
-        try:
-            if not probe():
-                return False
-        except Exception:  # noqa: BLE001 - an old build without the probe: read the flags
-            pass
+        return bool(probe())
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
     except OSError:
-        pass
-    return bool(probe and probe())
+        return False
 
 
 def use_bf16(precision: str, device: torch.device | str) -> bool:

@@ -45,12 +45,8 @@ def _pairs(module: nn.Module, run: Callable[[], Any], keep: set[int]) -> list[tu
         ):
             pairs.append((conv, m))  # type: ignore[arg-type]
 
-    seen: set[int] = set()
-    for m in module.modules():
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        if type(m).forward is nn.Conv2d.forward or isinstance(m, nn.Conv2d):
+    for m in module.modules():  # each module once, however often it is registered
+        if isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(on_conv))
         elif isinstance(m, nn.BatchNorm2d):
             handles.append(m.register_forward_hook(on_bn))

@@ -30,9 +30,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MODES", "redirected_clamp", "redirect_gradients", "RedirectSwitch"]
+__all__ = ["MODES", "check_mode", "redirected_clamp", "redirect_gradients", "RedirectSwitch"]
 
 MODES = ("image", "unit")
+
+
+def check_mode(mode: str) -> None:
+    """``mode`` is one of :data:`MODES` (else a ``ValueError`` naming them)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown redirect mode {mode!r}: use one of {', '.join(MODES)}")
 
 
 class _RedirectedClamp(torch.autograd.Function):
@@ -72,8 +78,7 @@ def redirected_clamp(
     x: torch.Tensor, lo: float = 0.0, hi: float = math.inf, mode: str = "image"
 ) -> torch.Tensor:
     """``x.clamp(lo, hi)`` whose gradient is redirected as the module docstring says."""
-    if mode not in MODES:
-        raise ValueError(f"unknown redirect mode {mode!r}: use one of {', '.join(MODES)}")
+    check_mode(mode)
     return _RedirectedClamp.apply(x, float(lo), float(hi), mode)
 
 
@@ -82,8 +87,7 @@ class RedirectSwitch:
     redirection off after its first steps)."""
 
     def __init__(self, mode: str = "image"):
-        if mode not in MODES:
-            raise ValueError(f"unknown redirect mode {mode!r}: use one of {', '.join(MODES)}")
+        check_mode(mode)
         self.mode = mode
         self.on = True
         self.modules = 0
@@ -122,34 +126,26 @@ def _redirected_forward(module: nn.Module, switch: RedirectSwitch) -> Any:
 
 
 @contextlib.contextmanager
-def redirect_gradients(
-    modules: list[nn.Module] | nn.Module, mode: str = "image"
-) -> Iterator[RedirectSwitch]:
-    """Swap the ``forward`` of every covered activation module in ``modules`` (a module is
-    walked with ``.modules()``) for a redirected one while the context is open; yields the
-    :class:`RedirectSwitch` (``switch.on = False`` restores the true gradients early,
+def redirect_gradients(module: nn.Module, mode: str = "image") -> Iterator[RedirectSwitch]:
+    """Swap the ``forward`` of every covered activation module in ``module`` (walked with
+    ``.modules()``, each module once) for a redirected one while the context is open; yields
+    the :class:`RedirectSwitch` (``switch.on = False`` restores the true gradients early,
     ``switch.modules`` counts the swapped modules)."""
     switch = RedirectSwitch(mode)
-    roots = [modules] if isinstance(modules, nn.Module) else list(modules)
     swapped: list[tuple[nn.Module, bool, Any]] = []
-    seen: set[int] = set()
     try:
-        for root in roots:
-            for module in root.modules():
-                if id(module) in seen:
-                    continue
-                seen.add(id(module))
-                forward = _redirected_forward(module, switch)
-                if forward is None:
-                    continue
-                had = "forward" in module.__dict__
-                swapped.append((module, had, module.__dict__.get("forward")))
-                module.forward = forward  # type: ignore[method-assign]
+        for sub in module.modules():
+            forward = _redirected_forward(sub, switch)
+            if forward is None:
+                continue
+            had = "forward" in sub.__dict__
+            swapped.append((sub, had, sub.__dict__.get("forward")))
+            sub.forward = forward  # type: ignore[method-assign]
         switch.modules = len(swapped)
         yield switch
     finally:
-        for module, had, previous in reversed(swapped):
+        for sub, had, previous in reversed(swapped):
             if had:
-                module.forward = previous  # type: ignore[method-assign]
+                sub.forward = previous  # type: ignore[method-assign]
             else:
-                del module.forward
+                del sub.forward

@@ -31,7 +31,7 @@ from ..settings import RENDER
 from .fold import fold_batchnorm
 from .objectives import INPUT, LOGITS, Objective, as_objective, channel
 from .param import make_param
-from .redirect import MODES as REDIRECT_MODES
+from .redirect import check_mode as check_redirect_mode
 from .redirect import redirect_gradients
 from .transforms import NONE, STANDARD, RobustTransform
 
@@ -169,12 +169,13 @@ def render_defaults(model: Model, layer: str | None = None) -> dict[str, Any]:
     * CUDA: bf16 autocast where the GPU has native bf16 (:func:`interp.device.use_bf16`).
     * CPU: bf16 autocast only on CPUs with AMX-BF16 tiles and only when the network up to
       ``layer`` has no depthwise convolution; fp32 otherwise. Measured side by side
-      (docs/benchmarks.md, "Defaults"): on a Sapphire Rapids CPU bf16 renders resnet18,
-      vgg11 and densenet121 1.3-1.8x faster than fp32, but mobilenet_v2 and
-      efficientnet_lite0 (depthwise convolutions, memory-bound ops) 1.1-1.4x slower; without
-      AMX bf16 does not pay. The final values are evaluated in fp32 either way; rendering is
-      an optimization whose gradients only steer the image, so unlike the measuring
-      instruments (examples, dissection), its CPU default may take bf16.
+      (docs/benchmarks.md, "The feature-visualization matrix"): on a Sapphire Rapids CPU
+      bf16 renders resnet18, vgg11 and densenet121 1.3-1.8x faster than fp32, but
+      mobilenet_v2 and efficientnet_lite0 (depthwise convolutions, memory-bound ops)
+      1.1-1.4x slower; without AMX bf16 does not pay. The final values are evaluated in
+      fp32 either way; rendering is an optimization whose gradients only steer the image,
+      so unlike the measuring instruments (examples, dissection), its CPU default may take
+      bf16.
     * channels_last input everywhere: faster than NCHW in every case of the matrix (fp32 and
       bf16, 0.54-0.99x the NCHW time).
     """
@@ -284,10 +285,7 @@ def render(
     check_render_args(
         steps=steps, size=size, batch=batch, upsample=upsample, lr=lr, redirect=redirect
     )
-    if redirect_mode not in REDIRECT_MODES:
-        raise ValueError(
-            f"unknown redirect_mode {redirect_mode!r}: use one of {', '.join(REDIRECT_MODES)}"
-        )
+    check_redirect_mode(redirect_mode)
     model = as_model(model)
     obj = as_objective(objective)
     device = model.device
@@ -373,8 +371,8 @@ def render(
                     *([out] if isinstance(out, torch.Tensor) else []),
                 ]
 
-            # the optimization runs on a copy of the network with BatchNorm folded into its
-            # convolutions (checked to agree); the final values on the true network below
+            # the optimization runs with BatchNorm folded into the convolutions' swapped-in
+            # parameters (checked to agree); the final values on the true network below
             folding = contextlib.ExitStack()
             stack.enter_context(folding)
             folded = (

@@ -207,7 +207,9 @@ _SETTING_KEYS = (
 
 
 #: bumped when the renderer changes what it draws for the same settings (2: dead starts are
-#: restarted; 3: redirected gradients), so a resumed job does not mix images of two renderers
+#: restarted; 3: BatchNorm folded while optimizing, and precision "auto" means bf16 on AMX
+#: CPUs for networks without depthwise convolutions), so a resumed job does not mix images of
+#: two renderers
 RENDERER_VERSION = 3
 
 
