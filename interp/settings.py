@@ -28,7 +28,9 @@ class RenderSettings:
     steps: int = 256
     size: int = 128
     objective: str = "channel"
-    param: str = "fft"
+    #: ``auto``: pixel for receptive fields up to a quarter of the canvas, fft beyond
+    #: (featvis.render_defaults; measured in docs/benchmarks.md)
+    param: str = "auto"
     lr: float = 0.05
     transforms: bool = True
     reference: str = "photos"
@@ -36,7 +38,8 @@ class RenderSettings:
     per_layer: int = 8
     precision: str = "auto"
     #: fraction of the steps (from the start) with redirected ReLU/ReLU6 gradients
-    #: (interp.featvis.redirect); measured in docs/benchmarks.md ("Redirected gradients")
+    #: (interp.featvis.redirect); measured in docs/benchmarks.md ("Early layers:
+    #: parametrization and redirected gradients")
     redirect: float = 0.0
     redirect_mode: str = "unit"
 

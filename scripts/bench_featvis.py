@@ -12,7 +12,10 @@ embedded EfficientNet-Lite0's are). Rows, all in one process and in turn per cas
 * ``interp``: interp's defaults on this device (what ``render`` chooses);
 * ``interp-fp32``, ``interp-nchw``, ``interp-bf16``: interp forced to fp32, to
   channels_first input, to bf16 autocast (where one of them *is* the default it is a second
-  run of the default: the spread between them is the noise).
+  run of the default: the spread between them is the noise);
+* all of these at lucent's parametrization (fft); ``interp-auto``: interp's default
+  parametrization too (``param="auto"``: pixel for receptive fields up to a quarter of the
+  canvas), not in the default ``--methods``.
 
 ``value``: mean over the 16 units of each final image's objective (channel mean), measured by
 one evaluator (``interp.featvis.render.evaluate``, float32) at the scale each method optimized
@@ -68,11 +71,15 @@ METHODS = (
     "interp-nchw",
     "interp-bf16",
 )
+#: every interp row renders lucent's parametrization (fft), so the matrix compares the same
+#: optimization; ``interp-auto`` adds interp's own default parametrization (pixel where the
+#: layer's receptive field is at most a quarter of the canvas, render_defaults)
 INTERP_OPTIONS: dict[str, dict[str, Any]] = {
-    "interp": {},
-    "interp-fp32": {"precision": "fp32"},
-    "interp-nchw": {"channels_last": False},
-    "interp-bf16": {"precision": "bf16"},
+    "interp": {"param": "fft"},
+    "interp-fp32": {"param": "fft", "precision": "fp32"},
+    "interp-nchw": {"param": "fft", "channels_last": False},
+    "interp-bf16": {"param": "fft", "precision": "bf16"},
+    "interp-auto": {},
 }
 
 
@@ -244,7 +251,7 @@ def main() -> None:
         for layer in [CASES[spec][i] for i in picks]:
             objective = obj.channel(layer, channels)
             flops = step_flops(model, layer, channels, args.size)
-            chosen = render_defaults(model, layer)
+            chosen = render_defaults(model, layer, canvas=args.size)
             rows: dict[str, tuple[float, float]] = {}
             for method in methods:
                 torch.manual_seed(0)
@@ -288,23 +295,25 @@ def main() -> None:
                     r = flops * args.steps / secs
                     rate = f"{r / 1e9:8.1f}"
                     achieved = f"{100 * r / peaks['bf16' if bf16 else 'fp32']:6.1f}"
-                flag = "*" if method == "interp" else ""
+                flag = "*" if method in ("interp", "interp-auto") else ""
                 print(
                     f"{spec.split(':')[-1] + note:<26} {layer:<22} {method:<13} {secs:>7.1f} "
                     f"{ratio} {fixed_ratio} {val:>8.3f} {rate:>8} {achieved:>6}  {flag}"
-                    + (f"{_describe(chosen)}" if flag else ""),
+                    + (f"{_describe(chosen, method == 'interp-auto')}" if flag else ""),
                     flush=True,
                 )
     print(
         "x lucent / x fixed: lucent's time (defaults / fixed_image_size) over the row's; value: "
         "mean objective reached (float32, one evaluator); GFLOP/s: forward+backward FLOPs of "
         "the truncated network x steps / time; % peak: of this run's fp32 (bf16 rows: bf16) "
-        "peak; *: interp's default, with what it chose."
+        "peak; *: interp's default precision and memory format (interp-auto: and parametrization), "
+        "with what it chose."
     )
 
 
-def _describe(chosen: dict[str, Any]) -> str:
-    return f" ({chosen['precision']}, {'channels_last' if chosen['channels_last'] else 'nchw'})"
+def _describe(chosen: dict[str, Any], param: bool = False) -> str:
+    fmt = "channels_last" if chosen["channels_last"] else "nchw"
+    return f" ({chosen['precision']}, {fmt}{', ' + chosen['param'] if param else ''})"
 
 
 if __name__ == "__main__":

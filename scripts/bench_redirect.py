@@ -1,19 +1,24 @@
-"""Redirected ReLU/ReLU6 gradients, before and after, on EfficientNet-Lite0's early layers.
+"""Early-layer image quality on EfficientNet-Lite0: parametrization and redirected gradients.
 
 For 8 sampled units of each of ``_act_stem``, ``_blocks.0``, ``_blocks.1`` and ``_blocks.2``
-(32 units), render with the redirection off and with each variant (``--variants``), at the
-atlas's settings (256 steps, 128 px, fft, standard transforms), and measure per variant and
+(32 units), render with each parametrization (``--params``: ``fft``, ``pixel``, ``auto``)
+and each redirection variant (``--variants``: ``off``, ``unit:0.25``, ``image:0.5``...), at
+the atlas's settings (256 steps, 128 px, standard transforms), and measure per case and
 layer: the objective reached (mean over units, float32, the true forward), how many images
-beat the best of 256 natural crops (Olah's check), and the fraction of *clipped* pixels (any
-channel within half a grey level of 0 or 1: the black/cyan speckle of saturated ReLU6 units).
-Writes a grid (rows: layer x variant) to ``--png``.
+beat the best of 256 natural crops (Olah's check; units that no crop, no flat colour and no
+image ever activates are *dead* and counted apart, since nothing can beat 0 there), the best
+of the 8 saturated flat colours (the known optimum of a unit that is linear in a flat
+input up to its clamp), and the fraction of *clipped* pixels (any channel within half a grey
+level of 0 or 1). Writes a grid (rows: layer x case) to ``--png``.
 
-    python scripts/bench_redirect.py [--steps 256] [--png docs/images/redirect_lite0.png]
+    python scripts/bench_redirect.py [--steps 256] [--params fft,auto] [--variants off]
+        [--png docs/images/redirect_lite0.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -56,24 +61,32 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=256)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--per-layer", type=int, default=8)
-    ap.add_argument("--variants", default="off,image:0.5,unit:0.25,unit:0.5,unit:1")
+    ap.add_argument("--variants", default="off")
+    ap.add_argument("--params", default="fft,auto")
     ap.add_argument("--png", type=Path, default=None)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     model = load_model("efficientnet_lite0", device=args.device, quiet=True)
     refs = reference_images(args.size, "photos", n=256)
-    variants = [parse_variant(v) for v in args.variants.split(",")]
+    variants = [
+        (f"{p}" if label == "off" else f"{p} {label}", frac, mode, p)
+        for p in args.params.split(",")
+        for label, frac, mode in map(parse_variant, args.variants.split(","))
+    ]
+    corners = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)))
+    flats = corners[:, :, None, None].expand(8, 3, args.size, args.size).contiguous()
     print(
         f"efficientnet_lite0, {args.per_layer} units per layer, {args.steps} steps, "
         f"{args.size} px, best of 256 natural crops"
     )
     header = (
-        f"{'layer':<11} {'variant':<10} {'value':>8} {'beats crops':>11} {'clipped':>8} {'s':>6}"
+        f"{'layer':<11} {'case':<16} {'value':>8} {'crops':>7} {'flat':>7} {'beats crops':>11} "
+        f"{'dead':>4} {'clipped':>8} {'s':>6}"
     )
     print(header)
     print("-" * len(header))
     grid: list[tuple[str, str, torch.Tensor]] = []
-    totals = {label: [0, 0, []] for label, _, _ in variants}
+    totals = {label: [0, 0, 0, []] for label, _, _, _ in variants}
     for layer in LAYERS:
         with torch.no_grad():
             width = capture(model, model.example_input(1), [layer])[layer].shape[1]
@@ -81,7 +94,8 @@ def main() -> None:
         chans = sorted(rng.choice(width, args.per_layer, replace=False).tolist())
         objective = obj.channel(layer, chans)
         natural = evaluate(model, objective, refs).max(dim=0).values
-        for label, frac, mode in variants:
+        flat = evaluate(model, objective, flats).max(dim=0).values
+        for label, frac, mode, param in variants:
             start = time.perf_counter()
             result = render(
                 model,
@@ -90,24 +104,32 @@ def main() -> None:
                 size=args.size,
                 redirect=frac,
                 redirect_mode=mode,
+                param=param,
                 seeds=[unit_seed(0, layer, c) for c in chans],
                 progress=False,
             )
             secs = time.perf_counter() - start
-            beats = int((result.values > natural).sum())
+            dead = (natural <= 0) & (flat <= 0) & (result.values <= 0)
+            beats = int(((result.values > natural) & ~dead).sum())
+            live = int((~dead).sum())
             clip = clipped_fraction(result.images)
             totals[label][0] += beats
-            totals[label][1] += len(chans)
-            totals[label][2].append(clip)
+            totals[label][1] += live
+            totals[label][2] += len(chans) - live
+            totals[label][3].append(clip)
             grid.append((layer, label, result.images))
             print(
-                f"{layer:<11} {label:<10} {float(result.values.mean()):>8.3f} "
-                f"{beats:>5}/{len(chans):<5} {clip:>8.3f} {secs:>6.1f}",
+                f"{layer:<11} {label:<16} {float(result.values.mean()):>8.3f} "
+                f"{float(natural.mean()):>7.3f} {float(flat.mean()):>7.3f} "
+                f"{beats:>5}/{live:<5} {len(chans) - live:>4} {clip:>8.3f} {secs:>6.1f}",
                 flush=True,
             )
     print("all layers:")
-    for label, (beats, total, clips) in totals.items():
-        print(f"  {label:<10} beats crops {beats}/{total}, clipped {np.mean(clips):.3f}")
+    for label, (beats, live, dead, clips) in totals.items():
+        print(
+            f"  {label:<16} beats crops {beats}/{live} live units ({dead} dead), "
+            f"clipped {np.mean(clips):.3f}"
+        )
     if args.png:
         cols = args.per_layer
         fig, axes = plt.subplots(

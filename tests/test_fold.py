@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -99,11 +100,29 @@ def test_render_defaults_follow_the_rule(monkeypatch):
     dense = _model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3)))
     depthwise = _model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8)))
     monkeypatch.setattr(module, "cpu_has_amx_bf16", lambda: True)
-    assert render_defaults(dense) == {"precision": "bf16", "channels_last": True}
+    assert render_defaults(dense) == {"precision": "bf16", "channels_last": True, "param": "fft"}
     assert render_defaults(depthwise)["precision"] == "fp32"
     assert render_defaults(depthwise, "0")["precision"] == "bf16"  # before the depthwise
     monkeypatch.setattr(module, "cpu_has_amx_bf16", lambda: False)
     assert render_defaults(dense)["precision"] == "fp32"
+
+
+def test_auto_param_follows_the_measured_receptive_field():
+    # a 3x3 conv sees 3 px, two of them 5 px, a 9x9 after them 13 px
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 9))
+    model = _model(net)
+    assert render_defaults(model, "0", canvas=12)["param"] == "pixel"  # 4 * 3 <= 12
+    assert render_defaults(model, "0", canvas=11)["param"] == "fft"
+    assert render_defaults(model, "2", canvas=20)["param"] == "pixel"  # 4 * 5 <= 20
+    assert render_defaults(model, "3", canvas=48)["param"] == "fft"  # 4 * 13 > 48
+    assert render_defaults(model, "3", canvas=52)["param"] == "pixel"
+    assert render_defaults(model)["param"] == "fft"  # whole network
+    result = render(model, obj.channel("0", [0]), steps=2, size=16, progress=False)
+    assert result.info["param"] == "pixel"
+    result = render(model, obj.channel("3", [0]), steps=2, size=32, progress=False)
+    assert result.info["param"] == "fft"
+    with pytest.raises(ValueError, match="auto, fft, pixel"):
+        render(model, obj.channel("0", [0]), param="fourier", steps=2, size=16, progress=False)
 
 
 class Dense(nn.Module):

@@ -141,10 +141,11 @@ def _render_options() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--param",
-        choices=["fft", "pixel", "maco"],
+        choices=["auto", "fft", "pixel", "maco"],
         default=RENDER.param,
-        help="fft: lucid's decorrelated Fourier image; pixel; maco: phase-only Fourier with "
-        "a natural magnitude spectrum [fft]",
+        help="auto: pixel where the layer's receptive field is at most a quarter of the "
+        "canvas, fft beyond; fft: lucid's decorrelated Fourier image; pixel; maco: "
+        "phase-only Fourier with a natural magnitude spectrum [auto]",
     )
     group.add_argument(
         "--batch",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +26,13 @@ from ..activations import ActivationCapture, capture, preserved_state, resolve_l
 from ..checks import check_finite, check_float, check_int
 from ..device import cpu_has_amx_bf16, use_bf16
 from ..errors import ChannelError
+from ..inventory import layers as inventory_layers
 from ..models.base import Model
 from ..models.registry import as_model
 from ..settings import RENDER
 from .fold import fold_batchnorm
 from .objectives import INPUT, LOGITS, Objective, as_objective, channel
-from .param import make_param
+from .param import PARAMS, make_param
 from .redirect import check_mode as check_redirect_mode
 from .redirect import redirect_gradients
 from .transforms import NONE, STANDARD, RobustTransform
@@ -162,9 +164,12 @@ def _forward(
     return acts, cap.output if need_logits else None
 
 
-def render_defaults(model: Model, layer: str | None = None) -> dict[str, Any]:
-    """What :func:`render` chooses with ``precision="auto"`` and ``channels_last=None`` for
-    ``model`` (truncated at ``layer``, or whole) on its device.
+def render_defaults(
+    model: Model, layer: str | None = None, *, canvas: int = RENDER.size
+) -> dict[str, Any]:
+    """What :func:`render` chooses with ``precision="auto"``, ``channels_last=None`` and
+    ``param="auto"`` for ``model`` (truncated at ``layer``, or whole) on its device, for a
+    ``canvas``-pixel input.
 
     * CUDA: bf16 autocast where the GPU has native bf16 (:func:`interp.device.use_bf16`).
     * CPU: bf16 autocast only on CPUs with AMX-BF16 tiles and only when the network up to
@@ -178,6 +183,14 @@ def render_defaults(model: Model, layer: str | None = None) -> dict[str, Any]:
       bf16.
     * channels_last input everywhere: faster than NCHW in every case of the matrix (fp32 and
       bf16, 0.54-0.99x the NCHW time).
+    * parametrization: ``pixel`` when ``layer``'s measured receptive field
+      (:func:`interp.inventory.layers`) spans at most a quarter of the canvas, ``fft``
+      otherwise (and for the logits or a whole-network objective). Measured
+      (docs/benchmarks.md, "Parametrization by receptive field"): on EfficientNet-Lite0 the
+      Fourier image's slowly moving low frequencies cannot reach the saturated flat colours
+      and fine periodic patterns small-field units want (stem: 2/8 images beat the best
+      natural crop, pixel 7/8 with the eighth unit dead); pixel reaches 5-12% more on
+      fields of 3-19 px, the two tie at 35-67 px and fft leads from 83 px.
     """
     model = as_model(model)
     device = model.device
@@ -187,7 +200,26 @@ def render_defaults(model: Model, layer: str | None = None) -> dict[str, Any]:
         bf16 = cpu_has_amx_bf16() and not _has_depthwise(model, layer)
     else:
         bf16 = False
-    return {"precision": "bf16" if bf16 else "fp32", "channels_last": True}
+    rf = receptive_field(model, layer) if layer else None
+    param = "pixel" if rf is not None and 4 * rf <= canvas else "fft"
+    return {"precision": "bf16" if bf16 else "fp32", "channels_last": True, "param": param}
+
+
+_RF_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, int | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def receptive_field(model: Model, layer: str) -> int | None:
+    """The larger side of ``layer``'s measured receptive field in input pixels (``None``
+    for a layer without a spatial output); measured once per module and layer."""
+    model = as_model(model)
+    name = resolve_layer(model, layer)
+    known = _RF_CACHE.setdefault(model.module, {})
+    if name not in known:
+        (info,) = inventory_layers(model, names=[name])
+        known[name] = max(info.rf_size) if info.rf_size else None
+    return known[name]
 
 
 def _has_depthwise(model: Model, layer: str | None) -> bool:
@@ -230,7 +262,7 @@ def render(
     steps: int = RENDER.steps,
     size: int = RENDER.size,
     batch: int | None = None,
-    param: str | Callable[[], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]] = "fft",
+    param: str | Callable[[], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]] = RENDER.param,
     transforms: RobustTransform | None = STANDARD,
     lr: float = RENDER.lr,
     seed: int = 0,
@@ -253,8 +285,10 @@ def render(
         steps: Adam steps.
         size: canvas size in pixels (square).
         batch: number of images (default: what the objective defines, else 1).
-        param: ``"fft"`` (default, lucid's decorrelated Fourier image), ``"pixel"``,
-            ``"maco"``, or a lucent ``param_f`` returning ``(params, image_f)``.
+        param: ``"auto"`` (default: what :func:`render_defaults` chooses from the layer's
+            measured receptive field: ``pixel`` for a field of at most a quarter of the
+            canvas, ``fft`` beyond), ``"fft"`` (lucid's decorrelated Fourier image),
+            ``"pixel"``, ``"maco"``, or a lucent ``param_f`` returning ``(params, image_f)``.
         transforms: transformation robustness (``None``: none).
         lr: Adam learning rate (lucent's default 0.05).
         seed: seed of the run; image ``i`` starts from ``seeds[i]`` when given, else from
@@ -297,8 +331,16 @@ def render(
         )
         precision = "bf16" if amp else "fp32"
     obj_layers = [n for n in obj.layers if n not in (INPUT, LOGITS)]
-    deepest = obj_layers[-1] if len(obj_layers) == 1 else None
-    chosen = render_defaults(model, deepest) if precision == "auto" or channels_last is None else {}
+    # with the logits read, the whole network runs: its rules, not one layer's
+    deepest = obj_layers[-1] if len(obj_layers) == 1 and LOGITS not in obj.layers else None
+    if isinstance(param, str) and param not in ("auto", *PARAMS):
+        raise ValueError(
+            f"unknown parametrization {param!r}: choose one of auto, {', '.join(PARAMS)}"
+        )
+    auto = precision == "auto" or channels_last is None or param == "auto"
+    chosen = render_defaults(model, deepest, canvas=upsample or size) if auto else {}
+    if param == "auto":
+        param = chosen["param"]
     amp = chosen["precision"] == "bf16" if precision == "auto" else use_bf16(precision, device)
     if channels_last is None:
         channels_last = chosen["channels_last"]

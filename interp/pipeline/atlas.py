@@ -208,9 +208,9 @@ _SETTING_KEYS = (
 
 #: bumped when the renderer changes what it draws for the same settings (2: dead starts are
 #: restarted; 3: BatchNorm folded while optimizing, and precision "auto" means bf16 on AMX
-#: CPUs for networks without depthwise convolutions), so a resumed job does not mix images of
-#: two renderers
-RENDERER_VERSION = 3
+#: CPUs for networks without depthwise convolutions; 4: param "auto", pixel for receptive
+#: fields up to a quarter of the canvas), so a resumed job does not mix images of two renderers
+RENDERER_VERSION = 4
 
 
 def _check_render_args(arguments: dict[str, Any]) -> None:
@@ -344,6 +344,8 @@ def _render_group(
                 "value": round(float(result.values[i]), 5),
                 "png": png,
                 "seed": unit_seed(settings["seed"], layer, c),
+                # the parametrization used ("auto" resolves per layer: render_defaults)
+                "param": result.info["param"],
                 # dead: zero gradient from every start tried; the image shows nothing
                 "dead": bool(result.dead[i]) if result.dead else False,
                 "restarts": int(result.restarts[i]) if result.restarts else 0,
