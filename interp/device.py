@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
+import os
+import platform
+import time
 from collections.abc import Iterator
 
 import torch
@@ -12,6 +17,8 @@ from .errors import DeviceError
 __all__ = [
     "PRECISIONS",
     "HalveOnOOM",
+    "cpu_allocator",
+    "cpu_bf16_speedup",
     "default_batch",
     "is_out_of_memory",
     "resolve_device",
@@ -133,17 +140,55 @@ PRECISIONS = ("auto", "bf16", "fp32")
 @functools.cache
 def cpu_has_amx_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in AMX tiles (Intel Sapphire Rapids and
-    later), where oneDNN's bf16 convolutions run several times faster than fp32 ones: torch's
-    own probe where the build has it (it also asks the OS for the tiles), else the CPU flags.
-    Asked once per process."""
+    later): torch's own probe where the build has it (it also asks the OS for the tiles), else
+    the CPU flags. Asked once per process."""
     probe = getattr(getattr(torch._C, "_cpu", None), "_is_amx_tile_supported", None)
     if probe is not None:
         return bool(probe())
+    return "amx_bf16" in _cpu_flags()
+
+
+def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[-1].split())
     except OSError:
-        return False
+        pass
+    return set()
+
+
+#: bf16 must run a dense convolution at least this much faster than fp32 to be the renderer's
+#: CPU default (see :func:`cpu_bf16_speedup`)
+CPU_BF16_MIN_SPEEDUP = 1.5
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
+    """How much faster this CPU runs a dense bf16 convolution than the fp32 one (fp32 time
+    over bf16 time; 1.0 where the CPU has no bf16 instructions). Measured once per process
+    on a 64-channel 3x3 convolution (batch 8, 56x56, channels_last, best of 5 interleaved
+    runs, about 0.1-0.5 s), not read from the CPU's flags: AVX512-BF16 is 1.06x on a Zen 4
+    EPYC (its 512-bit units are two 256-bit halves) but 2x on a Zen 5 EPYC, AMX tiles about
+    3.5x on a Sapphire Rapids Xeon (docs/benchmarks.md)."""
+    flags = _cpu_flags()
+    if not ({"avx512_bf16", "amx_bf16"} & flags or cpu_has_amx_bf16()):
+        return 1.0
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 64, 56, 56, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)
+    pairs = {"fp32": (x, w), "bf16": (x.bfloat16(), w.bfloat16())}
+    best = {name: float("inf") for name in pairs}
+    with torch.no_grad():
+        for xi, wi in pairs.values():  # warm-up: oneDNN builds its kernels
+            torch.nn.functional.conv2d(xi, wi, padding=1)
+        for _ in range(5):
+            for name, (xi, wi) in pairs.items():
+                start = time.perf_counter()
+                torch.nn.functional.conv2d(xi, wi, padding=1)
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best["fp32"] / best["bf16"]
 
 
 def use_bf16(precision: str, device: torch.device | str) -> bool:
@@ -158,3 +203,59 @@ def use_bf16(precision: str, device: torch.device | str) -> bool:
     if precision == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
     return precision == "bf16"
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_GLIBC_TRIM_THRESHOLD, _GLIBC_MMAP_MAX = 128 * 1024, 65536  # glibc's documented defaults
+_allocator_depth = 0
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+@contextlib.contextmanager
+def cpu_allocator(device: torch.device | str = "cpu") -> Iterator[bool]:
+    """Keep freed memory in the process while a CPU job runs (glibc only; yields whether it
+    did).
+
+    PyTorch's CPU tensors come from ``malloc``. glibc serves a block above its mmap threshold
+    (at most 32 MiB) with a fresh ``mmap`` and gives it back with ``munmap`` on free, and it
+    trims the heap's free top back to the OS: every optimization step then allocates its
+    large activations and gradients anew and the kernel zero-fills each of their pages on
+    first touch. Measured on a 2-core CPU (EfficientNet-Lite0 ``_blocks.1``, 16 images, two
+    renders of 12 steps): 3.7 million minor page faults and 6.5 s of system time at 224 px,
+    renders 2.4-3.0x slower than with freed memory kept (13 thousand faults); at 128 px 0.3
+    million faults, 1.7-1.9x slower (docs/benchmarks.md). Inside this
+    context glibc makes no mmap of its own (``M_MMAP_MAX=0``) and trims nothing below 1 GiB
+    (``M_TRIM_THRESHOLD``), so freed blocks are reused; on exit glibc's documented defaults
+    are set again and ``malloc_trim(0)`` hands the kept memory back. Nested uses restore once,
+    at the outermost exit. Nothing happens for other devices, other C libraries, or with
+    ``INTERP_CPU_ALLOCATOR=0``.
+    """
+    global _allocator_depth
+    off = os.environ.get("INTERP_CPU_ALLOCATOR", "1").strip().lower() in ("0", "off", "no")
+    libc = None if off or torch.device(device).type != "cpu" else _glibc()
+    if libc is None:
+        yield False
+        return
+    if _allocator_depth == 0:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    _allocator_depth += 1
+    try:
+        yield True
+    finally:
+        _allocator_depth -= 1
+        if _allocator_depth == 0:
+            libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD)
+            libc.malloc_trim(0)

@@ -13,6 +13,9 @@ embedded EfficientNet-Lite0's are). Rows, all in one process and in turn per cas
 * ``interp-fp32``, ``interp-nchw``, ``interp-bf16``: interp forced to fp32, to
   channels_first input, to bf16 autocast (where one of them *is* the default it is a second
   run of the default: the spread between them is the noise);
+* ``floor``: no renderer, the truncated network alone as interp's default runs it (its
+  precision and memory format), forward and backward to a fixed batch, the same number of
+  steps: what the network itself costs, so a renderer's time over it is its own overhead;
 * all of these at lucent's parametrization (fft); ``interp-auto``: interp's default
   parametrization too (``param="auto"``: pixel for receptive fields up to a quarter of the
   canvas), not in the default ``--methods``.
@@ -35,6 +38,7 @@ own requirements name the GUI OpenCV and mkl, which it does not need here); with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -48,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from interp import WeightsUnavailableError, load_model
 from interp import objectives as obj
 from interp.activations import ActivationCapture, preserved_state, resolve_layer
-from interp.device import synchronize
+from interp.device import cpu_allocator, synchronize
 from interp.featvis.render import evaluate, render, render_defaults
 
 CASES = {
@@ -70,6 +74,7 @@ METHODS = (
     "interp-fp32",
     "interp-nchw",
     "interp-bf16",
+    "floor",
 )
 #: every interp row renders lucent's parametrization (fft), so the matrix compares the same
 #: optimization; ``interp-auto`` adds interp's own default parametrization (pixel where the
@@ -121,6 +126,42 @@ def step_flops(model, layer: str, channels: list[int], size: int) -> float:
                 acts = cap.run(model.normalize(x))[dotted]
                 acts[:, channels].mean(dim=(2, 3)).sum().backward()
     return float(counter.get_total_flops())
+
+
+def floor_time(model, layer: str, channels: list[int], size: int, steps: int, chosen) -> float:
+    """Seconds of ``steps`` bare steps of the truncated network as interp's default runs it
+    (its precision and memory format): forward to ``layer`` and backward to a fixed input
+    batch, nothing else (no parametrization, transforms, optimizer or BatchNorm folding).
+    No renderer that runs this network in this precision does a step for less: a renderer's
+    time over this floor is what it adds to the network."""
+    device = model.device
+    dotted = resolve_layer(model, layer)
+    x = torch.rand(len(channels), model.preprocessing.channels, size, size, device=device)
+    rows = torch.arange(len(channels), device=device)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if chosen["precision"] == "bf16"
+        else contextlib.nullcontext()
+    )
+    with preserved_state(model.module, eval_mode=True, freeze=True):
+        with ActivationCapture(model.module, [dotted], stop=True) as cap:
+
+            def step() -> None:
+                leaf = x.clone().requires_grad_(True)
+                inp = model.normalize(leaf)
+                if chosen["channels_last"]:
+                    inp = inp.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    acts = cap.run(inp)[dotted]
+                acts[rows, channels].float().mean(dim=(1, 2)).sum().neg().backward()
+
+            step()  # warm-up: oneDNN builds its kernels
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            synchronize(device)
+    return time.perf_counter() - start
 
 
 def lucent_render(model, layer, channels, size, steps, fixed, device):
@@ -210,6 +251,32 @@ def _have_dreams() -> bool:
     return True
 
 
+def run_method(method, model, objective, layer, channels, args) -> tuple[float, float]:
+    """``(seconds, value)`` of one method on one case."""
+    device = model.device
+    if method in ("lucent", "lucent-fixed"):
+        fixed = args.size if method == "lucent-fixed" else None
+        images, secs = lucent_render(model, layer, channels, args.size, args.steps, fixed, device)
+        return secs, value(model, objective, images, args.size if fixed else max(224, args.size))
+    if method == "dreams":
+        images, secs = dreams_render(model, layer, channels, args.size, args.steps, device)
+        return secs, value(model, objective, images, args.size)
+    if method == "floor":
+        chosen = render_defaults(model, layer, canvas=args.size)
+        return floor_time(model, layer, channels, args.size, args.steps, chosen), float("nan")
+    start = time.perf_counter()
+    result = render(
+        model,
+        objective,
+        steps=args.steps,
+        size=args.size,
+        progress=False,
+        **INTERP_OPTIONS[method],
+    )
+    synchronize(device)
+    return time.perf_counter() - start, float(result.values.mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=64)
@@ -254,33 +321,14 @@ def main() -> None:
             chosen = render_defaults(model, layer, canvas=args.size)
             rows: dict[str, tuple[float, float]] = {}
             for method in methods:
+                if method == "dreams" and not dreams:
+                    continue
                 torch.manual_seed(0)
-                if method in ("lucent", "lucent-fixed"):
-                    fixed = args.size if method == "lucent-fixed" else None
-                    images, secs = lucent_render(
-                        model, layer, channels, args.size, args.steps, fixed, device
-                    )
-                    at = args.size if fixed else max(224, args.size)
-                    rows[method] = (secs, value(model, objective, images, at))
-                elif method == "dreams":
-                    if not dreams:
-                        continue
-                    images, secs = dreams_render(
-                        model, layer, channels, args.size, args.steps, device
-                    )
-                    rows[method] = (secs, value(model, objective, images, args.size))
-                else:
-                    start = time.perf_counter()
-                    result = render(
-                        model,
-                        objective,
-                        steps=args.steps,
-                        size=args.size,
-                        progress=False,
-                        **INTERP_OPTIONS[method],
-                    )
-                    synchronize(device)
-                    rows[method] = (time.perf_counter() - start, float(result.values.mean()))
+                # every method runs with the CPU allocator setting that interp's render
+                # enters (freed memory kept: interp.device.cpu_allocator), so the ratios
+                # compare the renderers, not the allocators
+                with cpu_allocator(device):
+                    rows[method] = run_method(method, model, objective, layer, channels, args)
             for method, (secs, val) in rows.items():
                 ratio = f"{rows['lucent'][0] / secs:>8.1f}" if "lucent" in rows else f"{'':>8}"
                 fixed_ratio = (
@@ -289,16 +337,17 @@ def main() -> None:
                     else f"{'':>7}"
                 )
                 rate = achieved = ""
-                if method.startswith("interp"):
-                    opts = {**chosen, **INTERP_OPTIONS[method]}
+                if method.startswith("interp") or method == "floor":
+                    opts = {**chosen, **INTERP_OPTIONS.get(method, {})}
                     bf16 = opts["precision"] == "bf16"
                     r = flops * args.steps / secs
                     rate = f"{r / 1e9:8.1f}"
                     achieved = f"{100 * r / peaks['bf16' if bf16 else 'fp32']:6.1f}"
                 flag = "*" if method in ("interp", "interp-auto") else ""
+                shown = "" if val != val else f"{val:.3f}"  # the floor reaches no value
                 print(
                     f"{spec.split(':')[-1] + note:<26} {layer:<22} {method:<13} {secs:>7.1f} "
-                    f"{ratio} {fixed_ratio} {val:>8.3f} {rate:>8} {achieved:>6}  {flag}"
+                    f"{ratio} {fixed_ratio} {shown:>8} {rate:>8} {achieved:>6}  {flag}"
                     + (f"{_describe(chosen, method == 'interp-auto')}" if flag else ""),
                     flush=True,
                 )

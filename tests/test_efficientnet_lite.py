@@ -86,3 +86,27 @@ def test_random_init_control_is_seeded(weights):
     wa, wb, wc = (m.module._conv_stem.weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert a.weights_source == "random init"
+
+
+@pytest.mark.parametrize("size", [15, 16, 17, 64, 65])
+@pytest.mark.parametrize(("kernel", "groups"), [(3, 8), (5, 8), (3, 1), (4, 8)])
+def test_same_padding_equals_tf_padding_then_convolution(size, kernel, groups):
+    """Conv2dSame's widened kernel (grouped convs) and F.pad path (dense) both equal the
+    textbook TF SAME: pad [left, right, top, bottom], then an unpadded convolution; the
+    input gradient too."""
+    import torch.nn.functional as F
+
+    from interp.models.efficientnet_lite import Conv2dSame
+
+    torch.manual_seed(size + kernel)
+    conv = Conv2dSame(8, 8, kernel, stride=2, groups=groups, bias=True).double()
+    x = torch.randn(2, 8, size, size + 1, dtype=torch.float64, requires_grad=True)
+    pads = conv.same_pads(x)
+    assert pads[1] - pads[0] in (0, 1) and pads[3] - pads[2] in (0, 1)
+    want = F.conv2d(F.pad(x, pads), conv.weight, conv.bias, stride=2, groups=groups)
+    (grad_want,) = torch.autograd.grad(want.square().sum(), x)
+    got = conv(x)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), x)
+    assert got.shape == want.shape == (2, 8, -(-size // 2), -(-(size + 1) // 2))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_got, grad_want, rtol=0, atol=1e-12)

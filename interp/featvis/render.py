@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..activations import ActivationCapture, capture, preserved_state, resolve_layer
 from ..checks import check_finite, check_float, check_int
-from ..device import cpu_has_amx_bf16, use_bf16
+from ..device import CPU_BF16_MIN_SPEEDUP, cpu_allocator, cpu_bf16_speedup, use_bf16
 from ..errors import ChannelError
 from ..inventory import layers as inventory_layers
 from ..models.base import Model
@@ -172,15 +172,17 @@ def render_defaults(
     ``canvas``-pixel input.
 
     * CUDA: bf16 autocast where the GPU has native bf16 (:func:`interp.device.use_bf16`).
-    * CPU: bf16 autocast only on CPUs with AMX-BF16 tiles and only when the network up to
-      ``layer`` has no depthwise convolution; fp32 otherwise. Measured side by side
-      (docs/benchmarks.md, "The feature-visualization matrix"): on a Sapphire Rapids CPU
-      bf16 renders resnet18, vgg11 and densenet121 1.3-1.8x faster than fp32, but
-      mobilenet_v2 and efficientnet_lite0 (depthwise convolutions, memory-bound ops)
-      1.1-1.4x slower; without AMX bf16 does not pay. The final values are evaluated in
-      fp32 either way; rendering is an optimization whose gradients only steer the image,
-      so unlike the measuring instruments (examples, dissection), its CPU default may take
-      bf16.
+    * CPU: bf16 autocast only where this CPU runs a dense bf16 convolution at least
+      :data:`~interp.device.CPU_BF16_MIN_SPEEDUP` times faster than fp32
+      (:func:`interp.device.cpu_bf16_speedup`, measured once per process) and only when the
+      network up to ``layer`` has no depthwise convolution; fp32 otherwise. Measured side by
+      side (docs/benchmarks.md, "The feature-visualization matrix"): bf16 renders resnet18,
+      vgg11 and densenet121 1.3-1.8x faster than fp32 on a Sapphire Rapids Xeon (AMX) and
+      1.4-1.5x on a Zen 5 EPYC (AVX512-BF16), but mobilenet_v2 and efficientnet_lite0
+      (depthwise convolutions, memory-bound ops) 1.1-1.6x slower on both; on a Zen 4 EPYC
+      bf16 did not pay at all (1.06x). The final values are evaluated in fp32 either way;
+      rendering is an optimization whose gradients only steer the image, so unlike the
+      measuring instruments (examples, dissection), its CPU default may take bf16.
     * channels_last input everywhere: faster than NCHW in every case of the matrix (fp32 and
       bf16, 0.54-0.99x the NCHW time).
     * parametrization: ``pixel`` when ``layer``'s measured receptive field
@@ -197,7 +199,7 @@ def render_defaults(
     if device.type == "cuda":
         bf16 = use_bf16("auto", device)
     elif device.type == "cpu":
-        bf16 = cpu_has_amx_bf16() and not _has_depthwise(model, layer)
+        bf16 = cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP and not _has_depthwise(model, layer)
     else:
         bf16 = False
     rf = receptive_field(model, layer) if layer else None
@@ -382,7 +384,7 @@ def render(
 
     from tqdm.auto import tqdm
 
-    with preserved_state(model.module, eval_mode=True, freeze=True):
+    with cpu_allocator(device), preserved_state(model.module, eval_mode=True, freeze=True):
         cap = (
             ActivationCapture(
                 model.module,

@@ -1,0 +1,97 @@
+"""interp.device.cpu_allocator: freed memory is kept while a CPU job runs (glibc), glibc's
+defaults come back afterwards (also on error, once for nested uses), and it can be turned off.
+The page-fault counts are the known answer: a loop that allocates and frees the same large
+block faults its pages in on every round with glibc's defaults and once inside the context."""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import pytest
+import torch
+
+from interp import device as dev
+from interp.featvis.render import render
+
+glibc = dev._glibc()
+needs_glibc = pytest.mark.skipif(glibc is None, reason="glibc's mallopt is not available")
+
+
+def _faults(rounds: int = 8, mib: int = 64) -> int:
+    """Minor page faults of allocating, touching and freeing a ``mib`` MiB tensor ``rounds``
+    times."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        t = torch.empty(mib << 18)  # float32: 4 bytes each
+        t.fill_(1.0)
+        del t
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@needs_glibc
+def test_freed_memory_is_reused_inside_and_returned_after():
+    pages = (64 << 20) // resource.getpagesize()
+    outside = _faults()
+    with dev.cpu_allocator("cpu") as active:
+        assert active
+        _faults()  # the heap grows to hold the block (in a few rounds)
+        inside = _faults()
+    after = _faults()
+    # glibc's defaults: a 64 MiB block is a fresh mmap every round (8 x 16,384 pages)
+    assert outside >= 6 * pages
+    assert inside <= pages // 4  # reused: no new pages
+    assert after >= 6 * pages  # the defaults are back
+
+
+@needs_glibc
+def test_nested_uses_restore_once_and_errors_restore_too(monkeypatch):
+    calls: list[tuple[int, int]] = []
+
+    class Spy:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+        def malloc_trim(self, pad: int) -> int:
+            calls.append(("trim", pad))
+            return 1
+
+    monkeypatch.setattr(dev, "_glibc", lambda: Spy())
+    with pytest.raises(RuntimeError, match="boom"):
+        with dev.cpu_allocator("cpu"):
+            with dev.cpu_allocator("cpu"):
+                assert calls == [(dev._M_MMAP_MAX, 0), (dev._M_TRIM_THRESHOLD, 1 << 30)]
+            assert len(calls) == 2  # the inner exit restores nothing
+            raise RuntimeError("boom")
+    assert calls[2:] == [
+        (dev._M_MMAP_MAX, dev._GLIBC_MMAP_MAX),
+        (dev._M_TRIM_THRESHOLD, dev._GLIBC_TRIM_THRESHOLD),
+        ("trim", 0),
+    ]
+    assert dev._allocator_depth == 0
+
+
+def test_off_by_environment_and_for_other_devices(monkeypatch):
+    monkeypatch.setattr(dev, "_glibc", lambda: pytest.fail("glibc must not be touched"))
+    monkeypatch.setenv("INTERP_CPU_ALLOCATOR", "0")
+    with dev.cpu_allocator("cpu") as active:
+        assert not active
+    monkeypatch.delenv("INTERP_CPU_ALLOCATOR")
+    with dev.cpu_allocator("meta") as active:
+        assert not active
+
+
+def test_render_runs_inside_it(monkeypatch):
+    seen: list[bool] = []
+    real = dev.cpu_allocator
+
+    def spy(device):
+        seen.append(True)
+        return real(device)
+
+    # interp.featvis.render, as an attribute, is the function: patch the module
+    monkeypatch.setattr(sys.modules["interp.featvis.render"], "cpu_allocator", spy)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    render(net, "1:0", steps=2, size=16, progress=False)
+    assert seen == [True] and dev._allocator_depth == 0
