@@ -286,11 +286,15 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(CASES))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--layers", default="0,1,2", help="which of each model's three layers")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the table in Markdown at the end"
+    )
     args = parser.parse_args()
     channels = list(range(args.channels))
     methods = [m.strip() for m in args.methods.split(",")]
     picks = [int(i) for i in args.layers.split(",")]
     dreams = _have_dreams()
+    markdown: list[str] = []
     device = torch.device("cuda" if args.device == "cuda" else args.device)
     peaks = peak_rates(device)
     print(
@@ -345,14 +349,28 @@ def main() -> None:
                     achieved = f"{100 * r / peaks['bf16' if bf16 else 'fp32']:6.1f}"
                 flag = "*" if method in ("interp", "interp-auto") else ""
                 shown = "" if val != val else f"{val:.3f}"  # the floor reaches no value
+                over = f"{secs / rows['floor'][0]:.2f}" if "floor" in rows else ""
+                name = f"**{method}** {_describe(chosen)}" if flag else method
+                markdown.append(
+                    f"| {spec.split(':')[-1]}{'*' if note else ''} | `{layer}` | {name} | "
+                    f"{secs:.1f} | {ratio.strip()} | {fixed_ratio.strip()} | {over} | {shown} | "
+                    f"{rate.strip()} | {achieved.strip()} |"
+                )
                 print(
                     f"{spec.split(':')[-1] + note:<26} {layer:<22} {method:<13} {secs:>7.1f} "
                     f"{ratio} {fixed_ratio} {shown:>8} {rate:>8} {achieved:>6}  {flag}"
                     + (f"{_describe(chosen, method == 'interp-auto')}" if flag else ""),
                     flush=True,
                 )
+    if args.markdown:
+        print(
+            "\n| model | layer | method | s | × lucent | × fixed | × floor | value | GFLOP/s "
+            "| % peak |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        )
+        print("\n".join(markdown))
     print(
-        "x lucent / x fixed: lucent's time (defaults / fixed_image_size) over the row's; value: "
+        "x lucent / x fixed: lucent's time (defaults / fixed_image_size) over the row's; x floor "
+        "(Markdown): the row's time over the floor's (the truncated network alone); value: "
         "mean objective reached (float32, one evaluator); GFLOP/s: forward+backward FLOPs of "
         "the truncated network x steps / time; % peak: of this run's fp32 (bf16 rows: bf16) "
         "peak; *: interp's default precision and memory format (interp-auto: and parametrization), "
