@@ -341,8 +341,10 @@ def default_layers(model: Model | nn.Module) -> list[str]:
 
     A block is a composite module (it has children) that sits in a ``Sequential`` or
     ``ModuleList`` and is not inside another block, with a spatial output: ResNet's
-    ``layerN.M``, EfficientNet's ``_blocks.N``, MobileNet's ``features.N``. Plain CNNs with
-    no such blocks get their activation modules that follow convolutions.
+    ``layerN.M``, EfficientNet's ``_blocks.N``, MobileNet's ``features.N``. Networks with no
+    such blocks get the stages they declare (``model.info["feature_layers"]``: timm's
+    ``feature_info``, e.g. RegNet's ``s1``..``s4``), else their activation modules that follow
+    convolutions.
     """
     model = as_model(model)
     module = model.module
@@ -362,8 +364,18 @@ def default_layers(model: Model | nn.Module) -> list[str]:
     spatial = [b for b in blocks if infos[b].output_shape and len(infos[b].output_shape) == 3]
     if spatial:
         return sorted(spatial, key=lambda n: infos[n].order or 0)
+    declared = [n for n in model.info.get("feature_layers") or () if n in infos]
+    if declared:  # the stages the model declares (timm's feature_info)
+        return sorted(declared, key=lambda n: infos[n].order or 0)
     acts = []
-    ordered = sorted((i for i in infos.values() if i.order is not None), key=lambda i: i.order)
+    ordered = sorted(
+        (
+            i
+            for i in infos.values()
+            if i.order is not None and not isinstance(named[i.name], nn.Identity | nn.Dropout)
+        ),
+        key=lambda i: i.order,
+    )
     for prev, cur in zip(ordered, ordered[1:], strict=False):
         if isinstance(named[prev.name], nn.Conv2d) and not isinstance(
             named[cur.name], (nn.Conv2d, nn.BatchNorm2d)

@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests never download: INTERP_OFFLINE=1 and an empty TORCH_HOME."""
+"""Shared fixtures. Tests never download: INTERP_OFFLINE=1, an empty TORCH_HOME and an empty
+Hugging Face hub cache (HF_HUB_CACHE, where timm's weights are looked up)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ if _workers > 1:
 
 @pytest.fixture(autouse=True)
 def _empty_torch_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Every test sees an empty torch hub cache (no weights cached by the developer leak in)."""
+    """Every test sees an empty torch hub cache and an empty Hugging Face hub cache (no weights
+    cached by the developer leak in)."""
     home = tmp_path_factory.mktemp("torch_home")
     monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "huggingface" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("INTERP_OFFLINE", "1")
     yield home
 

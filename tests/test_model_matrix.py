@@ -17,6 +17,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -50,6 +51,21 @@ MATRIX = (
     Case("torchvision:mobilenet_v3_small", "mixed"),
     Case("efficientnet_lite0", "eval"),
 )
+try:  # timm is in the dev extras; without it the timm rows are left out, not failed
+    import timm  # noqa: F401
+
+    MATRIX += (
+        # four timm families (timm's resnet18 is left to tests/test_timm.py: its hierarchy run
+        # repeats torchvision's resnet18 row at 30 s): ConvNeXt (LayerNorm, GELU, no
+        # BatchNorm), EfficientNet (BatchNormAct2d, SiLU, SE), RegNet (stages that are not
+        # containers), MobileNetV3 (hardswish)
+        Case("timm:convnext_atto", "train", frozen=True),
+        Case("timm:efficientnet_b0", "mixed"),
+        Case("timm:regnetx_002", "eval"),
+        Case("timm:mobilenetv3_small_050", "train"),
+    )
+except ImportError:
+    pass
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -238,6 +254,18 @@ def test_render(subject: Subject):
     assert tuple(result.images.shape[-2:]) == (SIZE, SIZE)
     assert torch.isfinite(result.images).all()
     assert_unchanged(model, subject.before, "render")
+
+
+@pytest.mark.parametrize("method", ["ig", "gradcam"])
+def test_attribute(subject: Subject, method: str):
+    """captum on every family: integrated gradients of a unit, Grad-CAM of a class."""
+    torch.manual_seed(0)
+    model, late = subject.model, subject.layers[-1]
+    image = torch.rand(model.preprocessing.channels, SIZE, SIZE)
+    target = f"{late}:0" if method == "ig" else 0
+    result = interp.attribute(model, image, method=method, target=target, n_steps=4)
+    assert result.map.ndim == 2 and np.isfinite(result.map).all()
+    assert_unchanged(model, subject.before, f"attribute ({method})")
 
 
 def test_examples(subject: Subject):

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure why units of a CNN specialize: load models, list their layers, "
         "capture activations, classify images.",
         epilog="MODEL is a spec: efficientnet_lite0 (embedded default), torchvision:<name>, "
-        "lucent:inceptionv1, or a checkpoint path. `interp models` lists them.",
+        "lucent:inceptionv1, timm:<name> (pip install 'interp[timm]'), or a checkpoint path. "
+        "`interp models` lists them.",
     )
     parser.add_argument("--version", action="version", version=f"interp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -74,6 +74,17 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _after_norm(bn: nn.BatchNorm2d) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What a BatchNorm module does after normalizing, once the normalization is folded away:
+    nothing for a plain BatchNorm; timm's ``BatchNormAct2d`` goes on with its ``drop`` and
+    ``act`` children (any other subclass is folded as a plain one, and the agreement check
+    undoes the fold when it does more)."""
+    drop, act = getattr(bn, "drop", None), getattr(bn, "act", None)
+    if isinstance(drop, nn.Module) and isinstance(act, nn.Module):
+        return lambda x: act(drop(x))
+    return _identity
+
+
 @contextlib.contextmanager
 def fold_batchnorm(
     module: nn.Module,
@@ -122,7 +133,7 @@ def fold_batchnorm(
                         requires_grad=False,
                     )
                     conv._parameters["bias"] = nn.Parameter(new_bias.detach(), requires_grad=False)
-                    bn.forward = _identity  # type: ignore[method-assign]
+                    bn.forward = _after_norm(bn)  # type: ignore[method-assign]
                 got = [t.detach().float() for t in run()]
             ok = len(got) == len(want) and all(
                 g.shape == w.shape

@@ -66,6 +66,9 @@ class LoadOptions:
 Loader = Callable[[str, LoadOptions], Model]
 _REGISTRY: dict[str, tuple[Loader, str]] = {}
 _PREFIXES: dict[str, tuple[Loader, Callable[[], list[str]], str]] = {}
+# a family's library check, run before its names are consulted: a family whose optional
+# library is missing lists no names, and a spec of it gets the check's install message
+_REQUIRES: dict[str, Callable[[], object]] = {}
 
 
 def register_model(name: str, description: str = "") -> Callable[[Loader], Loader]:
@@ -79,12 +82,18 @@ def register_model(name: str, description: str = "") -> Callable[[Loader], Loade
 
 
 def register_prefix(
-    prefix: str, names: Callable[[], list[str]], description: str = ""
+    prefix: str,
+    names: Callable[[], list[str]],
+    description: str = "",
+    requires: Callable[[], object] | None = None,
 ) -> Callable[[Loader], Loader]:
-    """Decorator: ``prefix:<name>`` specs go to ``loader(name, options)``."""
+    """Decorator: ``prefix:<name>`` specs go to ``loader(name, options)``; ``requires`` (when
+    given) raises a clear error when the family's optional library is missing."""
 
     def wrap(fn: Loader) -> Loader:
         _PREFIXES[prefix] = (fn, names, description)
+        if requires is not None:
+            _REQUIRES[prefix] = requires
         return fn
 
     return wrap

@@ -4,6 +4,7 @@ Specs:
   * a registered name, e.g. ``efficientnet_lite0`` (the embedded default);
   * ``torchvision:<name>`` for every torchvision classification model;
   * ``lucent:inceptionv1`` (lucent's model zoo);
+  * ``timm:<name>`` / ``timm:<name>.<tag>`` for every timm model (optional extra ``interp[timm]``);
   * a checkpoint path (``.pt``/``.pth``, ``.safetensors``, TorchScript).
 
 ``weights`` is ``"default"`` (the pretrained weights), ``"none"`` (random initialization, the
@@ -27,10 +28,11 @@ from ..device import resolve_device
 from ..errors import CheckpointError, UnknownModelError
 
 # Importing the families fills the table: their @register_model decorators run at import.
-from . import small, zoo  # noqa: F401
+from . import small, timm_zoo, zoo  # noqa: F401
 from ._registry import (
     _PREFIXES,
     _REGISTRY,
+    _REQUIRES,
     Loader,
     LoadOptions,
     _looks_like_path,
@@ -62,8 +64,11 @@ def list_models(pattern: str = "*") -> list[str]:
     A pattern without wildcards matches as a substring; one without a ``prefix:`` also matches
     the name after the prefix.
 
-    >>> list_models("resnet1*")
+    >>> list_models("torchvision:resnet1*")
     ['torchvision:resnet101', 'torchvision:resnet152', 'torchvision:resnet18']
+
+    (``"resnet1*"`` finds those and, with timm installed, ``timm:resnet10t``, ``timm:resnet18``,
+    ``timm:resnet18.a1_in1k`` ...)
     """
     names = sorted(_REGISTRY)
     for prefix, (_, lister, _) in sorted(_PREFIXES.items()):
@@ -89,9 +94,33 @@ def describe_models() -> dict[str, str]:
 
 def _unknown(spec: str) -> UnknownModelError:
     names = list_models()
-    close = difflib.get_close_matches(spec, names, n=5, cutoff=0.5)
+    prefix, _, bare = spec.rpartition(":")
+
+    # the same name in another family first, then near names (in the family asked for, when
+    # one is), nearest first; at equal distance core families before optional extras (timm
+    # has a resnet18 and an efficientnet_lite0 too)
+    def optional(name: str) -> bool:
+        return name.split(":", 1)[0] in _REQUIRES
+
+    exact = sorted(
+        (n for n in names if n.split(":", 1)[-1].lower() == bare.lower() and n != spec),
+        key=lambda n: (optional(n), n),
+    )
+    family = [n for n in names if prefix and n.startswith(prefix + ":")]
+    near = set(difflib.get_close_matches(spec, family or names, n=8, cutoff=0.5))
+    by_bare: dict[str, list[str]] = {}
+    for n in names:
+        by_bare.setdefault(n.split(":", 1)[-1].lower(), []).append(n)
+    for hit in difflib.get_close_matches(bare.lower(), list(by_bare), n=8, cutoff=0.5):
+        near.update(n for n in by_bare[hit] if not family or n in family)
+
+    def score(name: str) -> float:
+        return difflib.SequenceMatcher(None, bare.lower(), name.split(":", 1)[-1].lower()).ratio()
+
+    close = exact + sorted(near, key=lambda n: (-score(n), optional(n), n))
     if not close:
-        close = [n for n in names if spec.lower() in n.lower()][:5]
+        close = [n for n in names if spec.lower() in n.lower()]
+    close = list(dict.fromkeys(close))[:5]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return UnknownModelError(
         f"unknown model {spec!r}.{hint} `interp models` lists every spec; a checkpoint path "
@@ -146,6 +175,8 @@ def load_model(
     elif ":" in text and text.split(":", 1)[0] in _PREFIXES:
         prefix, name = text.split(":", 1)
         loader, lister, _ = _PREFIXES[prefix]
+        if prefix in _REQUIRES:
+            _REQUIRES[prefix]()
         if name not in lister():
             raise _unknown(text)
         model = loader(name, options)

@@ -101,9 +101,13 @@ _ACTIVATIONS = (
 
 
 def default_hierarchy_layers(model: Model | nn.Module) -> list[str]:
-    """The first convolution's activation (or the conv itself), then the network's blocks."""
+    """The first convolution's activation (or the conv itself), then the network's blocks:
+    the stages the model declares (``model.info["feature_layers"]``: timm's ``feature_info``)
+    where it declares them, else :func:`~interp.inventory.default_layers`."""
     model = as_model(model)
-    blocks = default_layers(model)
+    named = dict(model.module.named_modules())
+    declared = [n for n in model.info.get("feature_layers") or () if n in named]
+    blocks = declared or default_layers(model)
     infos = [i for i in inventory(model, receptive_field=False) if i.order is not None]
     infos.sort(key=lambda i: i.order or 0)
     modules = dict(model.module.named_modules())
