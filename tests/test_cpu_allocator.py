@@ -5,7 +5,7 @@ block faults its pages in on every round with glibc's defaults and once inside t
 
 from __future__ import annotations
 
-import resource
+import subprocess
 import sys
 
 import pytest
@@ -18,9 +18,11 @@ glibc = dev._glibc()
 needs_glibc = pytest.mark.skipif(glibc is None, reason="glibc's mallopt is not available")
 
 
-def _faults(rounds: int = 8, mib: int = 64) -> int:
-    """Minor page faults of allocating, touching and freeing a ``mib`` MiB tensor ``rounds``
-    times."""
+_PROBE = """
+import resource, torch
+from interp import device as dev
+
+def faults(rounds=8, mib=64):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(rounds):
         t = torch.empty(mib << 18)  # float32: 4 bytes each
@@ -28,16 +30,25 @@ def _faults(rounds: int = 8, mib: int = 64) -> int:
         del t
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
+outside = faults()
+with dev.cpu_allocator("cpu") as active:
+    assert active
+    faults()  # the heap grows to hold the block (in a few rounds)
+    inside = faults()
+after = faults()
+print(outside, inside, after, resource.getpagesize())
+"""
+
 
 @needs_glibc
 def test_freed_memory_is_reused_inside_and_returned_after():
-    pages = (64 << 20) // resource.getpagesize()
-    outside = _faults()
-    with dev.cpu_allocator("cpu") as active:
-        assert active
-        _faults()  # the heap grows to hold the block (in a few rounds)
-        inside = _faults()
-    after = _faults()
+    """Minor page faults of allocating, touching and freeing a 64 MiB tensor 8 times, in a
+    fresh process (glibc's state depends on what the process did before)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    outside, inside, after, page = (int(v) for v in out.split())
+    pages = (64 << 20) // page
     # glibc's defaults: a 64 MiB block is a fresh mmap every round (8 x 16,384 pages)
     assert outside >= 6 * pages
     assert inside <= pages // 4  # reused: no new pages
