@@ -4,6 +4,9 @@ Hugging Face hub cache (HF_HUB_CACHE, where timm's weights are looked up)."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -126,3 +129,33 @@ def tiny_cnn(num_classes: int = 4) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(8, num_classes),
     )
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """The port of a loopback server that accepts connections and never answers: a download
+    or probe against it must give up after its own timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for c in conns:
+            c.close()
+        server.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -102,40 +101,16 @@ def test_torchvision_kwargs_reach_the_builder():
     assert model.class_names is None
 
 
-def test_download_has_a_bounded_timeout(tmp_path):
+def test_download_has_a_bounded_timeout(tmp_path, silent_server):
     """A server that accepts but never answers: the attempt gives up after the timeout."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
-    stop = threading.Event()
-
-    def accept():
-        conns = []
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conns.append(server.accept()[0])
-            except OSError:
-                pass
-        for c in conns:
-            c.close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        start = time.perf_counter()
-        with pytest.raises(WeightsUnavailableError, match="place the file") as info:
-            fetch_weights(
-                f"http://127.0.0.1:{port}/w-abcdef12.pth", "test", offline=False, timeout=1.0
-            )
-        assert time.perf_counter() - start < 10.0
-        assert "w-abcdef12.pth" in str(info.value)
-        assert not list(hub_cache_path("http://x/w-abcdef12.pth").parent.glob("*.part"))
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match="place the file") as info:
+        fetch_weights(
+            f"http://127.0.0.1:{silent_server}/w-abcdef12.pth", "test", offline=False, timeout=1.0
+        )
+    assert time.perf_counter() - start < 10.0
+    assert "w-abcdef12.pth" in str(info.value)
+    assert not list(hub_cache_path("http://x/w-abcdef12.pth").parent.glob("*.part"))
 
 
 def test_lucent_inceptionv1_random_init_and_offline_message():

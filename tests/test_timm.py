@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -144,35 +143,11 @@ def test_unreachable_hub_fails_fast_with_the_placement(monkeypatch):
         load_model("timm:regnetx_002", device="cpu", offline=False)
 
 
-def test_probe_is_bounded_by_its_timeout():
+def test_probe_is_bounded_by_its_timeout(silent_server):
     """A server that accepts and never answers: the probe gives up after the timeout."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(4)
-    port = server.getsockname()[1]
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conns.append(server.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        start = time.perf_counter()
-        assert timm_zoo._probe(f"http://127.0.0.1:{port}/model.safetensors", 0.5) is None
-        assert time.perf_counter() - start < 5.0
-    finally:
-        stop.set()
-        thread.join()
-        for c in conns:
-            c.close()
-        server.close()
+    start = time.perf_counter()
+    assert timm_zoo._probe(f"http://127.0.0.1:{silent_server}/model.safetensors", 0.5) is None
+    assert time.perf_counter() - start < 5.0
 
 
 def test_hierarchy_and_atlas_defaults_follow_the_declared_stages():
