@@ -7,7 +7,6 @@ import ctypes
 import functools
 import os
 import platform
-import time
 from collections.abc import Iterator
 
 import torch
@@ -18,7 +17,7 @@ __all__ = [
     "PRECISIONS",
     "HalveOnOOM",
     "cpu_allocator",
-    "cpu_bf16_speedup",
+    "cpu_bf16_fast",
     "default_batch",
     "is_out_of_memory",
     "resolve_device",
@@ -148,47 +147,45 @@ def cpu_has_amx_bf16() -> bool:
     return "amx_bf16" in _cpu_flags()
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def _cpu_identity() -> tuple[str, int, frozenset[str]]:
+    """``(vendor, family, flags)`` of the first CPU in /proc/cpuinfo (empty where unknown)."""
+    vendor, family, flags = "", -1, frozenset()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[-1].split())
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id" and not vendor:
+                    vendor = value.strip()
+                elif key == "cpu family" and family < 0 and value.strip().isdigit():
+                    family = int(value)
+                elif key == "flags":
+                    flags = frozenset(value.split())
+                    break
     except OSError:
         pass
-    return set()
+    return vendor, family, flags
 
 
-#: bf16 must run a dense convolution at least this much faster than fp32 to be the renderer's
-#: CPU default (see :func:`cpu_bf16_speedup`)
-CPU_BF16_MIN_SPEEDUP = 1.5
+def _cpu_flags() -> frozenset[str]:
+    return _cpu_identity()[2]
 
 
 @functools.cache
-def cpu_bf16_speedup() -> float:
-    """How much faster this CPU runs a dense bf16 convolution than the fp32 one (fp32 time
-    over bf16 time; 1.0 where the CPU has no bf16 instructions). Measured once per process
-    on a 64-channel 3x3 convolution (batch 8, 56x56, channels_last, best of 5 interleaved
-    runs, about 0.1-0.5 s), not read from the CPU's flags: AVX512-BF16 is 1.06x on a Zen 4
-    EPYC (its 512-bit units are two 256-bit halves) but 2x on a Zen 5 EPYC, AMX tiles about
-    3.5x on a Sapphire Rapids Xeon (docs/benchmarks.md)."""
-    flags = _cpu_flags()
-    if not ({"avx512_bf16", "amx_bf16"} & flags or cpu_has_amx_bf16()):
-        return 1.0
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(8, 64, 56, 56, generator=gen).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(64, 64, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)
-    pairs = {"fp32": (x, w), "bf16": (x.bfloat16(), w.bfloat16())}
-    best = {name: float("inf") for name in pairs}
-    with torch.no_grad():
-        for xi, wi in pairs.values():  # warm-up: oneDNN builds its kernels
-            torch.nn.functional.conv2d(xi, wi, padding=1)
-        for _ in range(5):
-            for name, (xi, wi) in pairs.items():
-                start = time.perf_counter()
-                torch.nn.functional.conv2d(xi, wi, padding=1)
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best["fp32"] / best["bf16"]
+def cpu_bf16_fast() -> bool:
+    """Whether this CPU runs dense bf16 convolutions clearly faster than fp32 ones, decided
+    from what the CPU is, not from a timing (a timing would let the same seed give different
+    images in two processes): AMX tiles (Intel Sapphire Rapids and later), or AVX512-BF16 on
+    an AMD Zen 5 or later (family 26+, full-width 512-bit units). Checked against the fp32 and
+    bf16 peaks that ``scripts/bench_featvis.py`` measures (a 2048^2 matmul and a 128-channel
+    3x3 conv): bf16 about 3.5x fp32 on a Sapphire Rapids Xeon, 2.0x on a Zen 5 EPYC, where
+    bf16 renders of dense networks were 1.2-2.0x faster (docs/benchmarks.md). Zen 4 runs
+    512-bit bf16 as two 256-bit halves and stays fp32 until measured otherwise."""
+    if cpu_has_amx_bf16():
+        return True
+    vendor, family, flags = _cpu_identity()
+    return vendor == "AuthenticAMD" and family >= 26 and "avx512_bf16" in flags
 
 
 def use_bf16(precision: str, device: torch.device | str) -> bool:

@@ -99,11 +99,11 @@ def test_render_defaults_follow_the_rule(monkeypatch):
     module = importlib.import_module("interp.featvis.render")
     dense = _model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3)))
     depthwise = _model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8)))
-    monkeypatch.setattr(module, "cpu_bf16_speedup", lambda: 2.0)
+    monkeypatch.setattr(module, "cpu_bf16_fast", lambda: True)
     assert render_defaults(dense) == {"precision": "bf16", "channels_last": True, "param": "fft"}
     assert render_defaults(depthwise)["precision"] == "fp32"
     assert render_defaults(depthwise, "0")["precision"] == "bf16"  # before the depthwise
-    monkeypatch.setattr(module, "cpu_bf16_speedup", lambda: 1.06)
+    monkeypatch.setattr(module, "cpu_bf16_fast", lambda: False)
     assert render_defaults(dense)["precision"] == "fp32"
 
 

@@ -22,7 +22,11 @@ from torch import nn
 __all__ = ["fold_batchnorm"]
 
 
-def _pairs(module: nn.Module, run: Callable[[], Any], keep: set[int]) -> list[tuple[Any, Any]]:
+def _pairs(
+    module: nn.Module, run: Callable[[], Sequence[torch.Tensor]], keep: set[int]
+) -> tuple[list[tuple[Any, Any]], list[torch.Tensor]]:
+    """The (conv, BatchNorm) pairs of one hooked forward, and what that forward returned
+    (float32 copies: the reference the folded network must agree with)."""
     # the output tensors themselves are kept (not only their addresses), so a freed output's
     # memory reused by a later tensor (densenet's concatenations) cannot be taken for it
     by_output: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}
@@ -52,7 +56,7 @@ def _pairs(module: nn.Module, run: Callable[[], Any], keep: set[int]) -> list[tu
             handles.append(m.register_forward_hook(on_bn))
     try:
         with torch.no_grad():
-            run()
+            outputs = [t.detach().float().clone() for t in run()]
     finally:
         for h in handles:
             h.remove()
@@ -67,7 +71,7 @@ def _pairs(module: nn.Module, run: Callable[[], Any], keep: set[int]) -> list[tu
         and not b.training
         and b.track_running_stats
         and b.running_var is not None
-    ]
+    ], outputs
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +108,7 @@ def fold_batchnorm(
         rtol: agreement required, relative to each compared tensor's largest magnitude.
     """
     keep_ids = {id(m) for m in keep}
-    pairs = _pairs(module, run, keep_ids)
+    pairs, want = _pairs(module, run, keep_ids)  # one forward finds the pairs and the reference
     swapped: list[tuple[nn.Conv2d, Any, Any, nn.BatchNorm2d]] = []
 
     def restore() -> None:
@@ -117,7 +121,6 @@ def fold_batchnorm(
     try:
         if pairs:
             with torch.no_grad():
-                want = [t.detach().float().clone() for t in run()]
                 for conv, bn in pairs:
                     scale = bn.weight if bn.affine else torch.ones_like(bn.running_var)
                     scale = scale / torch.sqrt(bn.running_var + bn.eps)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..activations import ActivationCapture, capture, preserved_state, resolve_layer
 from ..checks import check_finite, check_float, check_int
-from ..device import CPU_BF16_MIN_SPEEDUP, cpu_allocator, cpu_bf16_speedup, use_bf16
+from ..device import cpu_allocator, cpu_bf16_fast, use_bf16
 from ..errors import ChannelError
 from ..inventory import layers as inventory_layers
 from ..models.base import Model
@@ -172,10 +172,11 @@ def render_defaults(
     ``canvas``-pixel input.
 
     * CUDA: bf16 autocast where the GPU has native bf16 (:func:`interp.device.use_bf16`).
-    * CPU: bf16 autocast only where this CPU runs a dense bf16 convolution at least
-      :data:`~interp.device.CPU_BF16_MIN_SPEEDUP` times faster than fp32
-      (:func:`interp.device.cpu_bf16_speedup`, measured once per process) and only when the
-      network up to ``layer`` has no depthwise convolution; fp32 otherwise. Measured side by
+    * CPU: bf16 autocast only on CPUs whose dense bf16 convolutions are clearly faster than
+      fp32 ones (:func:`interp.device.cpu_bf16_fast`: AMX tiles, or AVX512-BF16 on a Zen 5
+      or later; decided from the CPU's identity, not a timing, so every process draws the
+      same images) and only when the network up to ``layer`` has no depthwise convolution;
+      fp32 otherwise. Measured side by
       side (docs/benchmarks.md, "The feature-visualization matrix"): bf16 renders resnet18,
       vgg11 and densenet121 1.3-1.8x faster than fp32 on a Sapphire Rapids Xeon (AMX) and
       1.4-1.5x on a Zen 5 EPYC (AVX512-BF16), but mobilenet_v2 and efficientnet_lite0
@@ -199,7 +200,7 @@ def render_defaults(
     if device.type == "cuda":
         bf16 = use_bf16("auto", device)
     elif device.type == "cpu":
-        bf16 = cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP and not _has_depthwise(model, layer)
+        bf16 = cpu_bf16_fast() and not _has_depthwise(model, layer)
     else:
         bf16 = False
     rf = receptive_field(model, layer) if layer else None

@@ -209,9 +209,8 @@ _SETTING_KEYS = (
 #: bumped when the renderer changes what it draws for the same settings (2: dead starts are
 #: restarted; 3: BatchNorm folded while optimizing, and precision "auto" means bf16 on AMX
 #: CPUs for networks without depthwise convolutions; 4: param "auto", pixel for receptive
-#: fields up to a quarter of the canvas; 5: precision "auto" means bf16 on CPUs whose dense
-#: bf16 convolutions measure 1.5x faster than fp32, AMX or not), so a resumed job does not mix
-#: images of two renderers
+#: fields up to a quarter of the canvas; 5: precision "auto" means bf16 on AMX CPUs and on
+#: Zen 5 or later with AVX512-BF16), so a resumed job does not mix images of two renderers
 RENDERER_VERSION = 5
 
 
