@@ -1,7 +1,7 @@
 """interp.device.cpu_allocator: freed memory is kept while a CPU job runs (glibc), glibc's
 defaults come back afterwards (also on error, once for nested uses), and it can be turned off.
 The page-fault counts are the known answer: a loop that allocates and frees the same large
-block faults its pages in on every round with glibc's defaults and once inside the context."""
+block faults no page in once the heap inside the context holds it."""
 
 from __future__ import annotations
 
@@ -41,18 +41,20 @@ print(outside, inside, after, resource.getpagesize())
 
 
 @needs_glibc
-def test_freed_memory_is_reused_inside_and_returned_after():
+def test_freed_memory_is_reused_inside():
     """Minor page faults of allocating, touching and freeing a 64 MiB tensor 8 times, in a
-    fresh process (glibc's state depends on what the process did before)."""
+    fresh process. Inside the context, once the heap has grown, no round faults a page in.
+    With glibc's defaults at least the first rounds do; how many depends on glibc's dynamic
+    thresholds and the thread count (8 of 8 rounds alone, 2 of 8 under the suite's
+    environment), so only "more than inside" is asserted there. That the defaults come back
+    on exit is the mallopt calls' test below."""
     out = subprocess.run(
         [sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, timeout=120
     ).stdout
-    outside, inside, after, page = (int(v) for v in out.split())
+    outside, inside, _after, page = (int(v) for v in out.split())
     pages = (64 << 20) // page
-    # glibc's defaults: a 64 MiB block is a fresh mmap every round (8 x 16,384 pages)
-    assert outside >= 6 * pages
     assert inside <= pages // 4  # reused: no new pages
-    assert after >= 6 * pages  # the defaults are back
+    assert outside >= pages > inside
 
 
 @needs_glibc
