@@ -350,7 +350,7 @@ def main() -> None:
                 flag = "*" if method in ("interp", "interp-auto") else ""
                 shown = "" if val != val else f"{val:.3f}"  # the floor reaches no value
                 over = f"{secs / rows['floor'][0]:.2f}" if "floor" in rows else ""
-                name = f"**{method}** {_describe(chosen)}" if flag else method
+                name = f"**{method}**{_describe(chosen)}" if flag else method
                 markdown.append(
                     f"| {spec.split(':')[-1]}{'*' if note else ''} | `{layer}` | {name} | "
                     f"{secs:.1f} | {ratio.strip()} | {fixed_ratio.strip()} | {over} | {shown} | "
