@@ -2,7 +2,8 @@
 # GPU check: the suite's GPU-marked tests, then benchmarks on CUDA, then one table.
 #   1. pytest -m gpu
 #   2. the feature-visualization matrix (scripts/bench_featvis.py: lucent, lucent-fixed,
-#      torch-dreams when installed, interp and its fp32/NCHW/bf16 alternatives on an early, a
+#      torch-dreams when installed, interp and its fp32/NCHW/bf16 alternatives, and the floor
+#      (the truncated network alone) on an early, a
 #      middle and a late layer of resnet18, mobilenet_v2, vgg11, densenet121 and
 #      efficientnet_lite0; 224 px, 512 steps, 16 channels)
 #   3. dataset examples vs plain inference (scripts/bench_examples.py)
