@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .activations import ActivationCapture, resolve_layers
 from .checks import check_finite, check_int
 from .data.specs import data_images
-from .device import HalveOnOOM, default_batch, use_bf16
+from .device import HalveOnOOM, default_batch, keeps_freed_memory, use_bf16
 from .errors import InterpError
 from .inventory import default_layers
 from .inventory import layers as inventory
@@ -202,6 +202,7 @@ class LayerExamples:
         return out
 
 
+@keeps_freed_memory
 def examples(
     model: Model,
     data: str | Dataset = EXAMPLES.data,

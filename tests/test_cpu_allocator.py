@@ -108,3 +108,24 @@ def test_render_runs_inside_it(monkeypatch):
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
     render(net, "1:0", steps=2, size=16, progress=False)
     assert seen == [True] and dev._allocator_depth == 0
+
+
+def test_the_measuring_instruments_run_inside_it(monkeypatch):
+    """examples and dissect (and the hierarchy's per-network probes) keep freed memory on the
+    model's device, whatever wraps the model."""
+    from interp import dissect, examples
+    from interp.data.concepts import PartsWorldConcepts
+
+    seen: list[str] = []
+    real = dev.cpu_allocator
+
+    def spy(device):
+        seen.append(str(device))
+        return real(device)
+
+    monkeypatch.setattr(dev, "cpu_allocator", spy)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    examples(net, "partsworld", ["1"], n=4, size=16, k=1, progress=False)
+    dissect(net, PartsWorldConcepts(n=4, size=16), ["1"], progress=False)
+    assert seen == ["cpu", "cpu"] and dev._allocator_depth == 0
+    assert dev._device_of(torch.nn.Identity()).type == "cpu"  # no parameters: the CPU

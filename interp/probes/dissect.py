@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from ..activations import ActivationCapture, capture, resolve_layers
 from ..checks import check_finite, check_fraction, check_int
 from ..data.concepts import ConceptData, ConceptDataError, ConceptItem, load_concepts
-from ..device import HalveOnOOM, default_batch, use_bf16
+from ..device import HalveOnOOM, default_batch, keeps_freed_memory, use_bf16
 from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model
@@ -594,6 +594,7 @@ def _spatial_layers(
     return keep, skipped
 
 
+@keeps_freed_memory
 def dissect(
     model: Model,
     data: ConceptData | str = "partsworld",

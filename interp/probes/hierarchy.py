@@ -55,6 +55,7 @@ from torch import nn
 from ..activations import ActivationCapture, capture
 from ..data.concepts import ConceptData
 from ..data.photos import PhotoCrops
+from ..device import keeps_freed_memory
 from ..featvis.render import render_channels
 from ..inventory import default_layers
 from ..inventory import layers as inventory
@@ -393,6 +394,7 @@ def edge_instruments(
     return g_arrays, e_arrays, info
 
 
+@keeps_freed_memory
 def probe_network(
     net: Model,
     data: ConceptData,
