@@ -147,7 +147,7 @@ def cpu_has_amx_bf16() -> bool:
     probe = getattr(getattr(torch._C, "_cpu", None), "_is_amx_tile_supported", None)
     if probe is not None:
         return bool(probe())
-    return "amx_bf16" in _cpu_flags()
+    return "amx_bf16" in _cpu_identity()[2]
 
 
 @functools.cache
@@ -169,10 +169,6 @@ def _cpu_identity() -> tuple[str, int, frozenset[str]]:
     except OSError:
         pass
     return vendor, family, flags
-
-
-def _cpu_flags() -> frozenset[str]:
-    return _cpu_identity()[2]
 
 
 @functools.cache
@@ -275,8 +271,9 @@ def _device_of(model: Any) -> torch.device:
 
 
 def keeps_freed_memory(fn: _F) -> _F:
-    """Decorator for an instrument whose first argument is the model: run it inside
-    :func:`cpu_allocator` for the model's device. The examples pass over 128 photos
+    """Decorator for an instrument whose first argument is the model (render, examples,
+    dissect, the hierarchy's probes): run it inside :func:`cpu_allocator` for the model's
+    device. The examples pass over 128 photos
     (efficientnet_lite0, 16 blocks) took 1.44 s with glibc's defaults and 0.81 s with freed
     memory kept, plain inference 1.76 s and 1.00 s (``scripts/bench_examples.py``, same CPU as
     the renderer's figures)."""

@@ -26,7 +26,7 @@ from .activations import ActivationCapture, layer_names, preserved_state, resolv
 from .models.base import Model
 from .models.registry import as_model
 
-__all__ = ["LayerInfo", "layers", "layers_table", "default_layers"]
+__all__ = ["LayerInfo", "layers", "layers_table", "declared_stages", "default_layers"]
 
 _ELEMENTWISE = (
     nn.BatchNorm1d,
@@ -336,6 +336,15 @@ def layers_json(model: Model, infos: list[LayerInfo]) -> str:
     return json.dumps({"model": model.summary(), "layers": [i.to_dict() for i in infos]}, indent=1)
 
 
+def declared_stages(model: Model | nn.Module) -> list[str]:
+    """The stage outputs the model declares (``model.info["feature_layers"]``: timm's
+    ``feature_info``) that name one of its modules, in the declared order; empty for models
+    that declare none."""
+    model = as_model(model)
+    named = dict(model.module.named_modules())
+    return [n for n in model.info.get("feature_layers") or () if n in named]
+
+
 def default_layers(model: Model | nn.Module) -> list[str]:
     """The layers an atlas covers by default: the network's blocks in execution order.
 
@@ -364,7 +373,7 @@ def default_layers(model: Model | nn.Module) -> list[str]:
     spatial = [b for b in blocks if infos[b].output_shape and len(infos[b].output_shape) == 3]
     if spatial:
         return sorted(spatial, key=lambda n: infos[n].order or 0)
-    declared = [n for n in model.info.get("feature_layers") or () if n in infos]
+    declared = declared_stages(model)
     if declared:  # the stages the model declares (timm's feature_info)
         return sorted(declared, key=lambda n: infos[n].order or 0)
     acts = []

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..activations import ActivationCapture, capture, preserved_state, resolve_layer
 from ..checks import check_finite, check_float, check_int
-from ..device import cpu_allocator, cpu_bf16_fast, use_bf16
+from ..device import cpu_bf16_fast, keeps_freed_memory, use_bf16
 from ..errors import ChannelError
 from ..inventory import layers as inventory_layers
 from ..models.base import Model
@@ -258,6 +258,7 @@ def check_render_args(
     check_float("redirect", redirect, low=0, high=1)
 
 
+@keeps_freed_memory
 def render(
     model: Model,
     objective: Objective | str | Any,
@@ -330,7 +331,7 @@ def render(
         warnings.warn(
             "render(amp=...) is deprecated: use precision='bf16' or 'fp32'",
             DeprecationWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of render, past keeps_freed_memory's wrapper
         )
         precision = "bf16" if amp else "fp32"
     obj_layers = [n for n in obj.layers if n not in (INPUT, LOGITS)]
@@ -385,7 +386,7 @@ def render(
 
     from tqdm.auto import tqdm
 
-    with cpu_allocator(device), preserved_state(model.module, eval_mode=True, freeze=True):
+    with preserved_state(model.module, eval_mode=True, freeze=True):
         cap = (
             ActivationCapture(
                 model.module,

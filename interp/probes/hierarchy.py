@@ -57,7 +57,7 @@ from ..data.concepts import ConceptData
 from ..data.photos import PhotoCrops
 from ..device import keeps_freed_memory
 from ..featvis.render import render_channels
-from ..inventory import default_layers
+from ..inventory import declared_stages, default_layers
 from ..inventory import layers as inventory
 from ..models.base import Model, reestimate_batchnorm
 from ..models.registry import as_model, build_random, list_models, load_model
@@ -106,9 +106,7 @@ def default_hierarchy_layers(model: Model | nn.Module) -> list[str]:
     the stages the model declares (``model.info["feature_layers"]``: timm's ``feature_info``)
     where it declares them, else :func:`~interp.inventory.default_layers`."""
     model = as_model(model)
-    named = dict(model.module.named_modules())
-    declared = [n for n in model.info.get("feature_layers") or () if n in named]
-    blocks = declared or default_layers(model)
+    blocks = declared_stages(model) or default_layers(model)
     infos = [i for i in inventory(model, receptive_field=False) if i.order is not None]
     infos.sort(key=lambda i: i.order or 0)
     modules = dict(model.module.named_modules())
