@@ -289,6 +289,13 @@ def main() -> None:
     parser.add_argument(
         "--markdown", action="store_true", help="also print the table in Markdown at the end"
     )
+    parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="time each method's first run of a case (default: one untimed 1-step run first, "
+        "as the floor's untimed step, so no row pays the kernel builds another does not)",
+    )
     args = parser.parse_args()
     channels = list(range(args.channels))
     methods = [m.strip() for m in args.methods.split(",")]
@@ -332,6 +339,10 @@ def main() -> None:
                 # enters (freed memory kept: interp.device.cpu_allocator), so the ratios
                 # compare the renderers, not the allocators
                 with cpu_allocator(device):
+                    if args.warmup:  # untimed: oneDNN builds its kernels for these shapes
+                        warm = argparse.Namespace(**{**vars(args), "steps": 1})
+                        run_method(method, model, objective, layer, channels, warm)
+                        torch.manual_seed(0)
                     rows[method] = run_method(method, model, objective, layer, channels, args)
             for method, (secs, val) in rows.items():
                 ratio = f"{rows['lucent'][0] / secs:>8.1f}" if "lucent" in rows else f"{'':>8}"

@@ -3,9 +3,12 @@ instruments validated on known answers."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import all_hooks, tiny_cnn
 from torch import nn
 
@@ -13,7 +16,7 @@ from interp import ChannelError, Model, Preprocessing
 from interp import objectives as obj
 from interp.featvis.param import fft_image, maco_image, make_param
 from interp.featvis.render import evaluate, render, render_channels
-from interp.featvis.transforms import NONE, STANDARD
+from interp.featvis.transforms import LUCENT, NONE, STANDARD, RobustTransform, _affine_grid
 
 
 def identity_model(net: nn.Module, channels: int = 3) -> Model:
@@ -98,6 +101,34 @@ def test_transforms_are_drawn_per_image():
     assert min(diffs) > 1e-3  # six images, six different transforms
     same = NONE(img, gens)
     assert torch.allclose(same, img, atol=1e-5)
+
+
+def test_standard_transforms_are_centred_on_the_canvas_and_lucent_zooms_out():
+    """Known geometry: a centred square keeps its size under STANDARD's draws without jitter
+    and rotation (scale 1 is the identity), shrinks to 128/152 under LUCENT's pad, and the
+    fast sampling grid equals ``F.affine_grid``."""
+    size = 128
+    img = torch.zeros(1, 3, size, size)
+    img[..., 32:96, 32:96] = 1.0  # a 64 px white square on black
+    gens = [torch.Generator().manual_seed(0)]
+    still = dict(jitter=(), scales=(), angles=(), fill=0.0)
+    same = RobustTransform(pad=STANDARD.pad, **still)(img, gens)
+    assert torch.allclose(same, img, atol=1e-5)
+    shrunk = RobustTransform(pad=LUCENT.pad, **still)(img, gens)
+    side = float(shrunk[0, 0].sum()) ** 0.5  # area of the square, in pixels
+    assert abs(side - 64 * size / (size + 2 * LUCENT.pad)) < 0.5, side
+    # STANDARD's draws scatter around the canvas's own scale (mean log zoom 0; the spread of
+    # 400 draws' mean is about 0.003), LUCENT's around 152/128
+    gens = [torch.Generator().manual_seed(i) for i in range(400)]
+    theta = STANDARD.sample(gens, (size, size))
+    zoom = theta[:, :, :2].det().abs().sqrt()
+    assert abs(float(zoom.log().mean())) < 0.012
+    assert 0.9 < float(zoom.min()) and float(zoom.max()) < 1.12
+    lucent = LUCENT.sample(gens, (size, size))[:, :, :2].det().abs().sqrt()
+    assert abs(float(lucent.log().mean()) - math.log(152 / 128)) < 0.012
+    for h, w in ((128, 128), (17, 40)):
+        want = F.affine_grid(theta[:4], [4, 3, h, w], align_corners=False)
+        assert torch.allclose(_affine_grid(theta[:4], h, w), want, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ renderer
@@ -234,8 +265,9 @@ def test_stem_renders_reach_the_flat_colour_optimum(lite0):
 
 
 def test_lucent_objective_reaches_lucents_own_value(lite0):
-    """(c) The same lucent objective, rendered by lucent and by interp, reaches the same value
-    (evaluated the same way on the final 64 px canvas)."""
+    """(c) The same lucent objective, rendered by lucent and by interp with lucent's geometry
+    (``LUCENT``: its pad as a zoom-out), reaches the same value (evaluated the same way on the
+    final 64 px canvas); interp's default transforms, centred on the canvas, reach more."""
     import copy
 
     from lucent.optvis import objectives as lobj
@@ -247,7 +279,7 @@ def test_lucent_objective_reaches_lucents_own_value(lite0):
     ours = obj.channel("_blocks.3", 5)
     lucent_model = copy.deepcopy(lite0.module)  # lucent leaves hooks on every module
     normalize = lite0.normalize
-    ours_vals, theirs_vals = [], []
+    ours_vals, theirs_vals, centred_vals = [], [], []
     for seed in (0, 1):
         torch.manual_seed(seed)
         imgs = lrender.render_vis(
@@ -263,11 +295,16 @@ def test_lucent_objective_reaches_lucents_own_value(lite0):
         )
         image = torch.from_numpy(imgs[-1]).permute(0, 3, 1, 2)
         theirs_vals.append(float(evaluate(lite0, ours, image)[0, 0]))
-        result = render(lite0, lucent_obj, steps=64, size=64, seed=seed, progress=False)
+        result = render(
+            lite0, lucent_obj, steps=64, size=64, seed=seed, transforms=LUCENT, progress=False
+        )
         ours_vals.append(float(evaluate(lite0, ours, result.images)[0, 0]))
         assert result.values[0] == pytest.approx(ours_vals[-1], rel=1e-3)
+        centred = render(lite0, lucent_obj, steps=64, size=64, seed=seed, progress=False)
+        centred_vals.append(float(centred.values[0]))
     ratio = np.mean(ours_vals) / np.mean(theirs_vals)
     assert 0.85 < ratio < 1.4, (ours_vals, theirs_vals)
+    assert min(centred_vals) > max(ours_vals), (centred_vals, ours_vals)
 
 
 @pytest.mark.gpu

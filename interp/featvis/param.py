@@ -42,9 +42,14 @@ def _decorrelate(image: torch.Tensor) -> torch.Tensor:
     if image.shape[1] != 3:
         return image
     # element-wise sums, not einsum's batched matmul: cheaper on (B, 3, H, W) and bitwise
-    # independent of the batch size (an image renders the same alone or in a batch)
-    color = _COLOR.to(image.device, image.dtype)
-    return torch.stack([sum(color[d, c] * image[:, c] for c in range(3)) for d in range(3)], dim=1)
+    # independent of the batch size (an image renders the same alone or in a batch); the
+    # channels taken with one unbind, whose backward stacks three gradients, not with nine
+    # selects, each of whose backward fills a whole zero batch
+    weights = _COLOR.tolist()
+    planes = image.unbind(1)
+    return torch.stack(
+        [planes[0] * w[0] + planes[1] * w[1] + planes[2] * w[2] for w in weights], dim=1
+    )
 
 
 def _randn(shape: Sequence[int], seeds: Sequence[int], sd: float) -> torch.Tensor:

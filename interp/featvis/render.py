@@ -376,7 +376,7 @@ def render(
     need_logits = LOGITS in layer_names
     hooked = list(dict.fromkeys(names.values()))
     getter = _Getter(model, names)
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = _adam(params, lr)
     history: list[torch.Tensor] = []
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -504,6 +504,19 @@ def render(
         dead=dead,
         restarts=[r if r >= 0 else RESTARTS for r in restarts],
     )
+
+
+def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam, its fused kernel where every parameter is a float tensor on the CPU or a CUDA
+    GPU (one pass over the parameters instead of about ten elementwise ops; the same update
+    to within float rounding)."""
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    if fused:
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a build without the fused kernel
+            pass
+    return torch.optim.Adam(params, lr=lr)
 
 
 def _row_gradients(params: list[torch.Tensor], batch: int) -> torch.Tensor | None:
