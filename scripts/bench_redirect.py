@@ -3,7 +3,8 @@
 For 8 sampled units of each of ``_act_stem``, ``_blocks.0``, ``_blocks.1`` and ``_blocks.2``
 (32 units), render with each parametrization (``--params``: ``fft``, ``pixel``, ``auto``)
 and each redirection variant (``--variants``: ``off``, ``unit:0.25``, ``image:0.5``...), at
-the atlas's settings (256 steps, 128 px, standard transforms), and measure per case and
+the atlas's settings (256 steps, 128 px, the default transforms; ``--transforms lucent``:
+lucent's zoomed-out geometry), and measure per case and
 layer: the objective reached (mean over units, float32, the true forward), how many images
 beat the best of 256 natural crops (Olah's check; units that no crop, no flat colour and no
 image ever activates are *dead* and counted apart, since nothing can beat 0 there), the best
@@ -37,6 +38,7 @@ from interp import objectives as obj  # noqa: E402
 from interp.activations import capture  # noqa: E402
 from interp.featvis.reference import reference_images  # noqa: E402
 from interp.featvis.render import evaluate, render, unit_seed  # noqa: E402
+from interp.featvis.transforms import LUCENT, STANDARD  # noqa: E402
 
 LAYERS = ("_act_stem", "_blocks.0", "_blocks.1", "_blocks.2")
 
@@ -65,6 +67,15 @@ def main() -> None:
     ap.add_argument("--params", default="fft,auto")
     ap.add_argument("--png", type=Path, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--layers", default=",".join(LAYERS), help="EfficientNet-Lite0 layers (the early four)"
+    )
+    ap.add_argument(
+        "--transforms",
+        default="standard",
+        choices=("standard", "lucent"),
+        help="the renderer's default (centred on the canvas) or lucent's zoomed-out geometry",
+    )
     args = ap.parse_args()
     model = load_model("efficientnet_lite0", device=args.device, quiet=True)
     refs = reference_images(args.size, "photos", n=256)
@@ -87,7 +98,7 @@ def main() -> None:
     print("-" * len(header))
     grid: list[tuple[str, str, torch.Tensor]] = []
     totals = {label: [0, 0, 0, []] for label, _, _, _ in variants}
-    for layer in LAYERS:
+    for layer in args.layers.split(","):
         with torch.no_grad():
             width = capture(model, model.example_input(1), [layer])[layer].shape[1]
         rng = np.random.default_rng(unit_seed(0, layer, "sample") % (2**32))
@@ -106,6 +117,7 @@ def main() -> None:
                 redirect_mode=mode,
                 param=param,
                 seeds=[unit_seed(0, layer, c) for c in chans],
+                transforms=LUCENT if args.transforms == "lucent" else STANDARD,
                 progress=False,
             )
             secs = time.perf_counter() - start

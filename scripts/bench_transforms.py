@@ -6,7 +6,7 @@ standard set, its 12 px pad fitted into the canvas: the optimization sees the im
 centred on the canvas at its own scale, interp's default), and evaluates both on the
 untransformed canvas, as the renderer reports and the user sees them. Prints, per case, the
 mean value of each, their ratio, and how many units the centred draws raise; ``--png``
-writes the image grids (rows: a case's LUCENT images, then its STANDARD ones).
+writes the image grids (rows: a case's first 8 units with LUCENT, then with STANDARD).
 
     python scripts/bench_transforms.py                         # 256 steps, 6 cases (~6 min)
     python scripts/bench_transforms.py --steps 32 --png out.png
@@ -22,6 +22,9 @@ from interp import WeightsUnavailableError, load_model
 from interp import objectives as obj
 from interp.featvis.render import render
 from interp.featvis.transforms import LUCENT, STANDARD
+
+#: units of each case shown in the PNG (its first ones)
+PNG_UNITS = 8
 
 CASES = (
     ("efficientnet_lite0", "_blocks.1"),
@@ -66,7 +69,7 @@ def main() -> None:
                 progress=False,
             )
             values[name] = result.values
-            rows.append(result.images)
+            rows.append(result.images[:PNG_UNITS])
         a, b = values["lucent"], values["centred"]
         raised = int((b > a).sum())
         print(
@@ -79,7 +82,8 @@ def main() -> None:
     if args.png:
         import torchvision
 
-        torchvision.utils.save_image(torch.cat(rows), args.png, nrow=args.units, padding=2)
+        columns = min(args.units, PNG_UNITS)
+        torchvision.utils.save_image(torch.cat(rows), args.png, nrow=columns, padding=2)
         print(f"wrote {args.png}")
 
 

@@ -134,6 +134,16 @@ def _paren(name: str) -> str:
     return f"({name})" if " + " in name or " - " in name else name
 
 
+def _native(T: Getter, layer: str) -> torch.Tensor:
+    """``layer``'s activations in the dtype the forward pass computed them in, where the
+    getter offers that (``T.native``: the renderer's, under bf16 autocast), else ``T(layer)``
+    (float32). For objectives that select a few values and cast those: casting the whole
+    activation first costs a full-size copy forward and backward (resnet18 ``layer1.0``,
+    16 images: 2.9 ms against 0.7 ms a step)."""
+    native = getattr(T, "native", None)
+    return native(layer) if callable(native) else T(layer)
+
+
 def _per_image(values: torch.Tensor, batch: int) -> torch.Tensor:
     return values.float().reshape(batch, -1).mean(dim=1)
 
@@ -163,7 +173,7 @@ def channel(layer: str, channels: int | Sequence[int]) -> Objective:
     label = idx[0] if len(idx) == 1 else f"[{len(idx)} channels]"
 
     def fn(T: Getter) -> torch.Tensor:
-        acts = T(layer)
+        acts = _native(T, layer)
         return _per_image(_select(acts, idx), acts.shape[0])
 
     return Objective(
@@ -185,7 +195,7 @@ def neuron(
     where = "" if x is None and y is None else f" @x={x},y={y}"
 
     def fn(T: Getter) -> torch.Tensor:
-        acts = T(layer)
+        acts = _native(T, layer)
         if acts.dim() == 4:
             px = acts.shape[3] // 2 if x is None else x
             py = acts.shape[2] // 2 if y is None else y

@@ -82,12 +82,13 @@ def fft_image(
     h, w = size
     freqs = _freqs(h, w)
     spectrum = _randn((channels, h, w // 2 + 1, 2), seeds, sd).to(device).requires_grad_(True)
-    scale = (1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power).to(device)
+    # lucid's constant 1/4 on the image, folded into the spectrum's scale (irfft is linear)
+    scale = (0.25 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power).to(device)
     scale = scale[None, None, :, :, None]
 
     def image_fn() -> torch.Tensor:
-        coeffs = torch.view_as_complex((scale * spectrum).contiguous())
-        img = torch.fft.irfftn(coeffs, s=(h, w), norm="ortho") / 4.0  # lucid's constant
+        coeffs = torch.view_as_complex(scale * spectrum)
+        img = torch.fft.irfftn(coeffs, s=(h, w), norm="ortho")
         if decorrelate:
             img = _decorrelate(img)
         return torch.sigmoid(img)

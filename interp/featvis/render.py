@@ -105,6 +105,13 @@ class _Getter:
             return self.output.float()
         return self.acts[self.names.get(name, name)].float()
 
+    def native(self, name: str) -> torch.Tensor:
+        """``T(name)`` in the dtype the forward pass computed (bf16 under autocast): for
+        objectives that select a few values and cast only those."""
+        if name in (INPUT, LOGITS):
+            return self(name)
+        return self.acts[self.names.get(name, name)]
+
     def class_index(self, name: str) -> int:
         return self.model.class_index(name)
 
