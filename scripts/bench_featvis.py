@@ -16,6 +16,9 @@ embedded EfficientNet-Lite0's are). Rows, all in one process and in turn per cas
 * ``floor``: no renderer, the truncated network alone as interp's default runs it (its
   precision and memory format), forward and backward to a fixed batch, the same number of
   steps: what the network itself costs, so a renderer's time over it is its own overhead;
+* every method runs once for one untimed step before its timed run (oneDNN builds its
+  kernels for the case's shapes on a first call; the floor's loop has the same untimed step),
+  so no row pays a one-time cost another does not (``--no-warmup`` times first runs);
 * all of these at lucent's parametrization (fft); ``interp-auto``: interp's default
   parametrization too (``param="auto"``: pixel for receptive fields up to a quarter of the
   canvas), not in the default ``--methods``.
@@ -361,7 +364,9 @@ def main() -> None:
                 flag = "*" if method in ("interp", "interp-auto") else ""
                 shown = "" if val != val else f"{val:.3f}"  # the floor reaches no value
                 over = f"{secs / rows['floor'][0]:.2f}" if "floor" in rows else ""
-                name = f"**{method}**{_describe(chosen)}" if flag else method
+                name = (
+                    f"**{method}**{_describe(chosen, method == 'interp-auto')}" if flag else method
+                )
                 markdown.append(
                     f"| {spec.split(':')[-1]}{'*' if note else ''} | `{layer}` | {name} | "
                     f"{secs:.1f} | {ratio.strip()} | {fixed_ratio.strip()} | {over} | {shown} | "
