@@ -300,7 +300,10 @@ def render(
             measured receptive field: ``pixel`` for a field of at most a quarter of the
             canvas, ``fft`` beyond), ``"fft"`` (lucid's decorrelated Fourier image),
             ``"pixel"``, ``"maco"``, or a lucent ``param_f`` returning ``(params, image_f)``.
-        transforms: transformation robustness (``None``: none).
+        transforms: transformation robustness (default
+            :data:`~interp.featvis.transforms.STANDARD`: lucent's jitter, scale and rotation
+            centred on the canvas; ``LUCENT``: lucent's geometry, its 12 px pad a zoom-out;
+            ``None``: none).
         lr: Adam learning rate (lucent's default 0.05).
         seed: seed of the run; image ``i`` starts from ``seeds[i]`` when given, else from
             ``unit_seed(seed, i)``.
