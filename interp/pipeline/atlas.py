@@ -210,10 +210,9 @@ _SETTING_KEYS = (
 #: restarted; 3: BatchNorm folded while optimizing, and precision "auto" means bf16 on AMX
 #: CPUs for networks without depthwise convolutions; 4: param "auto", pixel for receptive
 #: fields up to a quarter of the canvas; 5: precision "auto" means bf16 on AMX CPUs and on
-#: Zen 5 or later with AVX512-BF16; 6: the colour decorrelation, the transforms' sampling grid
-#: and Adam (fused) computed with other kernels: equal to within float rounding, which thirty
-#: steps amplify to visibly different images), so a resumed job does not mix images of two
-#: renderers
+#: Zen 5 or later with AVX512-BF16; 6: the transforms centred on the canvas, no longer zoomed
+#: out by lucent's pad, and the colour decorrelation, sampling grid and Adam (fused) computed
+#: with other kernels), so a resumed job does not mix images of two renderers
 RENDERER_VERSION = 6
 
 
