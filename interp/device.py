@@ -23,6 +23,7 @@ __all__ = [
     "cpu_bf16_fast",
     "default_batch",
     "is_out_of_memory",
+    "module_device",
     "resolve_device",
     "synchronize",
     "use_bf16",
@@ -260,14 +261,16 @@ def cpu_allocator(device: torch.device | str = "cpu") -> Iterator[bool]:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for tensor-free modules)."""
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def _device_of(model: Any) -> torch.device:
     """The device of a Model's (or module's) first parameter or buffer; CPU when it has none."""
     module = getattr(model, "module", model)
-    if isinstance(module, torch.nn.Module):
-        first = next(itertools.chain(module.parameters(), module.buffers()), None)
-        if first is not None:
-            return first.device
-    return torch.device("cpu")
+    return module_device(module) if isinstance(module, torch.nn.Module) else torch.device("cpu")
 
 
 def keeps_freed_memory(fn: _F) -> _F:

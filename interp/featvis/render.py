@@ -96,20 +96,18 @@ class _Getter:
         self.output: torch.Tensor | None = None
 
     def __call__(self, name: str) -> torch.Tensor:
+        return self.native(name).float()
+
+    def native(self, name: str) -> torch.Tensor:
+        """``T(name)`` in the dtype the forward pass computed (bf16 under autocast): for
+        objectives that select a few values and cast only those."""
         if name == INPUT:
             assert self.image is not None
             return self.image
         if name == LOGITS:
             if self.output is None:
                 raise RuntimeError("the objective reads the logits but they were not computed")
-            return self.output.float()
-        return self.acts[self.names.get(name, name)].float()
-
-    def native(self, name: str) -> torch.Tensor:
-        """``T(name)`` in the dtype the forward pass computed (bf16 under autocast): for
-        objectives that select a few values and cast only those."""
-        if name in (INPUT, LOGITS):
-            return self(name)
+            return self.output
         return self.acts[self.names.get(name, name)]
 
     def class_index(self, name: str) -> int:
@@ -186,8 +184,8 @@ def render_defaults(
       fp32 otherwise. Measured side by
       side (docs/benchmarks.md, "The feature-visualization matrix"): bf16 renders resnet18,
       vgg11 and densenet121 1.3-1.8x faster than fp32 on a Sapphire Rapids Xeon (AMX) and
-      1.4-1.5x on a Zen 5 EPYC (AVX512-BF16), but mobilenet_v2 and efficientnet_lite0
-      (depthwise convolutions, memory-bound ops) 1.1-1.6x slower on both; on a Zen 4 EPYC
+      1.3-1.8x on a Zen 5 EPYC (AVX512-BF16), but mobilenet_v2 and efficientnet_lite0
+      (depthwise convolutions, memory-bound ops) 1.1-2.0x slower on both; on a Zen 4 EPYC
       bf16 did not pay at all (1.06x). The final values are evaluated in fp32 either way;
       rendering is an optimization whose gradients only steer the image, so unlike the
       measuring instruments (examples, dissection), its CPU default may take bf16.

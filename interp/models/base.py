@@ -9,22 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..device import resolve_device
+from ..device import module_device, resolve_device
 from ..errors import UnknownClassError
 
 __all__ = ["Model", "Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD", "module_device"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU for tensor-free modules)."""
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 @dataclass(frozen=True)
