@@ -42,6 +42,9 @@ class RenderSettings:
     #: parametrization and redirected gradients")
     redirect: float = 0.0
     redirect_mode: str = "unit"
+    #: return each image at its best one-pixel translation (featvis.render's ``align``;
+    #: measured in docs/benchmarks.md, "Pixel-grid alignment")
+    align: bool = True
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ For 8 sampled units of each of ``_act_stem``, ``_blocks.0``, ``_blocks.1`` and `
 (32 units), render with each parametrization (``--params``: ``fft``, ``pixel``, ``auto``)
 and each redirection variant (``--variants``: ``off``, ``unit:0.25``, ``image:0.5``...), at
 the atlas's settings (256 steps, 128 px, the default transforms; ``--transforms lucent``:
-lucent's zoomed-out geometry), and measure per case and
+lucent's zoomed-out geometry; ``--align on,off``: each image at its best one-pixel
+translation, the default, and as optimized; ``--starts N``: N starts per unit), and measure
+per case and
 layer: the objective reached (mean over units, float32, the true forward), how many images
 beat the best of 256 natural crops (Olah's check; units that no crop, no flat colour and no
 image ever activates are *dead* and counted apart, since nothing can beat 0 there), the best
@@ -13,7 +15,7 @@ input up to its clamp), and the fraction of *clipped* pixels (any channel within
 level of 0 or 1). Writes a grid (rows: layer x case) to ``--png``.
 
     python scripts/bench_redirect.py [--steps 256] [--params fft,auto] [--variants off]
-        [--png docs/images/redirect_lite0.png]
+        [--align on] [--starts 1] [--png docs/images/redirect_lite0.png]
 """
 
 from __future__ import annotations
@@ -76,28 +78,45 @@ def main() -> None:
         choices=("standard", "lucent"),
         help="the renderer's default (centred on the canvas) or lucent's zoomed-out geometry",
     )
+    ap.add_argument(
+        "--align",
+        default="on",
+        help="on: each image at its best one-pixel translation (the default); off: as "
+        "optimized; on,off: both",
+    )
+    ap.add_argument(
+        "--starts", type=int, default=1, help="starts per unit (Olah's check counts each)"
+    )
     args = ap.parse_args()
+    aligns = [a.strip() == "on" for a in args.align.split(",")]
     model = load_model("efficientnet_lite0", device=args.device, quiet=True)
     refs = reference_images(args.size, "photos", n=256)
     variants = [
-        (f"{p}" if label == "off" else f"{p} {label}", frac, mode, p)
+        (
+            (f"{p}" if label == "off" else f"{p} {label}") + ("" if al else " unaligned"),
+            frac,
+            mode,
+            p,
+            al,
+        )
         for p in args.params.split(",")
         for label, frac, mode in map(parse_variant, args.variants.split(","))
+        for al in aligns
     ]
     corners = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)))
     flats = corners[:, :, None, None].expand(8, 3, args.size, args.size).contiguous()
     print(
         f"efficientnet_lite0, {args.per_layer} units per layer, {args.steps} steps, "
-        f"{args.size} px, best of 256 natural crops"
+        f"{args.size} px, {args.starts} start(s) per unit, best of 256 natural crops"
     )
     header = (
-        f"{'layer':<11} {'case':<16} {'value':>8} {'crops':>7} {'flat':>7} {'beats crops':>11} "
+        f"{'layer':<11} {'case':<26} {'value':>8} {'crops':>7} {'flat':>7} {'beats crops':>11} "
         f"{'dead':>4} {'clipped':>8} {'s':>6}"
     )
     print(header)
     print("-" * len(header))
     grid: list[tuple[str, str, torch.Tensor]] = []
-    totals = {label: [0, 0, 0, []] for label, _, _, _ in variants}
+    totals = {label: [0, 0, 0, []] for label, *_ in variants}
     for layer in args.layers.split(","):
         with torch.no_grad():
             width = capture(model, model.example_input(1), [layer])[layer].shape[1]
@@ -106,40 +125,46 @@ def main() -> None:
         objective = obj.channel(layer, chans)
         natural = evaluate(model, objective, refs).max(dim=0).values
         flat = evaluate(model, objective, flats).max(dim=0).values
-        for label, frac, mode, param in variants:
+        for label, frac, mode, param, al in variants:
             start = time.perf_counter()
-            result = render(
-                model,
-                objective,
-                steps=args.steps,
-                size=args.size,
-                redirect=frac,
-                redirect_mode=mode,
-                param=param,
-                seeds=[unit_seed(0, layer, c) for c in chans],
-                transforms=LUCENT if args.transforms == "lucent" else STANDARD,
-                progress=False,
-            )
+            results = [
+                render(
+                    model,
+                    objective,
+                    steps=args.steps,
+                    size=args.size,
+                    redirect=frac,
+                    redirect_mode=mode,
+                    param=param,
+                    align=al,
+                    seeds=[unit_seed(s, layer, c) for c in chans],
+                    transforms=LUCENT if args.transforms == "lucent" else STANDARD,
+                    progress=False,
+                )
+                for s in range(args.starts)
+            ]
             secs = time.perf_counter() - start
-            dead = (natural <= 0) & (flat <= 0) & (result.values <= 0)
-            beats = int(((result.values > natural) & ~dead).sum())
+            values = torch.stack([r.values for r in results])  # (starts, units)
+            images = torch.cat([r.images for r in results])
+            dead = ((natural <= 0) & (flat <= 0) & (values <= 0).all(dim=0)).expand_as(values)
+            beats = int(((values > natural) & ~dead).sum())
             live = int((~dead).sum())
-            clip = clipped_fraction(result.images)
+            clip = clipped_fraction(images)
             totals[label][0] += beats
             totals[label][1] += live
-            totals[label][2] += len(chans) - live
+            totals[label][2] += values.numel() - live
             totals[label][3].append(clip)
-            grid.append((layer, label, result.images))
+            grid.append((layer, label, results[0].images))
             print(
-                f"{layer:<11} {label:<16} {float(result.values.mean()):>8.3f} "
+                f"{layer:<11} {label:<26} {float(values.mean()):>8.3f} "
                 f"{float(natural.mean()):>7.3f} {float(flat.mean()):>7.3f} "
-                f"{beats:>5}/{live:<5} {len(chans) - live:>4} {clip:>8.3f} {secs:>6.1f}",
+                f"{beats:>5}/{live:<5} {values.numel() - live:>4} {clip:>8.3f} {secs:>6.1f}",
                 flush=True,
             )
     print("all layers:")
     for label, (beats, live, dead, clips) in totals.items():
         print(
-            f"  {label:<16} beats crops {beats}/{live} live units ({dead} dead), "
+            f"  {label:<26} beats crops {beats}/{live} live renders ({dead} dead), "
             f"clipped {np.mean(clips):.3f}"
         )
     if args.png:

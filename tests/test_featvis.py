@@ -15,7 +15,7 @@ from torch import nn
 from interp import ChannelError, Model, Preprocessing
 from interp import objectives as obj
 from interp.featvis.param import fft_image, maco_image, make_param
-from interp.featvis.render import evaluate, render, render_channels
+from interp.featvis.render import _align, evaluate, render, render_channels
 from interp.featvis.transforms import LUCENT, NONE, STANDARD, RobustTransform, _affine_grid
 
 
@@ -151,6 +151,66 @@ def test_planted_filter_is_recovered_by_pixel_optimization():
     image = result.images[0] - 0.5
     r = np.corrcoef(image.flatten().numpy(), conv.weight[2].detach().flatten().numpy())[0, 1]
     assert r > 0.9, r
+
+
+def parity_model() -> Model:
+    """A stride-2 unit that sees one pixel grid: ``relu(x[even col] - x[odd col])`` per 2x2
+    block, summed over colours. A vertical stripe of period 2 excites it fully at one phase
+    and not at all at the other."""
+    conv = nn.Conv2d(3, 1, 2, stride=2, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, :, :, 0] = 1.0
+        conv.weight[0, :, :, 1] = -1.0
+    return identity_model(nn.Sequential(conv, nn.ReLU()))
+
+
+def test_align_moves_an_image_onto_the_pixel_grid_its_unit_sees():
+    """Known answer: stripes bright on the odd columns read 0 on the parity unit; one pixel to
+    the right they read 6 in every block (two bright pixels less none, in 3 colours)."""
+    model = parity_model()
+    objective = obj.channel("1", 0)
+    stripes = torch.zeros(1, 3, 16, 16)
+    stripes[..., 1::2] = 1.0
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    images = torch.cat([stripes, flat])
+    objective2 = obj.channel("1", [0, 0])
+
+    def value_of(batch: torch.Tensor) -> torch.Tensor:
+        return evaluate(model, objective, batch)[:, 0]
+
+    values = value_of(images)
+    assert values.tolist() == [0.0, 0.0]
+    aligned, new_values, shifts = _align(images, values, value_of)
+    assert shifts == [(0, 1), (0, 0)]  # the stripes move one column; flat grey has no grid
+    assert torch.equal(aligned[0], torch.roll(stripes[0], 1, dims=2))
+    assert torch.equal(aligned[1], flat[0])
+    assert new_values.tolist() == pytest.approx([6.0, 0.0])
+    assert torch.allclose(evaluate(model, objective2, aligned).diagonal(), new_values)
+
+
+def test_render_returns_the_best_translation_and_its_true_value():
+    """With jitter over both pixel grids, the optimization of the parity unit ends wherever
+    its start leads; the aligned canvas is the best of the image's four one-pixel translations,
+    never below the canvas as optimized, and its value is the returned image's own."""
+    model = parity_model()
+    objective = obj.channel("1", [0] * 6)
+    kwargs = dict(steps=24, size=16, param="pixel", seed=3, progress=False)
+    plain = render(model, objective, align=False, **kwargs)
+    aligned = render(model, objective, **kwargs)
+    rolls = torch.stack(
+        [
+            evaluate(model, objective, torch.roll(plain.images, s, dims=(2, 3))).diagonal()
+            for s in ((0, 0), (0, 1), (1, 0), (1, 1))
+        ]
+    )
+    assert torch.allclose(aligned.values, rolls.max(dim=0).values, atol=1e-5)
+    assert bool((aligned.values >= plain.values).all())
+    assert bool((aligned.values > plain.values + 0.1).any())  # the planted case does move
+    assert torch.allclose(evaluate(model, objective, aligned.images).diagonal(), aligned.values)
+    for i, shift in enumerate(aligned.info["shifts"]):
+        assert torch.equal(aligned.images[i], torch.roll(plain.images[i], shift, dims=(1, 2)))
+    assert plain.info["shifts"] == [(0, 0)] * 6
 
 
 def test_render_hygiene_truncation_and_determinism(resnet18):

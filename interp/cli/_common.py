@@ -162,6 +162,12 @@ def _render_options() -> argparse.ArgumentParser:
         help="fraction of the steps, from the start, with redirected ReLU/ReLU6 gradients "
         f"(0: off) [{RENDER.redirect}]",
     )
+    group.add_argument(
+        "--no-align",
+        action="store_true",
+        help="return each image as optimized, not at the one-pixel translation where its "
+        "unit is highest",
+    )
     group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
     group.add_argument(
         "--upsample",
@@ -200,6 +206,7 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
         "lr": args.lr,
         "precision": args.precision,
         "redirect": args.redirect,
+        "align": not args.no_align,
         "seed": args.seed,
         "transforms": not args.no_transforms,
         "upsample": args.upsample,

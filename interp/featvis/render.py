@@ -283,6 +283,7 @@ def render(
     redirect: float = RENDER.redirect,
     redirect_mode: str = RENDER.redirect_mode,
     fold_bn: bool = True,
+    align: bool = RENDER.align,
     progress: bool = True,
     desc: str = "render",
 ) -> RenderResult:
@@ -322,6 +323,15 @@ def render(
         fold_bn: optimize on the network with eval-mode BatchNorm folded into the
             convolutions that feed it (:mod:`interp.featvis.fold`; checked to agree with the
             true network, else nothing is folded); the final values come from the true one.
+        align: return each image at the one of its four one-pixel translations (none,
+            right, down, both; circular) at which its objective is highest. A network whose
+            first layer has stride 2 sees only every other pixel row and column, so an image
+            that the random jitter has made good on average over both pixel grids can be good
+            on one and poor on the other: measured on EfficientNet-Lite0 ``_blocks.0``, the
+            value of the same image varied up to 5x between its translations, and which one
+            the canvas happened to show decided whether it beat the best natural crop
+            (docs/benchmarks.md, "Pixel-grid alignment"). The translated images look the same;
+            three more forward passes at the end (``False``: the canvas as optimized).
         progress: show a progress bar.
         amp: deprecated: ``precision="bf16"`` (``True``) or ``"fp32"`` (``False``).
 
@@ -480,6 +490,17 @@ def render(
                     model, cap, to_input(final, train=False), need_logits
                 )
                 values = obj(getter).detach().float()
+                shifts = [(0, 0)] * final.shape[0]
+                if align and values.dim() == 1 and len(values) == final.shape[0]:
+
+                    def value_of(images: torch.Tensor) -> torch.Tensor:
+                        getter.image = images
+                        getter.acts, getter.output = _forward(
+                            model, cap, to_input(images, train=False), need_logits
+                        )
+                        return obj(getter).detach().float()
+
+                    final, values, shifts = _align(final, values, value_of)
     if values.dim() == 0:  # a whole-batch objective (lucent): one value for all
         values = values.expand(final.shape[0]).clone()
 
@@ -508,10 +529,42 @@ def render(
             "redirect": redirect if redirect_steps else 0.0,
             "redirected_modules": redirected_modules,
             "folded_batchnorms": folded,
+            "shifts": shifts,
         },
         dead=dead,
         restarts=[r if r >= 0 else RESTARTS for r in restarts],
     )
+
+
+#: the one-pixel translations (rows, columns) that :func:`_align` tries besides none
+ALIGN_SHIFTS = ((0, 1), (1, 0), (1, 1))
+
+
+def _align(
+    images: torch.Tensor,
+    values: torch.Tensor,
+    value_of: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """Each image at the one-pixel translation (circular) where its value is highest.
+
+    ``values`` are the images' values as they are; ``value_of(batch)`` evaluates a batch. An
+    image moves only when a translation is strictly better; when any moved, the values are
+    evaluated once more on the batch as returned, so that an objective that couples the
+    images of a batch (a diversity term) reports the values of what is returned.
+    """
+    best, best_values = images, values
+    shifts = [(0, 0)] * images.shape[0]
+    for shift in ALIGN_SHIFTS:
+        moved = torch.roll(images, shift, dims=(2, 3))
+        moved_values = value_of(moved)
+        better = moved_values > best_values
+        if bool(better.any()):
+            best = torch.where(better[:, None, None, None].to(best.device), moved, best)
+            best_values = torch.where(better, moved_values, best_values)
+            shifts = [shift if b else s for s, b in zip(shifts, better.tolist(), strict=True)]
+    if any(s != (0, 0) for s in shifts):
+        best_values = value_of(best)
+    return best, best_values, shifts
 
 
 def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:

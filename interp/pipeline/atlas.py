@@ -198,6 +198,7 @@ _SETTING_KEYS = (
     "lr",
     "precision",
     "redirect",
+    "align",
     "seed",
     "transforms",
     "upsample",
@@ -212,8 +213,9 @@ _SETTING_KEYS = (
 #: fields up to a quarter of the canvas; 5: precision "auto" means bf16 on AMX CPUs and on
 #: Zen 5 or later with AVX512-BF16; 6: the transforms centred on the canvas, no longer zoomed
 #: out by lucent's pad, and the colour decorrelation, sampling grid and Adam (fused) computed
-#: with other kernels), so a resumed job does not mix images of two renderers
-RENDERER_VERSION = 6
+#: with other kernels; 7: each image returned at its best one-pixel translation, ``align``),
+#: so a resumed job does not mix images of two renderers
+RENDERER_VERSION = 7
 
 
 def _check_render_args(arguments: dict[str, Any]) -> None:
@@ -330,6 +332,7 @@ def _render_group(
             lr=settings["lr"],
             precision=settings["precision"],
             redirect=settings["redirect"],
+            align=settings["align"],
             seeds=[unit_seed(settings["seed"], layer, c) for c in part],
             upsample=settings["upsample"],
             progress=False,
@@ -470,6 +473,7 @@ def visualize(
     lr: float = RENDER.lr,
     precision: str = RENDER.precision,
     redirect: float = RENDER.redirect,
+    align: bool = RENDER.align,
     seed: int = 0,
     transforms: bool = RENDER.transforms,
     upsample: int | None = None,
@@ -545,6 +549,7 @@ def atlas(
     lr: float = RENDER.lr,
     precision: str = RENDER.precision,
     redirect: float = RENDER.redirect,
+    align: bool = RENDER.align,
     seed: int = 0,
     transforms: bool = RENDER.transforms,
     upsample: int | None = None,
