@@ -5,6 +5,7 @@ Differences from lucent's ``render_vis`` that make it faster and safer:
     deepest of them (an objective on an early layer never runs the rest of the network);
   * the canvas is fed at its own size (no upsampling to 224 unless ``upsample`` is given);
   * random transforms are drawn per image, as one batched affine warp on the model's device;
+  * each image is returned at the one-pixel translation its unit prefers (``align``);
   * bf16 autocast and channels_last on CUDA; deterministic on CPU for a given seed;
   * hooks are removed and mode / ``requires_grad`` restored afterwards, also on error.
 """
@@ -58,8 +59,10 @@ class RenderResult:
     """What :func:`render` returns.
 
     Attributes:
-        images: ``(B, C, H, W)`` float tensor in ``[0, 1]`` on the CPU.
-        values: final objective value of each image (evaluated on the untransformed canvas).
+        images: ``(B, C, H, W)`` float tensor in ``[0, 1]`` on the CPU (with ``align``, each
+            at its best one-pixel translation; ``info["shifts"]`` says which).
+        values: final objective value of each image as returned (evaluated on the
+            untransformed canvas, float32, the true network).
         history: mean objective value over the batch at each step (with transforms).
         objective: the objective's name.
         units: per image, the unit it targets (when the objective says).
