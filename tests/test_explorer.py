@@ -118,6 +118,23 @@ def test_unit_work_resumes_per_unit(quick_report, tmp_path, monkeypatch):
     assert doc["seconds"]["atlas"] == doc["seconds"]["hierarchy"] == "reused"
 
 
+def test_a_new_renderer_renders_the_unit_extras_again(quick_report, tmp_path, monkeypatch):
+    """The extra starts and diversity sets are renders: with another renderer version none of
+    the finished unit records is reused."""
+    import interp.pipeline.explorer as explorer
+
+    model, out, _ = quick_report
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    records = sorted((run / "units").glob("*/*/unit.json"))
+    monkeypatch.setattr(explorer, "RENDERER_VERSION", explorer.RENDERER_VERSION + 1)
+    report(model, run, quick=True, progress=False)
+    stages = [json.loads(p.read_text()) for p in (run / "stages").glob("units-*.json")]
+    assert {"done": len(records), "reused": 0} in [s["result"] for s in stages]
+    doc = json.loads((run / "report.json").read_text())
+    assert doc["seconds"]["atlas"] == "reused"  # the atlas's own key did not change
+
+
 class _Planted(nn.Module):
     """Four units of known correlation: u1 = 2 u0 + 1, u2 = -u0, u3 independent of u0."""
 

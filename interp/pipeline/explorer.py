@@ -46,7 +46,7 @@ from ..utils import atomic_path, atomic_write_text, make_dir
 from ..views import site as views
 from ..views.figures import plt
 from ..views.unit_figures import heat_overlay
-from .atlas import Atlas
+from .atlas import RENDERER_VERSION, Atlas
 from .cache import stage_key
 
 __all__ = [
@@ -126,6 +126,8 @@ def explorer_units(
         "attributions": attributions,
         "n_steps": n_steps,
         "version": SITE_VERSION,
+        # the extra starts and diversity sets are renders: a new renderer renders them again
+        "renderer": RENDERER_VERSION,
     }
     key = stage_key(model=model, settings=settings, data=data)
     todo = [
