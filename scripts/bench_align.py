@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 import torch
+from _bench import load_or_random
 
-from interp import WeightsUnavailableError, load_model
 from interp import objectives as obj
 from interp.activations import capture
 from interp.featvis.reference import reference_images
@@ -71,12 +71,8 @@ def main() -> None:
     print("-" * len(head))
     for case in args.cases.split(","):
         spec, layer = case.rsplit("/", 1)
-        try:
-            model = load_model(spec, device="cpu", quiet=True)
-            note = ""
-        except WeightsUnavailableError:
-            model = load_model(spec, device="cpu", weights="none", quiet=True)
-            note = "*"
+        model, random = load_or_random(spec)
+        note = "*" if random else ""
         with torch.no_grad():
             width = capture(model, model.example_input(1), [layer])[layer].shape[1]
         rng = np.random.default_rng(unit_seed(0, layer, "sample") % (2**32))

@@ -49,10 +49,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _bench import load_or_random
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from interp import WeightsUnavailableError, load_model
 from interp import objectives as obj
 from interp.activations import ActivationCapture, preserved_state, resolve_layer
 from interp.device import cpu_allocator, synchronize
@@ -323,12 +323,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for spec in args.models.split(","):
-        try:
-            model = load_model(spec, device=str(device), quiet=True)
-            note = ""
-        except WeightsUnavailableError:
-            model = load_model(spec, device=str(device), weights="none")
-            note = " (random)"
+        model, random = load_or_random(spec, str(device))
+        note = " (random)" if random else ""
         for layer in [CASES[spec][i] for i in picks]:
             objective = obj.channel(layer, channels)
             flops = step_flops(model, layer, channels, args.size)

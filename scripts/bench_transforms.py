@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _bench import load_or_random
 
-from interp import WeightsUnavailableError, load_model
 from interp import objectives as obj
 from interp.featvis.render import render
 from interp.featvis.transforms import LUCENT, STANDARD
@@ -50,12 +50,8 @@ def main() -> None:
     print(f"{'model':<28} {'layer':<22} {'lucent':>8} {'centred':>8} {'ratio':>6} {'raised':>7}")
     for case in args.cases.split(","):
         spec, layer = case.rsplit("/", 1)
-        try:
-            model = load_model(spec, device="cpu", quiet=True)
-            note = ""
-        except WeightsUnavailableError:
-            model = load_model(spec, device="cpu", weights="none")
-            note = "*"
+        model, random = load_or_random(spec)
+        note = "*" if random else ""
         objective = obj.channel(layer, list(range(args.units)))
         values = {}
         for name, transform in (("lucent", LUCENT), ("centred", STANDARD)):
