@@ -146,7 +146,7 @@ def test_planted_gabors_and_edges_are_edge_units_blobs_are_not(act):
     n_oriented = len(weights)
     weights += blobs + colour
     result = erf_probe(planted(weights, act=act), "1")["1"]
-    edge = erf_edge_units(result)
+    edge = erf_edge_units(result, absolute=True)
     stripes = [g[0] for g in GABORS] + edges
     assert edge[:n_oriented].all(), np.flatnonzero(~edge[:n_oriented])
     assert angle_error(result.orientation[:n_oriented], stripes).max() <= 15
@@ -188,7 +188,7 @@ def test_gabor_copies_behind_a_second_layer_stay_edge_units():
         # a small first-layer bias: the first layer's ReLU gates, noise image by noise image
         model = planted(weights, bias=0.1, extra=(conv, nn.ReLU6()))
         result = erf_probe(model, "3")["3"]
-        edge = erf_edge_units(result)
+        edge = erf_edge_units(result, absolute=True)
         # measured: copies r2 >= 0.98, orientedness >= 0.81, orientation error <= 1.9 deg;
         # the DoG copy r2 0.97-0.99, orientedness 0.06 (1x1) and 0.12 (3x3)
         assert edge[:-1].all() and not edge[-1], (result.r2, result.orientedness)
@@ -205,7 +205,7 @@ def test_random_init_filters_are_rarely_edge_units():
     pre = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(32, 32))
     for conv in convs:
         result = erf_probe(Model(nn.Sequential(conv, nn.ReLU()), "random", pre), "1")["1"]
-        fractions.append(erf_edge_units(result).mean())
+        fractions.append(erf_edge_units(result, absolute=True).mean())
         r2 += list(result.r2[np.isfinite(result.r2)])
     # measured: 0 of 96 units are edge units; r2 median 0.33, 90th percentile 0.53, max 0.60
     assert max(fractions) <= 0.05, fractions
@@ -244,7 +244,7 @@ def test_reduced_canvas_never_runs_later_layers_that_need_a_large_input():
     weights = [grey(gabor_kernel(a, 0.2, 0.0)) for a in (0, 90)]
     model = planted(weights, extra=(nn.MaxPool2d(4), nn.MaxPool2d(4)))
     result = erf_probe(model, "1")["1"]
-    assert result.canvas < 16 and erf_edge_units(result).all()
+    assert result.canvas < 16 and erf_edge_units(result, absolute=True).all()
 
 
 def test_small_rf_and_non_spatial_layers_are_skipped_with_reasons():
@@ -266,7 +266,7 @@ def test_small_rf_and_non_spatial_layers_are_skipped_with_reasons():
     assert "no spatial" in results["5"].skipped
     assert results["3"].skipped is None and results["3"].units == 4
     assert results["3"].rf_size == 11
-    assert erf_edge_units(results["0"]).shape == (0,)
+    assert erf_edge_units(results["0"], absolute=True).shape == (0,)
     with pytest.raises(UnknownLayerError, match="no layer 'nope'"):
         erf_probe(model, ["3", "nope"])
 

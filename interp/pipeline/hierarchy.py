@@ -28,6 +28,7 @@ from ..device import default_batch
 from ..errors import InterpError, RangeError
 from ..models.base import Model
 from ..models.registry import as_model, load_model
+from ..probes.edges import GRATINGS_VERSION
 from ..probes.hierarchy import (
     Compute,
     Hierarchy,
@@ -133,7 +134,8 @@ def hierarchy(
         "max_control_seeds": max_control_seeds,
         "control_quantile": control_quantile,
         "reference": f"{reference_images} photo crops (skimage.data), seed 0",
-        "edge_instruments": "gratings v2 (evoked, contrast series), erf v1, dissection",
+        "edge_instruments": f"gratings v{GRATINGS_VERSION} (evoked, contrast series, read per "
+        "unit), erf v1, dissection",
     }
     if out is not None:
         prepare_output(out)  # writable; no temp files of a killed run

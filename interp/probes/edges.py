@@ -68,9 +68,12 @@ from ..models.base import Model
 from ..models.registry import as_model
 from .dissect import StreamingQuantile
 from .erf import _small_canvas
+from .rules import AbsoluteRuleWarning, warn_absolute
 
 __all__ = [
+    "AbsoluteRuleWarning",
     "CONTRASTS",
+    "GRATINGS_VERSION",
     "DRIVE_MIN",
     "OSI_MIN",
     "EdgeResult",
@@ -81,11 +84,16 @@ __all__ = [
     "gratings",
     "natural_reference",
     "orientation_selectivity",
+    "preferred_orientation",
     "rf_centres",
 ]
 
 #: contrasts of the series (Michelson contrast of the gratings around grey 0.5)
 CONTRASTS = (0.125, 0.35, 1.0)
+#: the grating instrument's version (in the hierarchy's stage keys: a new reading recomputes):
+#: 3 reads each unit where its own curve touches no bound, with the circular preferred
+#: orientation
+GRATINGS_VERSION = 3
 #: absolute cut-offs, calibrated on planted units (module docstring)
 OSI_MIN = 0.2
 DRIVE_MIN = 0.3
@@ -166,9 +174,17 @@ class EdgeResult:
     def units(self) -> int:
         return len(self.osi)
 
-    def edge_units(self, osi_threshold: float | None = None) -> np.ndarray:
-        """Bool per unit: driven and oriented (:func:`edge_units`)."""
-        return edge_units(self, osi_threshold=osi_threshold)
+    def edge_units(
+        self, osi_threshold: float | None = None, *, absolute: bool = False
+    ) -> np.ndarray:
+        """Bool per unit: driven and oriented (:func:`edge_units`: pass the random-init
+        control's ``osi_threshold``, or ``absolute=True`` for the absolute rule alone)."""
+        if osi_threshold is None and not absolute:
+            warn_absolute(
+                "EdgeResult.edge_units()",
+                f"OSI >= {OSI_MIN}, drive ratio >= {DRIVE_MIN}",
+            )
+        return edge_units(self, osi_threshold=osi_threshold, absolute=True)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (OSI and drive quantiles, clipping, the contrast used)."""
@@ -208,9 +224,18 @@ def edge_mask(
     osi_threshold: float | None = None,
     osi_min: float = OSI_MIN,
     drive_min: float = DRIVE_MIN,
+    absolute: bool = False,
 ) -> np.ndarray:
-    """The edge-unit rule on per-unit arrays: driven, OSI >= ``osi_min`` and, when given
-    (and finite), OSI > ``osi_threshold`` (e.g. the random-init control's)."""
+    """The edge-unit rule on per-unit arrays: driven, OSI >= ``osi_min`` and OSI >
+    ``osi_threshold`` (the random-init control's, e.g. from
+    :func:`~interp.probes.hierarchy.edge_control_thresholds`). Without a threshold (``None``)
+    the absolute rule alone is applied, with an :class:`AbsoluteRuleWarning` unless
+    ``absolute=True``; a ``nan`` threshold (a control that measured nothing) adds no cut."""
+    if osi_threshold is None and not absolute:
+        warn_absolute(
+            "the grating edge-unit rule",
+            f"OSI >= {osi_min}, drive ratio >= {drive_min}",
+        )
     oriented = osi >= osi_min
     if osi_threshold is not None and np.isfinite(osi_threshold):
         oriented &= osi > osi_threshold
@@ -223,15 +248,23 @@ def edge_units(
     osi_threshold: float | None = None,
     osi_min: float = OSI_MIN,
     drive_min: float = DRIVE_MIN,
+    absolute: bool = False,
 ) -> np.ndarray:
-    """Edge units of ``result`` (:func:`edge_mask`). Without a natural-image reference
-    (drive ratio ``nan``) no unit passes the drive gate."""
+    """Edge units of ``result`` (:func:`edge_mask`: pass the control's ``osi_threshold``,
+    or ``absolute=True``). Without a natural-image reference (drive ratio ``nan``) no unit
+    passes the drive gate."""
+    if osi_threshold is None and not absolute:
+        warn_absolute(
+            "edge_units()",
+            f"OSI >= {osi_min}, drive ratio >= {drive_min}",
+        )
     return edge_mask(
         result.osi,
         result.drive_ratio,
         osi_threshold=osi_threshold,
         osi_min=osi_min,
         drive_min=drive_min,
+        absolute=True,
     )
 
 
@@ -446,6 +479,89 @@ class _ClipCounter:
         self._handles.clear()
 
 
+def _output_bounds(module: nn.Module) -> tuple[float, float, bool] | None:
+    """``(low, high, low_saturates)`` when ``module``'s output is a bounded activation (itself,
+    or the last module of a ``Sequential``); ReLU6's 0 is rectification, not saturation."""
+    while isinstance(module, nn.Sequential) and len(module):
+        module = module[-1]
+    if isinstance(module, nn.Hardtanh):
+        lo, hi = float(module.min_val), float(module.max_val)
+        return lo, hi, lo != 0.0
+    if isinstance(module, nn.Hardsigmoid):
+        return 0.0, 1.0, True
+    return None
+
+
+def _own_saturation(module: nn.Module, raw: np.ndarray, grey: np.ndarray) -> np.ndarray | None:
+    """Bool ``raw.shape``: responses of a bounded layer's units that sit on a saturating bound
+    they were not at under grey (``None`` when the layer's output is unbounded)."""
+    bounds = _output_bounds(module)
+    if bounds is None:
+        return None
+    lo, hi, low_saturates = bounds
+    g = grey.reshape((-1,) + (1,) * (raw.ndim - 1))
+    at = (raw >= hi - 1e-6) & (g < hi - 1e-6)
+    if low_saturates:
+        at |= (raw <= lo + 1e-6) & (g > lo + 1e-6)
+    return at
+
+
+@dataclass
+class _TuningRead:
+    """One contrast's reading of every unit: the tuning measure (F1 for simple-like units,
+    rectified evoked F0 for complex-like), the preferred frequency and the curve there."""
+
+    measure: np.ndarray  # (units, O, F)
+    modulation: np.ndarray  # F1 / |F0| at the preferred condition
+    simple: np.ndarray
+    f_idx: np.ndarray  # preferred frequency (index)
+    curve: np.ndarray  # (units, O): the measure at the preferred frequency
+
+    @staticmethod
+    def pick(reads: Sequence[_TuningRead], index: np.ndarray) -> _TuningRead:
+        """Per unit, the reading of contrast ``index[unit]``."""
+        rows = np.arange(len(index))
+        return _TuningRead(
+            *(
+                np.stack([getattr(r, k) for r in reads], axis=1)[rows, index]
+                for k in ("measure", "modulation", "simple", "f_idx", "curve")
+            )
+        )
+
+
+def _read_tuning(e: np.ndarray, phases: Sequence[float]) -> _TuningRead:
+    """Read ``(units, O, F, P)`` evoked responses at one contrast (module docstring)."""
+    units = e.shape[0]
+    ph = np.exp(1j * np.asarray(phases))
+    f0 = e.mean(axis=-1)
+    f1 = 2.0 * np.abs((e * ph).sum(axis=-1)) / len(phases)
+    best = np.maximum(f1, f0).reshape(units, -1).argmax(axis=1)
+    rows = np.arange(units)
+    f0b, f1b = f0.reshape(units, -1)[rows, best], f1.reshape(units, -1)[rows, best]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        modulation = np.where(np.abs(f0b) > 0, f1b / np.abs(f0b), np.where(f1b > 0, np.inf, 0.0))
+    simple = modulation > 1.0
+    measure = np.where(simple[:, None, None], f1, np.clip(f0, 0, None))
+    # the preferred frequency: where the orientation curve is largest
+    f_idx = measure.max(axis=1).argmax(axis=1)
+    return _TuningRead(measure, modulation, simple, f_idx, measure[rows, :, f_idx])
+
+
+def preferred_orientation(curve: np.ndarray, orientations: Sequence[float]) -> np.ndarray:
+    """Preferred orientation (degrees in ``[0, 180)``) of ``(..., n_orientations)`` tuning
+    curves: half the phase of the second circular harmonic, the vector whose length the OSI
+    measures. It is read from the whole curve, so a peak between grid orientations, or a
+    flat top, is placed where the curve's mass is, not at the first of tied grid points;
+    where the curve has no second harmonic (flat, or all zero), the grid's argmax."""
+    r = np.clip(np.asarray(curve, dtype=np.float64), 0, None)
+    angles = np.radians(np.asarray(orientations, dtype=np.float64))
+    vec = (r * np.exp(2j * angles)).sum(axis=-1)
+    pref = (np.degrees(np.angle(vec)) / 2.0) % 180.0
+    flat = np.abs(vec) <= 1e-9 * np.maximum(r.sum(axis=-1), 1e-300)
+    grid = np.asarray(orientations, dtype=np.float64)[r.argmax(axis=-1)]
+    return np.where(flat, grid, np.round(pref, 2))
+
+
 def edge_probe(
     model: Model | nn.Module,
     layers: str | Sequence[str],
@@ -615,42 +731,36 @@ def edge_probe(
                     num = sum(float(clip.clipped[m][rows, gi].sum()) for m in up)
                     den = sum(float(clip.moved[m][rows, gi].sum()) for m in up)
                     clipped.append(num / den if den else 0.0)
-                # the unit's own saturation, when the layer is itself a bounded activation
-                own = np.zeros((units, len(contrasts)))
-                module = model.module.get_submodule(name)
-                if isinstance(module, nn.Hardtanh):
-                    hi = float(module.max_val)
-                    raw = resp.T.reshape(units, len(contrasts), -1)
-                    b = base[name].double().numpy()[:, None, None]
-                    moved = np.abs(raw - b) > 0.05 * (hi - float(module.min_val))
-                    sat = moved & (raw >= hi - 1e-6) & (b < hi - 1e-6)
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        own = np.nan_to_num(sat.sum(-1) / moved.sum(-1), nan=0.0)
-                unit_clip = np.maximum(own, np.asarray(clipped)[None])  # (units, contrasts)
-                fine = unit_clip < clip_limit
-                # per unit: the highest contrast below the limit (the lowest when none is)
-                cidx = np.where(
-                    fine.any(axis=1), len(contrasts) - 1 - np.argmax(fine[:, ::-1], axis=1), 0
-                )
                 rf = (infos[name].rf_size or (size, size))[0]
                 keep = [freqs_all.index(f) for f in layer_freqs[name]]
                 evoked = evoked[:, :, :, keep]  # (units, contrasts, O, F, P)
-                e = evoked[np.arange(units), cidx]  # (units, O, F, P)
-                ph = np.exp(1j * np.asarray(phases))
-                f0 = e.mean(axis=-1)
-                f1 = 2.0 * np.abs((e * ph).sum(axis=-1)) / n_phases
-                best = np.maximum(f1, f0).reshape(units, -1).argmax(axis=1)
+                # the unit's own bounds, when the layer's output is a bounded activation:
+                # which of its responses sit on a saturating bound (not there under grey)
+                own = _own_saturation(
+                    model.module.get_submodule(name),
+                    resp.T.reshape(units, len(contrasts), n_orientations, len(freqs_all), -1),
+                    base[name].double().numpy(),
+                )
+                if own is not None:
+                    own = own[:, :, :, keep]
+                reads = [_read_tuning(evoked[:, ci], phases) for ci in range(len(contrasts))]
+                # per unit, per contrast: the fraction of its tuning curve's responses (the
+                # preferred frequency, every orientation and phase) on its own bound, and the
+                # layer's upstream clipped fraction; the tuning is read at the highest
+                # contrast where the unit's curve touches no bound of its own and upstream
+                # clipping is under the limit (the lowest contrast when none is)
+                unit_clip = np.zeros((units, len(contrasts)))
+                curve_sat = np.zeros((units, len(contrasts)))
                 rows_ = np.arange(units)
-                f0b, f1b = f0.reshape(units, -1)[rows_, best], f1.reshape(units, -1)[rows_, best]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    modulation = np.where(
-                        np.abs(f0b) > 0, f1b / np.abs(f0b), np.where(f1b > 0, np.inf, 0.0)
-                    )
-                simple = modulation > 1.0
-                measure = np.where(simple[:, None, None], f1, np.clip(f0, 0, None))
-                flat = measure.reshape(units, -1).argmax(axis=1)
-                o_idx, f_idx = np.unravel_index(flat, measure.shape[1:])
-                at_pref = measure[rows_, :, f_idx]
+                for ci, rd in enumerate(reads):
+                    if own is not None:
+                        curve_sat[:, ci] = own[rows_, ci, :, rd.f_idx].mean(axis=(1, 2))
+                    unit_clip[:, ci] = np.maximum(curve_sat[:, ci], clipped[ci])
+                fine = (curve_sat == 0) & (np.asarray(clipped)[None] < clip_limit)
+                cidx = np.where(
+                    fine.any(axis=1), len(contrasts) - 1 - np.argmax(fine[:, ::-1], axis=1), 0
+                )
+                read = _TuningRead.pick(reads, cidx)
                 drive = np.clip(evoked.reshape(units, -1).max(axis=1), 0, None)
                 if name in ref:
                     scale = ref[name].astype(np.float64) - base[name].double().numpy()
@@ -667,12 +777,12 @@ def edge_probe(
                     contrast=np.asarray(contrasts)[cidx].astype(np.float32),
                     unit_clipped=unit_clip[np.arange(units), cidx].astype(np.float32),
                     baseline=base[name].numpy().astype(np.float32),
-                    tuning=measure.astype(np.float32),
-                    modulation=modulation.astype(np.float32),
-                    simple=simple,
-                    preferred_orientation=np.asarray(orientations)[o_idx],
-                    preferred_frequency=np.asarray(fl)[f_idx],
-                    osi=orientation_selectivity(at_pref, orientations),
+                    tuning=read.measure.astype(np.float32),
+                    modulation=read.modulation.astype(np.float32),
+                    simple=read.simple,
+                    preferred_orientation=preferred_orientation(read.curve, orientations),
+                    preferred_frequency=np.asarray(fl)[read.f_idx],
+                    osi=orientation_selectivity(read.curve, orientations),
                     drive=drive.astype(np.float32),
                     drive_ratio=ratio.astype(np.float32),
                     clipped=clipped,
@@ -683,6 +793,8 @@ def edge_probe(
                         "rf_centre": [round(v, 2) for v in centres[name]],
                         "bounded_upstream": len(up),
                         "units_clipped_at_lowest_contrast": int((~fine.any(axis=1)).sum()),
+                        "units_on_own_bound": int((curve_sat > 0).any(axis=1).sum()),
+                        "orientation_resolution": 180.0 / n_orientations,
                         "reference": name in ref,
                     },
                 )

@@ -91,6 +91,7 @@ from ..activations import ActivationCapture, preserved_state, resolve_layers
 from ..inventory import layers as inventory
 from ..models.base import Model
 from ..models.registry import as_model
+from .rules import warn_absolute
 
 __all__ = [
     "ORIENTED_MIN",
@@ -149,7 +150,8 @@ class ErfResult:
         if self.skipped is not None:
             out["skipped"] = self.skipped
             return out
-        edge = erf_edge_units(self, r2_min=r2_min, oriented_min=oriented_min)
+        # a summary of one network has no control: the absolute rule, said in "rule"
+        edge = erf_edge_units(self, r2_min=r2_min, oriented_min=oriented_min, absolute=True)
         alive = np.isfinite(self.r2)
         quantiles = [0.1, 0.5, 0.9]
 
@@ -162,7 +164,7 @@ class ErfResult:
         out.update(
             {
                 "rule": f"ERF edge unit when Gabor fit R^2 >= {r2_min} and orientedness >= "
-                f"{oriented_min}",
+                f"{oriented_min} (absolute, no random-init control)",
                 "edge_fraction": round(float(edge.mean()), 4) if self.units else 0.0,
                 "edge_units": int(edge.sum()),
                 "dead_units": int((~alive).sum()),
@@ -183,13 +185,29 @@ class ErfResult:
 
 
 def erf_edge_units(
-    result: ErfResult, *, r2_min: float = R2_MIN, oriented_min: float = ORIENTED_MIN
+    result: ErfResult,
+    *,
+    threshold: float | None = None,
+    r2_min: float = R2_MIN,
+    oriented_min: float = ORIENTED_MIN,
+    absolute: bool = False,
 ) -> np.ndarray:
     """Boolean mask of ERF edge units: Gabor-like (``r2 >= r2_min``) and oriented
-    (``orientedness >= oriented_min``). Units with a ``nan`` fit (zero gradient) are not."""
+    (``orientedness >= oriented_min`` and ``> threshold``, the random-init control's, e.g.
+    from :func:`~interp.probes.hierarchy.edge_control_thresholds`). Without a threshold the
+    absolute rule alone is applied, with an :class:`~interp.probes.rules.AbsoluteRuleWarning`
+    unless ``absolute=True``. Units with a ``nan`` fit (zero gradient) are not edge units."""
+    if threshold is None and not absolute:
+        warn_absolute(
+            "erf_edge_units()",
+            f"R^2 >= {r2_min}, orientedness >= {oriented_min}",
+        )
     r2 = np.nan_to_num(np.asarray(result.r2, dtype=np.float64), nan=-np.inf)
     oriented = np.nan_to_num(np.asarray(result.orientedness, dtype=np.float64), nan=-np.inf)
-    return (r2 >= r2_min) & (oriented >= oriented_min)
+    edge = (r2 >= r2_min) & (oriented >= oriented_min)
+    if threshold is not None and np.isfinite(threshold):
+        edge &= oriented > threshold
+    return edge
 
 
 # ------------------------------------------------------------------------ Gabor fitting

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from ..activations import ActivationCapture, capture
-from ..data.concepts import ConceptData
+from ..data.concepts import ConceptData, PartsWorldConcepts
 from ..data.photos import PhotoCrops
 from ..device import keeps_freed_memory
 from ..featvis.render import render_channels
@@ -83,6 +83,7 @@ __all__ = [
     "NetworkProbes",
     "default_hierarchy_layers",
     "control_thresholds",
+    "edge_control_thresholds",
     "edge_instruments",
     "random_control",
 ]
@@ -388,8 +389,50 @@ def edge_instruments(
             )
             continue
         e_arrays[name] = {k: np.asarray(getattr(er, k)) for k in _ERF_KEYS}
-        e_arrays[name]["edge"] = erf_edge_units(er)
+        e_arrays[name]["edge"] = erf_edge_units(er, absolute=True)  # + control, later
     return g_arrays, e_arrays, info
+
+
+def edge_control_thresholds(
+    model: Model | nn.Module,
+    layers: str | Sequence[str],
+    *,
+    data: ConceptData | None = None,
+    seeds: Sequence[int] = (0, 1, 2, 3),
+    quantile: float = HIERARCHY.control_quantile,
+    reference_images: int = 64,
+    bn_images: int = 128,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """The random-init control thresholds of the edge instruments with one (``{"gratings":
+    {layer: OSI}, "erf": {layer: orientedness}}``): random-init copies of ``model``'s
+    architecture (``seeds``; BatchNorm statistics re-estimated on ``bn_images`` images of
+    ``data``, default PartsWorld at the model's input size) are probed like the model, and
+    each threshold is the ``quantile`` of the gated control units' values (the hierarchy
+    check's rule, :func:`control_thresholds`). Pass them to
+    :func:`~interp.probes.edges.edge_units` (``osi_threshold``) and
+    :func:`~interp.probes.erf.erf_edge_units` (``threshold``). ``nan`` where no control unit
+    passed the gate."""
+    model = as_model(model)
+    names = [layers] if isinstance(layers, str) else list(layers)
+    size = int(model.input_size[0])
+    if data is None:
+        data = PartsWorldConcepts(n=bn_images, size=size)
+    crops = PhotoCrops(n=reference_images, size=size, seed=0)
+    reference = torch.stack([crops[i][0] for i in range(reference_images)])
+    controls = []
+    for seed in seeds:
+        net, notes = random_control(model, int(seed), data, bn_images=bn_images, upto=names[-1])
+        grat, erf, info = edge_instruments(
+            net, names, size=size, reference=reference, progress=progress
+        )
+        probes = NetworkProbes("control-edges", int(seed), list(grat), grat, erf, None, None)
+        controls.append(probes)
+    found = control_thresholds(controls, names, quantile)
+    return {
+        inst: {n: float(found.get(inst, {}).get(n, {}).get("value", float("nan"))) for n in names}
+        for inst in found
+    }
 
 
 @keeps_freed_memory
