@@ -15,11 +15,21 @@ Per unit and stimulus condition (contrast, orientation, frequency), over the pha
   follows the grating's phase: a linear or half-rectified filter) and **complex-like**
   otherwise (phase-invariant, energy-like); its tuning measure is ``F1`` for simple-like and
   the evoked ``F0`` (rectified: suppression is not a preference) for complex-like units;
-* **saturation**: every bounded activation upstream of the layer (ReLU6 at 0 or 6,
-  hardtanh, hardsigmoid) is watched inside the unit's RF window; an element counts as
-  *clipped* when it sits at a bound under the grating but not under grey. The tuning is
-  read at the highest contrast at which fewer than ``clip_limit`` (5%) of the elements are
-  clipped (the lowest contrast when every contrast clips more; said in ``info``);
+* **saturation**, read per unit: every bounded activation upstream of the layer (ReLU6 at 0
+  or 6, hardtanh, hardsigmoid) is watched inside the unit's RF window; an element counts as
+  *clipped* when it sits at a bound under the grating but not under grey; and where the
+  layer's own output is bounded, each unit's own responses are watched. The tuning of a unit
+  is read at the highest contrast at which **its own tuning curve** (the preferred
+  frequency, every orientation and phase) touches no saturating bound of its own and fewer
+  than ``clip_limit`` (5%) of the upstream elements are clipped (the lowest contrast when
+  every contrast fails; said in ``info``). A layer-wide fraction alone is not enough: a
+  Gabor whose preferred gratings alone reach ReLU6's 6 clips 1-2% of its stimuli (0.2% of
+  the layer), and read there its curve has a flat top whose ties put the argmax 10-19
+  degrees off and lower its OSI by up to 0.08;
+* **preferred orientation**: half the phase of the curve's second circular harmonic at the
+  preferred frequency (the vector whose length is the OSI), so a peak between grid points
+  or a flat top is placed where the curve's mass is; the grid's step is its resolution
+  (``info["orientation_resolution"]``);
 * **OSI** at the preferred frequency, ``|sum_k m_k e^{2 i theta_k}| / sum_k m_k`` over the
   measure ``m`` (1 - circular variance);
 * **drive ratio**: the largest evoked response to any grating over the unit's evoked
@@ -30,7 +40,10 @@ Per unit and stimulus condition (contrast, orientation, frequency), over the pha
 
 A unit is an **edge unit** (:func:`edge_units`) when it is driven (drive ratio >=
 ``DRIVE_MIN``) and oriented (OSI >= ``OSI_MIN``, and above the random-init control's
-threshold where the hierarchy check supplies one). The cut-offs were calibrated on planted
+threshold: the hierarchy check supplies one, :func:`~interp.probes.hierarchy.
+edge_control_thresholds` measures one, and without one the absolute rule alone is applied
+with an :class:`~interp.probes.rules.AbsoluteRuleWarning`, since it calls about half of a
+random-init 11x11 layer edge units). The cut-offs were calibrated on planted
 units (tests/test_edges.py), measured with this module's defaults on a 64-px canvas:
 
 * planted Gabors (luminance, odd and even, 2-7 px period, with biases and gains that
