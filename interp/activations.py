@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .checks import check_hookable
 from .errors import UnknownLayerError
 from .models.base import Model, module_device
 
@@ -148,6 +149,7 @@ class ActivationCapture:
         detach: bool | None = None,
     ) -> None:
         self.module = _module(model)
+        check_hookable(self.module, model.name if isinstance(model, Model) else "the model")
         self.layers = resolve_layers(model, layers)
         self.stop = stop
         self.detach = detach

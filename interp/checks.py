@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import NonFiniteError, RangeError
+from .errors import InterpError, NonFiniteError, RangeError
 
 __all__ = [
     "check_int",
@@ -24,6 +24,7 @@ __all__ = [
     "check_fraction",
     "check_finite",
     "check_finite_module",
+    "check_hookable",
 ]
 
 
@@ -125,6 +126,18 @@ def check_finite(value: torch.Tensor | float, what: str, hint: str = "") -> None
             "copy of the checkpoint, a lower learning rate for training)"
         )
     )
+
+
+def check_hookable(module: nn.Module, source: str) -> None:
+    """Raise :class:`InterpError` for a TorchScript module, whose layers take no forward hooks
+    (TorchScript's own error is a traceback-sized RuntimeError from deep inside a capture)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise InterpError(
+            f"{source} is a TorchScript module, whose layers cannot be hooked: `interp "
+            "classify` runs it, but layers, activations and renders need the eager model; load "
+            "its state dict with --weights PATH on its architecture, or the full pickled module "
+            "with --trust-checkpoint"
+        )
 
 
 def check_finite_module(module: nn.Module, source: str) -> None:

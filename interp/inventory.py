@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .activations import ActivationCapture, layer_names, preserved_state, resolve_layers
+from .checks import check_hookable
 from .models.base import Model
 from .models.registry import as_model
 
@@ -262,6 +263,7 @@ def layers(
     """
     model = as_model(model)
     module = model.module
+    check_hookable(module, model.name)
     size = input_size or model.input_size
     device = model.device
     x = model.normalize(

@@ -23,7 +23,8 @@ M = ["simplecnn", *OPTS]
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Bad files: random bytes, a NaN state dict, a folder of no images, a text 'image'."""
+    """Bad files: random bytes, a NaN state dict, a pickled module, a folder of no images, a
+    text 'image', and a folder holding only that."""
     root = tmp_path_factory.mktemp("bad_inputs")
     (root / "random.pt").write_bytes(os.urandom(4096))
     from interp import load_model
@@ -33,8 +34,11 @@ def files(tmp_path_factory):
     first = next(k for k, v in state.items() if v.is_floating_point())
     state[first].view(-1)[0] = float("nan")
     torch.save(state, root / "nan.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), root / "module.pt")
     (root / "empty_dir").mkdir()
     (root / "text.png").write_text("not an image")
+    (root / "text_dir").mkdir()
+    (root / "text_dir" / "text.png").write_text("not an image")
     return root
 
 
@@ -49,6 +53,7 @@ def table(f) -> dict[str, list[tuple[list[str], str]]]:
         "layers": [
             (["layers", "no_such_model"], "unknown model"),
             (["layers", str(f / "random.pt")], "corrupt"),
+            (["layers", str(f / "module.pt")], "names code (torch.nn.modules.container"),
             (["layers", *M, "--weights", str(f / "random.pt")], "corrupt"),
             (["layers", *M, "--weights", str(f / "nan.pt")], "NaN"),
             (["layers", *M, "--weights", str(f / "missing.pt")], "does not exist"),
@@ -59,6 +64,7 @@ def table(f) -> dict[str, list[tuple[list[str], str]]]:
         "classify": [
             (["classify", "simplecnn", str(f / "empty_dir"), *OPTS], "no image"),
             (["classify", "simplecnn", img, *OPTS], "cannot read"),
+            (["classify", "simplecnn", str(f / "text_dir"), *OPTS], "cannot read"),
             (["classify", "simplecnn", str(f / "missing.png"), *OPTS], "does not exist"),
             (["classify", "simplecnn", "--photos", *OPTS, "--top", "0"], "--top"),
             (["classify", *M], "--photos"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,6 +16,18 @@ from ..settings import RENDER
 
 _SEED_MAX = 2**32 - 1
 _MIN_SIZE = 8  # the smallest image side any job accepts
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` as one line without terminal escape codes."""
+    return " ".join(part.strip() for part in _ANSI.sub("", text).splitlines() if part.strip())
+
+
+def print_error(command: str, message: str) -> None:
+    """Print ``interp COMMAND: error: MESSAGE`` on stderr as one line: the form of every error,
+    also of those a command reports and then goes on past (an unreadable image in a folder)."""
+    print(f"interp {command}: error: {_one_line(message)}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -28,7 +27,7 @@ from . import (
     unit,
     visualize,
 )
-from ._common import _common, _Parser
+from ._common import _ANSI, _common, _one_line, _Parser, print_error  # noqa: F401 (re-exported)
 
 #: command name -> its module (``add_parser`` and ``run``), in the order of ``interp --help``
 _COMMANDS = {
@@ -116,14 +115,6 @@ def console(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(status)
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
-def _one_line(text: str) -> str:
-    """``text`` as one line without terminal escape codes."""
-    return " ".join(part.strip() for part in _ANSI.sub("", text).splitlines() if part.strip())
-
-
 def _os_error(exc: OSError) -> str:
     """A one-line message for a file-system error that reached the top: a write refused
     (disk full, read-only, no permission) in the words of :func:`~interp.utils.output_error`,
@@ -153,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         message = str(exc) if isinstance(exc, InterpError) else _os_error(exc)
-        print(f"interp {args.command}: error: {_one_line(message)}", file=sys.stderr)
+        print_error(args.command, message)
         if verbose:
             import traceback
 

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ImageError
 from ..models.base import Preprocessing
 
-__all__ = ["load_image", "to_input", "image_files", "ImageLike", "IMAGE_SUFFIXES"]
+__all__ = ["load_image", "to_input", "image_files", "folder_images", "ImageLike", "IMAGE_SUFFIXES"]
 
 ImageLike = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -27,18 +27,29 @@ def image_files(folder: str | os.PathLike[str]) -> list[Path]:
     Raises:
         ImageError: ``folder`` is not a folder, or holds no image file.
     """
+    return folder_images(folder)[0]
+
+
+def folder_images(folder: str | os.PathLike[str]) -> tuple[list[Path], list[Path]]:
+    """The files directly in ``folder`` split by suffix into images and the rest, each sorted
+    by name, so that a caller can say what it skipped.
+
+    Raises:
+        ImageError: ``folder`` is not a folder, or holds no image file.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder} is not a folder")
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
+    images: list[Path] = []
+    others: list[Path] = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    if not images:
         raise ImageError(
             f"folder {folder} holds no image file ({', '.join(IMAGE_SUFFIXES[:5])}, ...); "
             "give image files or a folder that holds some"
         )
-    return files
+    return images, others
 
 
 def _from_array(array: np.ndarray) -> Image.Image:

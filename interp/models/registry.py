@@ -42,7 +42,12 @@ from ._registry import (
     register_prefix,
 )
 from .base import Model, Preprocessing
-from .checkpoints import CHECKPOINT_FORMAT, load_state_dict_checked, read_checkpoint
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    find_module,
+    load_state_dict_checked,
+    read_checkpoint,
+)
 
 __all__ = [
     "LoadOptions",
@@ -212,8 +217,9 @@ def load_checkpoint_model(path: str, options: LoadOptions) -> Model:
     """Load a checkpoint that carries its own architecture (TorchScript, full module, interp)."""
     obj = read_checkpoint(path, trust_checkpoint=options.trust_checkpoint)
     source = str(Path(path).resolve())
-    if isinstance(obj, nn.Module):
-        return Model(module=obj, name=path, weights_source=source, info={"format": "module"})
+    module = find_module(obj)
+    if module is not None:
+        return Model(module=module, name=path, weights_source=source, info={"format": "module"})
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("arch"):
         arch = str(obj["arch"])
         arch_kwargs = dict(obj.get("arch_kwargs") or {})
