@@ -38,6 +38,7 @@ __all__ = [
     "hsic_unbiased",
     "linear_cka",
     "match_units",
+    "minibatch_cka_from_grams",
     "unbiased_cka",
     "unit_correlations",
 ]
@@ -112,8 +113,11 @@ class MinibatchCKA:
         self.batches = 0
 
     def update(self, xs: list, ys: list) -> None:
-        ks = [gram(x) for x in xs]
-        ls = [gram(y) for y in ys]
+        """Add one minibatch: features ``(batch, ...)`` of every layer of each side."""
+        self.update_grams([gram(x) for x in xs], [gram(y) for y in ys])
+
+    def update_grams(self, ks: Sequence[np.ndarray], ls: Sequence[np.ndarray]) -> None:
+        """Add one minibatch given by its Gram matrices (``batch x batch``, ``batch >= 4``)."""
         kl = np.array([[hsic_unbiased(k, l) for l in ls] for k in ks])  # noqa: E741
         kk = np.array([hsic_unbiased(k, k) for k in ks])
         ll = np.array([hsic_unbiased(l, l) for l in ls])  # noqa: E741
@@ -129,6 +133,22 @@ class MinibatchCKA:
         if self.kl is None:
             raise RuntimeError("no minibatch was added")
         return self.kl / np.sqrt(np.outer(self.kk, self.ll))
+
+
+def minibatch_cka_from_grams(
+    ks: Sequence[np.ndarray], ls: Sequence[np.ndarray], batch: int
+) -> np.ndarray:
+    """Minibatch CKA (:class:`MinibatchCKA`) between every layer of ``ks`` and of ``ls``, full
+    ``n x n`` Gram matrices of the same ``n`` examples, over consecutive minibatches of
+    ``batch`` examples (their diagonal blocks; a last block under 4 examples is left out)."""
+    acc = MinibatchCKA()
+    n = len(ks[0])
+    for start in range(0, n - 3, batch):
+        block = slice(start, start + batch)
+        if len(ks[0][block, block]) < 4:
+            continue
+        acc.update_grams([k[block, block] for k in ks], [g[block, block] for g in ls])
+    return acc.value()
 
 
 class CorrelationAccumulator:

@@ -7,17 +7,18 @@ import json
 import pytest
 import torch
 
+from interp.data.toy import corner_blobs
 from interp.errors import InterpError
 from interp.experiments.multiclass import (
     AXIS_X,
     AXIS_Y,
     CATEGORIES,
     ROLES,
+    MulticlassResult,
     active_classes,
     bipartition_of,
     bipartition_to_json,
     categorize,
-    corner_blobs,
     multiclass_lab,
     unit_roles,
     units_of,
@@ -26,7 +27,7 @@ from interp.experiments.multiclass import (
 
 @pytest.fixture(scope="module")
 def x_train() -> torch.Tensor:
-    return corner_blobs(50, 0.35, torch.Generator().manual_seed(0))[0]
+    return corner_blobs(200, torch.Generator().manual_seed(0))[0]
 
 
 def _units(weights, biases, x):
@@ -99,12 +100,20 @@ def test_units_of_rejects_bad_shapes(x_train):
 
 
 def test_small_run_writes_outputs(tmp_path):
+    from interp.pipeline.suite import write_experiment
+    from interp.views.experiment_figures import plot_boundaries
+
     out = tmp_path / "mc"
     doc = multiclass_lab(out, seeds=6, hidden=(2, 3), steps=300, progress=False)
+    assert json.loads((out / "multiclass.json").read_text()) == doc.to_dict()
+    write_experiment("multiclass-lab", doc, out)
     for name in ("multiclass.json", "multiclass_boundaries.png", "multiclass_outcomes.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "multiclass_boundaries.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((out / "multiclass.json").read_text()) == doc
+    loaded = MulticlassResult.load(out)
+    assert loaded == doc and not loaded.params  # the trained tensors are not saved
+    assert torch.equal(loaded.x_train, doc.x_train)  # the points are drawn again
+    plot_boundaries(loaded)  # from the records' (rounded) parameters
 
     two = doc["results"]["2"]
     cats = two["summary"]["categories"]

@@ -9,24 +9,26 @@ import pytest
 import torch
 from torch import nn
 
+from interp.data.toy import corner_blobs
 from interp.experiments.symmetry import (
     CONDITIONS,
     REFERENCES,
+    SymmetryResult,
     activation_rank,
     build_model,
-    corner_blobs,
     distinct_units,
     symmetry,
     train_run,
     unit_difference,
     unit_layers,
 )
+from interp.pipeline.suite import write_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs() -> tuple[torch.Tensor, ...]:
-    x, y = corner_blobs(128, seed=0)
+    x, y = corner_blobs(128, 0, shuffle=True)
     return x[:64], y[:64], x[64:], y[64:]
 
 
@@ -150,10 +152,11 @@ def test_symmetry_writes_outputs_deterministically(tmp_path) -> None:
     second = symmetry(tmp_path / "b", **TINY)
     assert first == second
 
-    for folder in ("a", "b"):
-        assert (tmp_path / folder / "symmetry.png").stat().st_size > 1000
+    write_experiment("symmetry", first, tmp_path / "a")
+    assert (tmp_path / "a" / "symmetry.png").stat().st_size > 1000
+    assert SymmetryResult.load(tmp_path / "b") == second
     saved = json.loads((tmp_path / "a" / "symmetry.json").read_text())
-    assert saved == json.loads(json.dumps(first))
+    assert saved == json.loads(json.dumps(first.to_dict()))
     assert set(saved["mlp"]["runs"]) == set(CONDITIONS) == set(saved["cnn"]["runs"])
     assert saved["mlp"]["runs"]["constant"]["final"]["hidden"]["max_diff"] == 0.0
     for layer in saved["cnn"]["runs"]["constant"]["final"].values():

@@ -10,6 +10,7 @@ import torch
 
 from interp.experiments.transfer import (
     ANB_CONDITIONS,
+    TransferResult,
     copy_layers,
     linear_probe,
     reestimate_bn,
@@ -18,6 +19,7 @@ from interp.experiments.transfer import (
     transfer,
 )
 from interp.models.small import SimpleCNN
+from interp.pipeline.suite import write_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -150,8 +152,10 @@ def test_transfer_end_to_end_tiny_is_deterministic(tmp_path) -> None:
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
     second = transfer(tmp_path / "b", bootstrap=50, **kw)
+    write_experiment("transfer", first, tmp_path / "a")
     for name in ("transfer.json", "transfer_probes.png", "transfer_anb.png"):
         assert (tmp_path / "a" / name).stat().st_size > 0
+    assert TransferResult.load(tmp_path / "b") == second
     doc = json.loads((tmp_path / "a" / "transfer.json").read_text())
     assert doc["anb"] == first["anb"] == second["anb"]
     assert doc["probes"] == first["probes"] == second["probes"]

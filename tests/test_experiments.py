@@ -3,6 +3,8 @@ layer identification and redundancy counts on planted cases, and tiny end-to-end
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 
 import numpy as np
@@ -11,10 +13,13 @@ import torch
 
 import interp
 from interp.data.concepts import PartsWorldConcepts
+from interp.experiments import registry
 from interp.experiments._common import RunSpec
 from interp.experiments.axis_alignment import random_orthogonal, rotate_layer
-from interp.experiments.convergence import convergence, layer_identification
+from interp.experiments.convergence import ConvergenceResult, convergence, layer_identification
 from interp.experiments.redundancy import layer_redundancy
+from interp.experiments.transfer import TransferResult
+from interp.pipeline import suite
 from interp.probes.dissect import dissect
 
 TINY = RunSpec(size=32, n=192, epochs=1, width=0.25, snapshots=(1,))
@@ -80,6 +85,9 @@ def test_redundancy_counts_planted_duplicates_and_reciprocal_pairs():
 
 
 def test_convergence_end_to_end_tiny(tmp_path):
+    from interp.pipeline.suite import write_experiment
+    from interp.views.experiment_figures import plot_convergence
+
     s = convergence(
         tmp_path,
         seeds=2,
@@ -93,81 +101,133 @@ def test_convergence_end_to_end_tiny(tmp_path):
     doc = json.loads((tmp_path / "convergence.json").read_text())
     assert doc["layer_identification_linear"] == s["layer_identification_linear"]
     assert np.asarray(doc["cka_linear_cross_seed"]).shape == (6, 6)
-    assert (tmp_path / "convergence.png").stat().st_size > 1000
     assert len(s["findings"]) >= 3
+    assert not list(tmp_path.glob("*.png"))  # the experiment draws nothing: views do
+    write_experiment("convergence", s, tmp_path)
+    assert (tmp_path / "convergence.png").stat().st_size > 1000
+    loaded = ConvergenceResult.load(tmp_path)
+    assert loaded == s and loaded.cka_linear is None  # the unrounded matrices are not saved
+    plot_convergence(loaded)  # a loaded result draws from its document
 
 
-def test_suite_summary_and_resume(tmp_path, monkeypatch):
-    from interp.pipeline import suite
+def _fake(exp, calls, figure="figure"):
+    """``exp`` with a run that records its call and returns a one-finding result (and the
+    real run's signature: its defaults are still the settings)."""
 
-    calls = []
+    @functools.wraps(exp.run)
+    def run(out=None, **kwargs):
+        calls.append(exp.name)
+        return exp.result_type({"findings": [f"{exp.name} measured {len(exp.name)}."]})
 
-    def fake(name):
-        def run(out, seeds, runs, progress):
-            calls.append(name)
-            out.mkdir(parents=True, exist_ok=True)
-            doc = {"findings": [f"{name} measured {len(name)}."]}
-            (out / suite.EXPERIMENTS[name].filename).write_text(json.dumps(doc))
-            (out / "figure.png").write_bytes(b"png")
-            return doc
+    return dataclasses.replace(exp, run=run, figures=(figure,))
 
-        return run
 
-    table = {k: v._replace(runner=fake(k)) for k, v in suite.EXPERIMENTS.items()}
+@pytest.fixture
+def fake_suite(monkeypatch):
+    """Every registered experiment replaced by a fake; one figure, ``figure.png``, each."""
+    from interp.experiments import registry
+    from interp.views import experiment_figures
+
+    calls: list[str] = []
+    table = {k: _fake(e, calls) for k, e in registry.EXPERIMENTS.items()}
+    monkeypatch.setattr(registry, "EXPERIMENTS", table)
     monkeypatch.setattr(suite, "EXPERIMENTS", table)
+    monkeypatch.setitem(experiment_figures.FIGURES, "figure", lambda result: _tiny_figure())
+    return calls
+
+
+def _tiny_figure():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1])
+    return fig
+
+
+def test_suite_summary_and_resume(tmp_path, fake_suite):
+    calls = fake_suite
     summary = suite.experiment_all(tmp_path, progress=False)
-    assert len(calls) == len(table)
+    assert calls == list(suite.EXPERIMENTS)
     md = (tmp_path / "summary.md").read_text()
-    for question, names in suite.QUESTIONS:
+    questions = registry.questions()
+    assert [q for q, _ in questions] == [
+        registry.RANDOM_WEIGHTS,
+        registry.OWN_NICHE,
+        registry.DOMAIN_SPECIFICITY,
+    ]
+    assert [names for _, names in questions] == [
+        ["symmetry", "multiclass-lab"],
+        ["multiclass-lab", "redundancy", "convergence", "axis-alignment"],
+        ["transfer"],
+    ]
+    for question, names in questions:
         assert question in md
         for n in names:
             assert f"{n} measured {len(n)}." in md and f"]({n}/figure.png)" in md
     assert json.loads((tmp_path / "summary.json").read_text())["questions"] == summary.questions
     assert suite.SuiteResult.load(tmp_path) == summary
-    cited = {f"{n}/figure.png" for _, names in suite.QUESTIONS for n in names}
+    cited = {f"{n}/figure.png" for _, names in questions for n in names}
     assert sorted(summary.figures()) == sorted(cited)  # each figure once
-    one = suite.ExperimentResult.load(tmp_path / "transfer", "transfer")
-    assert one.findings == ["transfer measured 8."] and list(one.figures()) == ["figure"]
+    one = suite.load_experiment("transfer", tmp_path / "transfer")
+    assert isinstance(one, TransferResult)
+    assert one.findings == ["transfer measured 8."]
     with pytest.raises(suite.InterpError, match="holds no summary.json"):
         suite.SuiteResult.load(tmp_path / "transfer")
     suite.experiment_all(tmp_path, progress=False)  # finished experiments are reused
-    assert len(calls) == len(table)
+    assert len(calls) == len(suite.EXPERIMENTS)
     suite.experiment_all(tmp_path, force=True, progress=False)
-    assert len(calls) == 2 * len(table)
+    assert len(calls) == 2 * len(suite.EXPERIMENTS)
 
 
-def test_suite_recomputes_an_experiment_whose_defaults_changed(tmp_path, monkeypatch):
+def test_suite_recomputes_an_experiment_whose_defaults_changed(tmp_path, fake_suite):
     """A finished experiment was reused whenever its JSON existed, so results outlived a
     change of defaults; now its record must carry the key of its current settings."""
     from interp.experiments import symmetry
-    from interp.pipeline import suite
 
-    calls = []
-
-    def run(out, seeds, runs, progress):
-        calls.append(out.name)
-        out.mkdir(parents=True, exist_ok=True)
-        doc = {"findings": [f"{out.name} ran."]}
-        (out / suite.EXPERIMENTS[out.name].filename).write_text(json.dumps(doc))
-        return doc
-
-    monkeypatch.setattr(
-        suite, "EXPERIMENTS", {k: v._replace(runner=run) for k, v in suite.EXPERIMENTS.items()}
-    )
+    calls = fake_suite
     suite.experiment_all(tmp_path, progress=False)
     first = len(calls)
     suite.experiment_all(tmp_path, progress=False)  # same settings: all reused
     assert len(calls) == first
     fn = symmetry.symmetry
     defaults = dict(fn.__kwdefaults__)
-    monkeypatch.setattr(
-        fn, "__kwdefaults__", {**defaults, "cnn_epochs": defaults["cnn_epochs"] + 1}
-    )
-    suite.experiment_all(tmp_path, progress=False)  # symmetry's default changed: only it reruns
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        monkeypatch.setattr(
+            fn, "__kwdefaults__", {**defaults, "cnn_epochs": defaults["cnn_epochs"] + 1}
+        )
+        suite.experiment_all(tmp_path, progress=False)  # symmetry's default changed: it reruns
+    finally:
+        monkeypatch.undo()
     assert calls[first:] == ["symmetry"]
+    suite.experiment_all(tmp_path, progress=False)  # back to the old default: rerun again
+    assert calls[first:] == ["symmetry", "symmetry"]
     for marker in (tmp_path / "transfer" / "stages").glob("experiment-*.json"):
         marker.unlink()  # a folder without its stage record: not reused
     suite.experiment_all(tmp_path, progress=False)
-    assert calls[first + 1 :] == ["transfer"]
+    assert calls[first + 2 :] == ["transfer"]
     suite.experiment_all(tmp_path, force=True, progress=False)  # force: every one again
-    assert len(calls) == first + 2 + len(suite.EXPERIMENTS)
+    assert len(calls) == first + 3 + len(suite.EXPERIMENTS)
+
+
+def test_run_experiment_passes_seeds_and_runs_as_the_registry_says(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(exp):
+        @functools.wraps(exp.run)  # the real signature: whether it takes runs
+        def run(out=None, **kwargs):
+            seen[exp.name] = kwargs
+            return exp.result_type({"findings": []})
+
+        return dataclasses.replace(exp, run=run, figures=())
+
+    table = {k: fake(e) for k, e in registry.EXPERIMENTS.items()}
+    monkeypatch.setattr(registry, "EXPERIMENTS", table)
+    for name in table:
+        suite.run_experiment(name, tmp_path / name, seeds=7, progress=False)
+    assert seen["multiclass-lab"] == {"progress": False, "seeds": 7}
+    assert seen["axis-alignment"]["rotations"] == 7
+    assert seen["convergence"]["runs"] == tmp_path / "convergence" / "runs"
+    assert seen["symmetry"] == {"progress": False}  # --seeds does not apply
+    with pytest.raises(suite.InterpError, match="unknown experiment"):
+        suite.run_experiment("nope", tmp_path)

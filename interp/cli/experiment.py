@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..pipeline.suite import EXPERIMENTS  # the registry: names and what --seeds means
+from ..experiments.registry import EXPERIMENTS  # names and what --seeds means
 from ._common import _int
 
 
@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
         "--seeds",
         type=_int(1),
         default=None,
-        help="; ".join(f"{k}: {v[2]}" for k, v in EXPERIMENTS.items() if v[2] != "(unused)"),
+        help="; ".join(f"{k}: {e.seeds[1]}" for k, e in EXPERIMENTS.items() if e.seeds),
     )
     p.add_argument("--runs", type=Path, default=None, help="trained networks [OUT/runs]")
     p.add_argument("--force", action="store_true", help="all: rerun finished experiments")

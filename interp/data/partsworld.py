@@ -32,7 +32,15 @@ import torch
 
 from ..utils import atomic_path
 
-__all__ = ["PartsWorld", "Sample", "CLASSES", "PART_TYPES", "COLOURS", "EDGE_BINS"]
+__all__ = [
+    "CLASSES",
+    "COLOURS",
+    "EDGE_BINS",
+    "PART_TYPES",
+    "PartsWorld",
+    "Sample",
+    "partsworld_tensors",
+]
 
 CLASSES = ("face", "car", "house", "flower", "robot", "boat")
 PART_TYPES = (
@@ -406,3 +414,11 @@ def _edge_masks(segments: np.ndarray) -> dict[str, np.ndarray]:
     return {
         f"edge:{EDGE_BINS[b]}": edge & (bins == b) for b in range(4) if (edge & (bins == b)).any()
     }
+
+
+def partsworld_tensors(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` scenes of the world ``seed`` as one batch: ``[0, 1]`` images
+    ``(n, 3, size, size)`` and labels ``(n,)`` int64 (the loader every experiment uses)."""
+    world = PartsWorld(n, size, seed)
+    items = [world[i] for i in range(n)]
+    return torch.stack([im for im, _ in items]), torch.tensor([lab for _, lab in items])

@@ -1,4 +1,5 @@
-"""Shared pieces of the experiments: small PartsWorld CNN runs (resumable) and output helpers."""
+"""Shared pieces of the experiments: small PartsWorld CNN runs (resumable), SimpleCNN's input
+normalization and the thread limit."""
 
 from __future__ import annotations
 
@@ -6,15 +7,24 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..models.base import Preprocessing
+from ..models.registry import load_model
 from ..train import TrainConfig, train
-from ..utils import atomic_write_text
 
-__all__ = ["CNN_LAYERS", "RunSpec", "ensure_run", "limited_threads", "write_json"]
+__all__ = [
+    "CNN_LAYERS",
+    "RunSpec",
+    "ensure_run",
+    "limited_threads",
+    "simplecnn_input",
+    "simplecnn_preprocessing",
+]
 
 
 #: the probed layers of SimpleCNN: the five ReLUs, then the logits
@@ -66,23 +76,15 @@ def ensure_run(folder: Path, config: Any, progress: bool = False) -> dict[str, A
     return train(config, folder, resume=resume, device="cpu", progress=progress)
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write ``doc`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(doc, indent=1, default=_default))
+@cache
+def simplecnn_preprocessing(channels: int = 3) -> Preprocessing:
+    """SimpleCNN's preprocessing (``interp train``'s, a run folder's): the registry's."""
+    return load_model("simplecnn", device="cpu", weights="none", in_channels=channels).preprocessing
 
 
-def _default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, set | frozenset):
-        return sorted(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+def simplecnn_input(pixels: torch.Tensor) -> torch.Tensor:
+    """``[0, 1]`` images (grey repeated to RGB) -> a 3-channel SimpleCNN's input."""
+    return simplecnn_preprocessing(3).normalize(pixels)
 
 
 @contextmanager

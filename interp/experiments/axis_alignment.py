@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,10 +28,17 @@ from ..models.base import Model
 from ..models.registry import load_model
 from ..probes.dissect import dissect
 from ..utils import make_dir
-from ..views.figures import save_figure
-from ._common import RunSpec, ensure_run, write_json
+from ._common import RunSpec, ensure_run
+from .registry import OWN_NICHE, Experiment, register
+from .results import ExperimentResult
 
-__all__ = ["Rotation", "axis_alignment", "random_orthogonal", "rotate_layer"]
+__all__ = [
+    "AxisAlignmentResult",
+    "Rotation",
+    "axis_alignment",
+    "random_orthogonal",
+    "rotate_layer",
+]
 
 
 class Rotation(nn.Module):
@@ -86,9 +94,10 @@ def axis_alignment(
     dissect_images: int = 500,
     runs: str | Path | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> AxisAlignmentResult:
     """Dissect each layer before and after random rotations (and a permutation control);
-    writes ``axis_alignment.json`` and ``axis_alignment.png`` to ``out``."""
+    writes ``axis_alignment.json`` to ``out`` (``interp experiment axis-alignment`` draws
+    ``axis_alignment.png`` too)."""
     spec = spec or RunSpec()
     out = Path(out)
     make_dir(out)
@@ -160,9 +169,9 @@ def axis_alignment(
             f"{np.mean([x['mean_best_iou'] for x in e['rotation']]):.3f}; a permutation keeps "
             f"{perm} unique concepts (control)."
         )
-    write_json(out / "axis_alignment.json", summary)
-    _figure(out, summary)
-    return summary
+    result = AxisAlignmentResult(summary)
+    result.save(out)
+    return result
 
 
 def _change(drop: float | None) -> str:
@@ -171,26 +180,21 @@ def _change(drop: float | None) -> str:
     return f"a drop of {drop:.0%}" if drop >= 0 else f"a rise of {-drop:.0%}"
 
 
-def _figure(out: Path, summary: dict[str, Any]) -> None:
-    import matplotlib
+@dataclass(eq=False)
+class AxisAlignmentResult(ExperimentResult):
+    """The axis-alignment experiment's document: per layer, the detectors of the original
+    units, of each random rotation and of the permutation control; findings."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    json_name: ClassVar[str] = "axis_alignment.json"
 
-    layers = list(summary["layers"])
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    x = np.arange(len(layers))
-    orig = [summary["layers"][n]["original"]["unique"] for n in layers]
-    perm = [summary["layers"][n]["permutation"][0]["unique"] for n in layers]
-    rot = [[r["unique"] for r in summary["layers"][n]["rotation"]] for n in layers]
-    ax.bar(x - 0.25, orig, width=0.25, label="original units")
-    ax.bar(x, perm, width=0.25, label="permuted (control)")
-    ax.bar(x + 0.25, [np.mean(r) for r in rot], width=0.25, label="random rotation (mean)")
-    for i, r in enumerate(rot):
-        ax.plot([i + 0.25] * len(r), r, "k.", ms=4)
-    ax.set_xticks(x, layers)
-    ax.set_ylabel("unique concepts detected")
-    ax.legend(fontsize=7)
-    ax.set_title("Axis alignment: same function, rotated basis", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, out / "axis_alignment.png")
+
+register(
+    Experiment(
+        "axis-alignment",
+        axis_alignment,
+        AxisAlignmentResult,
+        questions={OWN_NICHE: 4},
+        figures=("axis_alignment",),
+        seeds=("rotations", "random rotations [3]"),
+    )
+)

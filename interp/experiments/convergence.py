@@ -19,8 +19,9 @@ is finished). On probe images none of them saw:
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,15 +29,21 @@ from tqdm.auto import tqdm
 
 from ..activations import ActivationCapture
 from ..data.concepts import PartsWorldConcepts
-from ..data.partsworld import PartsWorld
+from ..data.partsworld import partsworld_tensors
 from ..models.registry import load_model
 from ..probes.dissect import dissect
-from ..similarity import CorrelationAccumulator, cka_from_grams, hsic_unbiased, match_units
+from ..similarity import (
+    CorrelationAccumulator,
+    cka_from_grams,
+    match_units,
+    minibatch_cka_from_grams,
+)
 from ..utils import make_dir
-from ..views.figures import save_figure
-from ._common import CNN_LAYERS, RunSpec, ensure_run, write_json
+from ._common import CNN_LAYERS, RunSpec, ensure_run
+from .registry import OWN_NICHE, Experiment, register
+from .results import ExperimentResult
 
-__all__ = ["convergence", "layer_identification"]
+__all__ = ["ConvergenceResult", "convergence", "layer_identification"]
 
 LAYERS = [*CNN_LAYERS, "fc"]
 
@@ -71,20 +78,6 @@ def _grams(model: Any, images: torch.Tensor, batch: int) -> dict[str, np.ndarray
     return out
 
 
-def _minibatch_cka(k: np.ndarray, l: np.ndarray, batch: int) -> float:  # noqa: E741
-    """Minibatch CKA from the diagonal blocks of two full Gram matrices."""
-    kl = kk = ll = 0.0
-    for s in range(0, len(k) - 3, batch):
-        sl = slice(s, s + batch)
-        kb, lb = k[sl, sl], l[sl, sl]
-        if len(kb) < 4:
-            continue
-        kl += hsic_unbiased(kb, lb)
-        kk += hsic_unbiased(kb, kb)
-        ll += hsic_unbiased(lb, lb)
-    return float(kl / np.sqrt(kk * ll))
-
-
 def convergence(
     out: str | Path,
     *,
@@ -96,10 +89,11 @@ def convergence(
     dissect_images: int = 300,
     runs: str | Path | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> ConvergenceResult:
     """Train ``seeds`` PartsWorld CNNs into ``runs`` (default ``out/runs``; finished runs are
     reused, interrupted ones resumed) and compare them (module docstring). Writes
-    ``convergence.json`` and ``convergence.png`` to ``out``; returns the summary."""
+    ``convergence.json`` to ``out`` (``interp experiment convergence`` draws
+    ``convergence.png`` too); returns the result."""
     if seeds < 2:
         raise ValueError("convergence needs at least two seeds")
     spec = spec or RunSpec()
@@ -111,77 +105,22 @@ def convergence(
         accs.append(ensure_run(spec.folder(runs_dir, s), spec.config(s))["test_acc"])
     models = [load_model(str(spec.folder(runs_dir, s)), device="cpu") for s in range(seeds)]
 
-    world = PartsWorld(probe_images, spec.size, seed=777_001)  # no run trained on it
-    images = torch.stack([world[i][0] for i in range(len(world))])
+    images, _ = partsworld_tensors(probe_images, spec.size, 777_001)  # no run trained on it
     grams = [_grams(m, images, 100) for m in tqdm(models, desc="features", disable=not progress)]
     nl = len(LAYERS)
     lin = np.zeros((seeds, seeds, nl, nl))
     mb = np.zeros((seeds, seeds, nl, nl))
     for a, b in itertools.product(range(seeds), repeat=2):
         for i, j in itertools.product(range(nl), repeat=2):
-            k, l = grams[a][LAYERS[i]], grams[b][LAYERS[j]]  # noqa: E741
-            lin[a, b, i, j] = cka_from_grams(k, l)
-            mb[a, b, i, j] = _minibatch_cka(k, l, minibatch)
+            lin[a, b, i, j] = cka_from_grams(grams[a][LAYERS[i]], grams[b][LAYERS[j]])
+        ks, ls = [grams[a][n] for n in LAYERS], [grams[b][n] for n in LAYERS]
+        mb[a, b] = minibatch_cka_from_grams(ks, ls, minibatch)
     pairs = [(a, b) for a, b in itertools.permutations(range(seeds), 2)]
     cross_lin = np.mean([lin[a, b] for a, b in pairs], axis=0)
     cross_mb = np.mean([mb[a, b] for a, b in pairs], axis=0)
 
-    # unit matching: seed 0 against every other seed, all positions as samples
-    corr = {n: [CorrelationAccumulator() for _ in range(1, seeds)] for n in CNN_LAYERS}
-    with torch.no_grad():
-        caps = [ActivationCapture(m.module, CNN_LAYERS) for m in models]
-        for c in caps:
-            c.__enter__()
-        try:
-            for s in range(0, match_images, 50):
-                x = images[s : min(match_images, s + 50)]
-                acts = [c.run(m.normalize(x)) for c, m in zip(caps, models, strict=True)]
-                for n in CNN_LAYERS:
-                    a0 = acts[0][n].permute(0, 2, 3, 1).reshape(-1, acts[0][n].shape[1])
-                    for t in range(1, seeds):
-                        at = acts[t][n].permute(0, 2, 3, 1).reshape(-1, acts[t][n].shape[1])
-                        corr[n][t - 1].update(a0, at)
-        finally:
-            for c in caps:
-                c.__exit__(None, None, None)
-    matching = {}
-    for n in CNN_LAYERS:
-        matched, best = [], []
-        for acc in corr[n]:
-            c = acc.value()
-            _, r = match_units(c)
-            matched.append(r[~np.isnan(r)])
-            best.append(c.max(axis=1))
-        m, bst = np.concatenate(matched), np.concatenate(best)
-        matching[n] = {
-            "units": int(len(corr[n][0].sa)),
-            "matched_r_quantiles_10_50_90": np.quantile(m, [0.1, 0.5, 0.9]).round(3).tolist(),
-            "matched_r_above_0.9": round(float((m > 0.9).mean()), 4),
-            "matched_r_above_0.5": round(float((m > 0.5).mean()), 4),
-            "best_r_median": round(float(np.median(bst)), 3),
-            "matched_r": m.round(4).tolist(),
-        }
-
-    # detectors across seeds
-    concepts = PartsWorldConcepts(n=dissect_images, size=spec.size)
-    found: dict[str, list[set[str]]] = {n: [] for n in CNN_LAYERS}
-    counts: dict[str, list[int]] = {n: [] for n in CNN_LAYERS}
-    for m in tqdm(models, desc="dissection", disable=not progress):
-        dis = dissect(m, concepts, CNN_LAYERS, progress=False)
-        for n in CNN_LAYERS:
-            labels = [x for x in dis[n].labels() if x]
-            found[n].append(set(labels))
-            counts[n].append(len(labels))
-    detectors = {}
-    for n in CNN_LAYERS:
-        union = set().union(*found[n])
-        common = set.intersection(*found[n]) if found[n] else set()
-        detectors[n] = {
-            "detector_units_per_seed": counts[n],
-            "concepts_in_every_seed": sorted(common),
-            "concepts_in_some_seed": sorted(union),
-            "shared_fraction": round(len(common) / len(union), 4) if union else None,
-        }
+    matching = _unit_matching(models, images, match_images)
+    detectors = _detectors(models, PartsWorldConcepts(n=dissect_images, size=spec.size), progress)
 
     ident_lin = layer_identification(lin)
     ident_mb = layer_identification(mb)
@@ -232,49 +171,93 @@ def convergence(
         f"({len(detectors[last]['concepts_in_every_seed'])} of "
         f"{len(detectors[last]['concepts_in_some_seed'])}).",
     ]
-    write_json(out / "convergence.json", summary)
-    _figures(out, summary, cross_lin, cross_mb)
-    return summary
+    result = ConvergenceResult(summary, cka_linear=cross_lin, cka_minibatch=cross_mb)
+    result.save(out)
+    return result
 
 
-def _figures(out: Path, summary: dict[str, Any], lin: np.ndarray, mb: np.ndarray) -> None:
-    import matplotlib
+def _unit_matching(models: list[Any], images: torch.Tensor, match_images: int) -> dict[str, Any]:
+    """Unit matching of seed 0 against every other seed over the first ``match_images``."""
+    seeds = len(models)
+    corr = {n: [CorrelationAccumulator() for _ in range(1, seeds)] for n in CNN_LAYERS}
+    with torch.no_grad():
+        caps = [ActivationCapture(m.module, CNN_LAYERS) for m in models]
+        for c in caps:
+            c.__enter__()
+        try:
+            for s in range(0, match_images, 50):
+                x = images[s : min(match_images, s + 50)]
+                acts = [c.run(m.normalize(x)) for c, m in zip(caps, models, strict=True)]
+                for n in CNN_LAYERS:
+                    a0 = acts[0][n].permute(0, 2, 3, 1).reshape(-1, acts[0][n].shape[1])
+                    for t in range(1, seeds):
+                        at = acts[t][n].permute(0, 2, 3, 1).reshape(-1, acts[t][n].shape[1])
+                        corr[n][t - 1].update(a0, at)
+        finally:
+            for c in caps:
+                c.__exit__(None, None, None)
+    matching = {}
+    for n in CNN_LAYERS:
+        matched, best = [], []
+        for acc in corr[n]:
+            c = acc.value()
+            _, r = match_units(c)
+            matched.append(r[~np.isnan(r)])
+            best.append(c.max(axis=1))
+        m, bst = np.concatenate(matched), np.concatenate(best)
+        matching[n] = {
+            "units": int(len(corr[n][0].sa)),
+            "matched_r_quantiles_10_50_90": np.quantile(m, [0.1, 0.5, 0.9]).round(3).tolist(),
+            "matched_r_above_0.9": round(float((m > 0.9).mean()), 4),
+            "matched_r_above_0.5": round(float((m > 0.5).mean()), 4),
+            "best_r_median": round(float(np.median(bst)), 3),
+            "matched_r": m.round(4).tolist(),
+        }
+    return matching
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    names = [n.replace("features.", "") for n in LAYERS]
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))
-    for ax, mat, title in ((axes[0], lin, "linear CKA"), (axes[1], mb, "minibatch CKA")):
-        im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(names)), names, rotation=45, fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set_xlabel("layer of seed b")
-        ax.set_ylabel("layer of seed a")
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(
-                    j,
-                    i,
-                    f"{mat[i, j]:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="w" if mat[i, j] < 0.6 else "k",
-                )
-        ax.set_title(f"{title} across seeds (mean of pairs)", fontsize=9)
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
-    ax = axes[2]
-    data = [summary["matching"][n]["matched_r"] for n in CNN_LAYERS]
-    ax.boxplot(data, showfliers=False)
-    ax.set_xticks(range(1, len(CNN_LAYERS) + 1), names[: len(CNN_LAYERS)], fontsize=7)
-    ax.set_ylabel("correlation with the matched unit")
-    ax.set_ylim(-0.1, 1.0)
-    ax.set_title("one-to-one unit matching, seed 0 vs others", fontsize=9)
-    fig.suptitle(
-        f"{summary['seeds']} PartsWorld CNN seeds: corresponding layer found by linear CKA in "
-        f"{summary['layer_identification_linear']:.0%} of cases",
-        fontsize=10,
+def _detectors(models: list[Any], concepts: Any, progress: bool) -> dict[str, Any]:
+    """Per layer, the concepts detected by every seed and by some seed."""
+    found: dict[str, list[set[str]]] = {n: [] for n in CNN_LAYERS}
+    counts: dict[str, list[int]] = {n: [] for n in CNN_LAYERS}
+    for m in tqdm(models, desc="dissection", disable=not progress):
+        dis = dissect(m, concepts, CNN_LAYERS, progress=False)
+        for n in CNN_LAYERS:
+            labels = [x for x in dis[n].labels() if x]
+            found[n].append(set(labels))
+            counts[n].append(len(labels))
+    detectors = {}
+    for n in CNN_LAYERS:
+        union = set().union(*found[n])
+        common = set.intersection(*found[n]) if found[n] else set()
+        detectors[n] = {
+            "detector_units_per_seed": counts[n],
+            "concepts_in_every_seed": sorted(common),
+            "concepts_in_some_seed": sorted(union),
+            "shared_fraction": round(len(common) / len(union), 4) if union else None,
+        }
+    return detectors
+
+
+@dataclass(eq=False)
+class ConvergenceResult(ExperimentResult):
+    """The convergence experiment's document (CKA across seeds, layer identification, unit
+    matching, detectors across seeds, findings) and, after a run (not saved), the unrounded
+    cross-seed CKA matrices the document holds rounded to 4 decimals."""
+
+    json_name: ClassVar[str] = "convergence.json"
+
+    cka_linear: np.ndarray | None = field(default=None, repr=False)
+    cka_minibatch: np.ndarray | None = field(default=None, repr=False)
+
+
+register(
+    Experiment(
+        "convergence",
+        convergence,
+        ConvergenceResult,
+        questions={OWN_NICHE: 3},
+        figures=("convergence",),
+        seeds=("seeds", "networks trained [5]"),
     )
-    fig.tight_layout()
-    save_figure(fig, out / "convergence.png")
+)

@@ -37,22 +37,21 @@ number of seeds) and the caller's RNG state is left as it was.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.toy import CENTRES, corner_blobs
 from ..errors import InterpError
-from ..utils import atomic_write_text, make_dir
-from ..views.figures import save_figure
+from ..train import fit
 from ._common import limited_threads
+from .registry import OWN_NICHE, RANDOM_WEIGHTS, Experiment, register
+from .results import ExperimentResult
 
 __all__ = [
     "AXIS_SPLITS",
@@ -63,21 +62,18 @@ __all__ = [
     "ROLES",
     "SOLVED_ACC",
     "Bipartition",
+    "MulticlassResult",
     "Unit",
     "active_classes",
     "bipartition_of",
     "bipartition_to_json",
     "categorize",
-    "corner_blobs",
     "multiclass_lab",
-    "plot_boundaries",
-    "plot_outcomes",
+    "stacked_logits",
     "unit_roles",
     "units_of",
 ]
 
-#: class ``i`` is centred at ``CENTRES[i]``
-CENTRES: tuple[tuple[float, float], ...] = ((-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0))
 N_CLASSES = len(CENTRES)
 
 #: a bipartition of the class centres: ``(side holding class 0, the other side)``
@@ -92,12 +88,6 @@ CATEGORIES: tuple[str, ...] = ("dead unit", "axis split", "duplicate", "other")
 ROLES: tuple[str, ...] = ("axis", "axis duplicate", "diagonal", "no split", "dead")
 #: test accuracy from which a seed counts as solved
 SOLVED_ACC = 0.95
-
-_LIM = 2.5  # half-width of the plotted square
-_CLASS_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
-_UNIT_COLOURS = ("black", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
-_ROLE_COLOURS = ("tab:green", "tab:olive", "tab:orange", "tab:gray", "tab:red")
-_CATEGORY_COLOURS = ("tab:red", "tab:green", "tab:olive", "tab:orange")
 
 
 # --------------------------------------------------------------------------- unit analysis
@@ -205,18 +195,6 @@ def unit_roles(units: Sequence[Unit]) -> list[str]:
 # --------------------------------------------------------------------------- data and training
 
 
-def corner_blobs(
-    n_per_class: int, spread: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n_per_class`` points per class around :data:`CENTRES` (standard deviation
-    ``spread``), drawn from ``generator``: ``(x (4n, 2) float32, y (4n,) int64)``, ordered
-    by class."""
-    y = torch.arange(N_CLASSES).repeat_interleave(n_per_class)
-    centres = torch.tensor(CENTRES, dtype=torch.float32)
-    x = centres[y] + spread * torch.randn(len(y), 2, generator=generator)
-    return x, y
-
-
 def _init_params(hidden: int, seeds: Sequence[int]) -> list[torch.Tensor]:
     """PyTorch's default init of ``Linear(2, H)``, ``Linear(H, 4)`` per seed, stacked:
     ``[W1 (S, H, 2), b1 (S, H, 1), W2 (S, 4, H), b2 (S, 4, 1)]``."""
@@ -234,8 +212,9 @@ def _init_params(hidden: int, seeds: Sequence[int]) -> list[torch.Tensor]:
     return [torch.stack(p).clone() for p in parts]
 
 
-def _logits(params: Sequence[torch.Tensor], xt: torch.Tensor) -> torch.Tensor:
-    """Logits ``(S, 4, N)`` of the stacked networks on ``xt (2, N)``."""
+def stacked_logits(params: Sequence[torch.Tensor], xt: torch.Tensor) -> torch.Tensor:
+    """Logits ``(S, 4, N)`` of the stacked networks ``[W1 (S, H, 2), b1 (S, H, 1),
+    W2 (S, 4, H), b2 (S, 4, 1)]`` on ``xt (2, N)``."""
     w1, b1, w2, b2 = params
     hidden = torch.relu(torch.matmul(w1, xt) + b1)  # (S, H, N)
     return torch.baddbmm(b2, w2, hidden)
@@ -246,15 +225,21 @@ def _train(
 ) -> list[torch.Tensor]:
     """Full-batch Adam on ``sum over seeds of mean cross-entropy``; the seeds are independent."""
     params = [p.clone().requires_grad_(True) for p in params]
-    opt = torch.optim.Adam(params, lr=lr)
-    xt = x.T.contiguous()
     targets = y.expand(params[0].shape[0], -1)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = F.cross_entropy(_logits(params, xt), targets, reduction="sum") / len(y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+
+    def loss(logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, reduction="sum") / len(yb)
+
+    fit(
+        None,
+        (x, y),
+        epochs=steps,  # one full batch per epoch, in order
+        lr=lr,
+        params=params,
+        shuffle=False,
+        forward=lambda xb: stacked_logits(params, xb.T.contiguous()),
+        loss_fn=loss,
+    )
     return [p.detach() for p in params]
 
 
@@ -276,10 +261,10 @@ def _seed_records(
     with torch.no_grad():
         acc: dict[str, list[float]] = {}
         for split in ("train", "test"):
-            logits = _logits(params, data[f"x_{split}"].T.contiguous())
+            logits = stacked_logits(params, data[f"x_{split}"].T.contiguous())
             target = data[f"y_{split}"]
             acc[split] = (logits.argmax(dim=1) == target).float().mean(dim=1).tolist()
-        train_logits = _logits(params, data["x_train"].T.contiguous())
+        train_logits = stacked_logits(params, data["x_train"].T.contiguous())
         targets = data["y_train"].expand(len(seeds), -1)
         losses = F.cross_entropy(train_logits, targets, reduction="none").mean(dim=1).tolist()
     w1, b1, w2, b2 = params
@@ -436,12 +421,13 @@ def multiclass_lab(
     lr: float = 0.05,
     seed: int = 0,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> MulticlassResult:
     """Train the four-blob network from network seeds ``0 .. seeds-1`` for each hidden size.
 
     Args:
-        out: folder for ``multiclass.json``, ``multiclass_boundaries.png`` and
-            ``multiclass_outcomes.png`` (created); ``None`` writes nothing.
+        out: folder for ``multiclass.json`` (created); ``None`` writes nothing. Its figures
+            (``multiclass_boundaries.png``, ``multiclass_outcomes.png``) are drawn by
+            ``interp experiment multiclass-lab`` (:func:`interp.pipeline.suite.run_experiment`).
         seeds: number of network seeds per hidden size (seeds ``0 .. seeds-1``).
         hidden: hidden sizes; 2 is the lab's case (categories), the others show what extra
             units do (roles).
@@ -454,7 +440,7 @@ def multiclass_lab(
         progress: show a progress bar over the seeds.
 
     Returns:
-        The summary (the same content as ``multiclass.json``): ``layout``, ``config``,
+        The result; its document (``multiclass.json``) holds ``layout``, ``config``,
         ``results[str(H)]`` with ``summary`` and per-seed ``records``, and ``findings``.
     """
     from tqdm.auto import tqdm
@@ -464,10 +450,8 @@ def multiclass_lab(
         raise InterpError("give seeds >= 1 and at least one hidden size >= 1")
     if n_per_class < 1 or steps < 0 or not (spread > 0 and lr > 0):
         raise InterpError("give n_per_class >= 1, steps >= 0, spread > 0 and lr > 0")
-    gen = torch.Generator().manual_seed(int(seed))
-    x_train, y_train = corner_blobs(n_per_class, spread, gen)
-    x_test, y_test = corner_blobs(n_per_class, spread, gen)
-    data = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    data = lab_data(n_per_class, spread, seed)
+    x_train, y_train, y_test = data["x_train"], data["y_train"], data["y_test"]
 
     network_seeds = list(range(seeds))
     chunk = 50  # seeds trained together (the progress bar moves once per chunk)
@@ -521,184 +505,48 @@ def multiclass_lab(
         "results": results,
     }
     doc["findings"] = _findings(results)
+    result = MulticlassResult(doc, x_train=x_train, y_train=y_train, params=trained)
     if out is not None:
-        _write_outputs(Path(out), doc, trained, data)
-    return doc
+        result.save(out)
+    return result
 
 
-# --------------------------------------------------------------------------- outputs
+def lab_data(n_per_class: int, spread: float, seed: int) -> dict[str, torch.Tensor]:
+    """The lab's training and test points (``x_train``, ``y_train``, ``x_test``, ``y_test``):
+    ``n_per_class`` of each class each, drawn one after the other from ``seed``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    x_train, y_train = corner_blobs(N_CLASSES * n_per_class, gen, spread=spread)
+    x_test, y_test = corner_blobs(N_CLASSES * n_per_class, gen, spread=spread)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
-def _write_outputs(
-    out: Path,
-    doc: dict[str, Any],
-    trained: dict[int, list[torch.Tensor]],
-    data: dict[str, torch.Tensor],
-) -> None:
-    make_dir(out)
-    atomic_write_text(out / "multiclass.json", json.dumps(doc, indent=1) + "\n")
-    h = 2 if 2 in trained else min(trained)
-    records = doc["results"][str(h)]["records"]
-    save_figure(
-        plot_boundaries(records, trained[h], data["x_train"], data["y_train"]),
-        out / "multiclass_boundaries.png",
+@dataclass(eq=False)
+class MulticlassResult(ExperimentResult):
+    """The lab's document, its training points and (after a run, not saved) the trained
+    stacked parameters per hidden size (:func:`stacked_logits`). A loaded result has the
+    points (drawn again from the config) but no parameters: the figures then take each
+    unit's from the records."""
+
+    json_name: ClassVar[str] = "multiclass.json"
+
+    x_train: torch.Tensor | None = field(default=None, repr=False)
+    y_train: torch.Tensor | None = field(default=None, repr=False)
+    params: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> MulticlassResult:
+        c = doc["config"]
+        data = lab_data(c["n_per_class"], c["spread"], c["data_seed"])
+        return cls(doc, x_train=data["x_train"], y_train=data["y_train"])
+
+
+register(
+    Experiment(
+        "multiclass-lab",
+        multiclass_lab,
+        MulticlassResult,
+        questions={RANDOM_WEIGHTS: 2, OWN_NICHE: 1},
+        figures=("multiclass_boundaries", "multiclass_outcomes"),
+        seeds=("seeds", "network seeds [100]"),
     )
-    save_figure(plot_outcomes(doc), out / "multiclass_outcomes.png")
-
-
-def _clip_line(w: Sequence[float], b: float, lim: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ends of the segment of ``w.x + b = 0`` inside ``[-lim, lim]^2`` (None if outside)."""
-    wv = np.asarray(w, dtype=float)
-    norm = float(np.hypot(*wv))
-    if norm == 0:
-        return None
-    p0 = -b * wv / norm**2
-    d = np.array([-wv[1], wv[0]]) / norm
-    lo, hi = -math.inf, math.inf
-    for i in range(2):
-        if abs(d[i]) < 1e-12:
-            if abs(p0[i]) > lim:
-                return None
-            continue
-        t1, t2 = (-lim - p0[i]) / d[i], (lim - p0[i]) / d[i]
-        lo, hi = max(lo, min(t1, t2)), min(hi, max(t1, t2))
-    if lo >= hi:
-        return None
-    return p0 + lo * d, p0 + hi * d
-
-
-def plot_boundaries(
-    records: Sequence[dict[str, Any]],
-    params: Sequence[torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_panels: int = 12,
-):  # noqa: ANN201  (a matplotlib Figure)
-    """A grid of the first ``n_panels`` seeds: training points coloured by class, the model's
-    decision regions as background, each hidden unit's line with an arrow towards its active
-    side (dashed: dead)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    k = min(n_panels, len(records))
-    ncols = min(4, k)
-    nrows = math.ceil(k / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.2 * ncols, 3.3 * nrows), squeeze=False, sharex=True, sharey=True
-    )
-    grid = torch.linspace(-_LIM, _LIM, 161)
-    gy, gx = torch.meshgrid(grid, grid, indexing="ij")
-    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)])  # (2, M)
-    with torch.no_grad():
-        regions = _logits([p[:k] for p in params], pts).argmax(dim=1)  # (k, M)
-    cmap = ListedColormap(_CLASS_COLOURS)
-    xs, ys = x.numpy(), y.numpy()
-    for i, ax in enumerate(axes.flat):
-        if i >= k:
-            ax.axis("off")
-            continue
-        rec = records[i]
-        ax.imshow(
-            regions[i].reshape(len(grid), len(grid)).numpy(),
-            origin="lower",
-            extent=(-_LIM, _LIM, -_LIM, _LIM),
-            cmap=cmap,
-            vmin=-0.5,
-            vmax=N_CLASSES - 0.5,
-            alpha=0.2,
-            interpolation="nearest",
-        )
-        ax.scatter(xs[:, 0], xs[:, 1], c=ys, cmap=cmap, vmin=-0.5, vmax=N_CLASSES - 0.5, s=3)
-        for j, unit in enumerate(rec["units"]):
-            colour = _UNIT_COLOURS[j % len(_UNIT_COLOURS)]
-            seg = _clip_line(unit["w"], unit["b"], _LIM)
-            if seg is None:
-                continue
-            (ax0, ay0), (ax1, ay1) = seg
-            style = "--" if unit["dead"] else "-"
-            ax.plot([ax0, ax1], [ay0, ay1], style, color=colour, lw=1.4)
-            mid = (seg[0] + seg[1]) / 2
-            direction = np.asarray(unit["w"]) / np.hypot(*unit["w"]) * 0.45
-            ax.annotate(
-                "",
-                xy=tuple(mid + direction),
-                xytext=tuple(mid),
-                arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.4},
-            )
-            ax.text(*(mid - 0.25 * direction), f"u{j}", color=colour, fontsize=7)
-        label = rec.get("category") or ("both axes" if rec["both_axes"] else "not both axes")
-        dead = [f"u{j}" for j, unit in enumerate(rec["units"]) if unit["dead"]]
-        if dead:
-            label += f" ({', '.join(dead)})"
-        ax.set_title(f"seed {rec['seed']}: {label}\ntest acc {rec['test_acc']:.2f}", fontsize=9)
-        ax.set_xlim(-_LIM, _LIM)
-        ax.set_ylim(-_LIM, _LIM)
-        ax.set_aspect("equal")
-        ax.tick_params(labelsize=7)
-    handles = [
-        plt.Line2D([], [], ls="", marker="o", color=c, label=f"class {i} {CENTRES[i]}")
-        for i, c in enumerate(_CLASS_COLOURS)
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    hidden = len(records[0]["units"]) if records else 0
-    fig.suptitle(
-        f"{hidden} hidden units: background = model's decision regions, lines = units "
-        "(arrow: active side, dashed: dead)",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    return fig
-
-
-def plot_outcomes(doc: dict[str, Any]):  # noqa: ANN201  (a matplotlib Figure)
-    """Left: the 2-unit outcome fractions (count and mean test accuracy on each bar). Right:
-    per hidden size, the fraction of units in each role."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = doc["results"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), width_ratios=(1, 1.6))
-    if "2" in results:
-        cats = results["2"]["summary"]["categories"]
-        fracs = [cats[c]["fraction"] for c in CATEGORIES]
-        bars = left.bar(CATEGORIES, fracs, color=_CATEGORY_COLOURS)
-        for bar_, c in zip(bars, CATEGORIES, strict=True):
-            left.text(
-                bar_.get_x() + bar_.get_width() / 2,
-                bar_.get_height() + 0.01,
-                f"{cats[c]['count']} seeds\nacc {_fmt(cats[c]['mean_test_acc'])}",
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
-        left.set_ylim(0, min(1.0, max(fracs) + 0.25) if fracs else 1)
-        n = results["2"]["summary"]["n_seeds"]
-        left.set_title(f"2 hidden units: outcome over {n} seeds", fontsize=10)
-        left.set_ylabel("fraction of seeds")
-    else:
-        left.text(0.5, 0.5, "2 hidden units not run", ha="center", va="center")
-        left.axis("off")
-    keys = list(results)
-    width = 0.8 / len(ROLES)
-    for j, role in enumerate(ROLES):
-        vals = [results[k]["summary"]["roles"][role]["fraction_of_units"] for k in keys]
-        pos = [i + (j - (len(ROLES) - 1) / 2) * width for i in range(len(keys))]
-        right.bar(pos, vals, width=width, color=_ROLE_COLOURS[j], label=role)
-    labels = []
-    for k in keys:
-        s = results[k]["summary"]
-        labels.append(
-            f"H={k}\nboth axes {s['fraction_both_axes']:.0%}\nacc {s['mean_test_acc']:.3f}"
-        )
-    right.set_xticks(range(len(keys)), labels, fontsize=8)
-    right.set_ylabel("fraction of units")
-    right.set_ylim(0, 1)
-    right.set_title("what the hidden units do", fontsize=10)
-    right.legend(fontsize=8, ncol=len(ROLES), loc="upper center")
-    fig.tight_layout()
-    return fig
+)

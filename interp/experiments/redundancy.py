@@ -14,22 +14,24 @@ sample):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..activations import ActivationCapture
-from ..data.partsworld import PartsWorld
+from ..data.partsworld import partsworld_tensors
 from ..models.registry import load_model
 from ..similarity import CorrelationAccumulator
 from ..utils import make_dir
-from ..views.figures import save_figure
-from ._common import RunSpec, ensure_run, write_json
+from ._common import RunSpec, ensure_run
+from .registry import OWN_NICHE, Experiment, register
+from .results import ExperimentResult
 
-__all__ = ["layer_redundancy", "redundancy"]
+__all__ = ["RedundancyResult", "layer_redundancy", "redundancy"]
 
 CONVS = [f"features.conv{i}" for i in range(1, 6)]
 
@@ -83,15 +85,15 @@ def redundancy(
     probe_images: int = 200,
     runs: str | Path | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> RedundancyResult:
     """Redundancy within layers over training and width (module docstring); writes
-    ``redundancy.json`` and ``redundancy.png`` to ``out``."""
+    ``redundancy.json`` to ``out`` (``interp experiment redundancy`` draws
+    ``redundancy.png`` too)."""
     spec = spec or RunSpec()
     out = Path(out)
     make_dir(out)
     runs_dir = Path(runs) if runs is not None else out / "runs"
-    world = PartsWorld(probe_images, spec.size, seed=777_002)
-    images = torch.stack([world[i][0] for i in range(len(world))])
+    images, _ = partsworld_tensors(probe_images, spec.size, 777_002)
 
     by_width = {}
     for w in tqdm(widths, desc="widths", disable=not progress):
@@ -158,42 +160,25 @@ def redundancy(
         f"{wide['features.conv3']['mean_abs_r']:.2f} vs "
         f"{narrow['features.conv3']['mean_abs_r']:.2f}.",
     ]
-    write_json(out / "redundancy.json", summary)
-    _figure(out, summary, widths)
-    return summary
+    result = RedundancyResult(summary)
+    result.save(out)
+    return result
 
 
-def _figure(out: Path, summary: dict[str, Any], widths: tuple[float, ...]) -> None:
-    import matplotlib
+@dataclass(eq=False)
+class RedundancyResult(ExperimentResult):
+    """The redundancy experiment's document: per width and per training snapshot, each conv
+    layer's correlations between units and between filters; findings."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    json_name: ClassVar[str] = "redundancy.json"
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    steps = [max(1, t["step"]) for t in summary["training"]]
-    for c in CONVS:
-        label = c.split(".")[-1]
-        axes[0].plot(
-            steps, [t["layers"][c]["mean_abs_r"] for t in summary["training"]], "o-", label=label
-        )
-        axes[1].plot(
-            steps,
-            [t["layers"][c]["near_duplicates_r_above_0.9"] for t in summary["training"]],
-            "o-",
-            label=label,
-        )
-    for ax, title in ((axes[0], "mean |r| between units"), (axes[1], "near-duplicate pairs")):
-        ax.set_xscale("log")
-        ax.set_xlabel("training step (init plotted at 1)")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    x = np.arange(len(CONVS))
-    for k, w in enumerate(widths):
-        vals = [summary["widths"][str(w)]["layers"][c]["mean_abs_r"] for c in CONVS]
-        axes[2].bar(x + (k - 1) * 0.25, vals, width=0.25, label=f"width {w}")
-    axes[2].set_xticks(x, [c.split(".")[-1] for c in CONVS])
-    axes[2].set_title("mean |r| after training, by width", fontsize=9)
-    axes[2].legend(fontsize=7)
-    fig.suptitle("Redundancy within layers of the PartsWorld CNN (post-ReLU, all positions)")
-    fig.tight_layout()
-    save_figure(fig, out / "redundancy.png")
+
+register(
+    Experiment(
+        "redundancy",
+        redundancy,
+        RedundancyResult,
+        questions={OWN_NICHE: 2},
+        figures=("redundancy",),
+    )
+)

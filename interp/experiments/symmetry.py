@@ -40,34 +40,33 @@ the units have split, so a sweep over the MLP's width records where exact symmet
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.partsworld import PartsWorld
+from ..data.partsworld import partsworld_tensors
+from ..data.toy import CENTRES, corner_blobs
 from ..models.small import SimpleCNN
-from ..utils import atomic_write_text
-from ..views.figures import save_figure
-from ._common import limited_threads
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from ..train import Step, fit
+from ._common import limited_threads, simplecnn_input
+from .registry import RANDOM_WEIGHTS, Experiment, register
+from .results import ExperimentResult
 
 __all__ = [
     "CONDITIONS",
     "CornerMLP",
     "REFERENCES",
     "activation_rank",
+    "SymmetryResult",
     "build_model",
     "constant_init_",
-    "corner_blobs",
     "distinct_units",
     "symmetry",
     "train_run",
@@ -86,36 +85,12 @@ REFERENCES: dict[str, str] = {
     "random_dropout": "random init + dropout",
     "random_noise": "random init + activation noise",
 }
-SHORT_NAMES: dict[str, str] = {
-    "random": "random",
-    "constant": "constant",
-    "constant_random_output": "constant\n+ random\noutput",
-    "constant_dropout": "constant\n+ dropout",
-    "constant_noise": "constant\n+ noise",
-    "random_dropout": "random\n+ dropout",
-    "random_noise": "random\n+ noise",
-    "random_1_unit": "random,\n1 unit",
-}
-CORNERS = ((-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0))
 DISTINCT_TOL = 1e-6
 RANK_TOL = 1e-3
 PLOT_FLOOR = 1e-12
 
 
 # --------------------------------------------------------------------------- data and models
-
-
-def corner_blobs(n: int, seed: int, spread: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` points of four Gaussian blobs at the corners of a square, balanced classes.
-
-    Class 0 is centred at (-1, -1), 1 at (-1, 1), 2 at (1, -1), 3 at (1, 1); ``spread`` is the
-    standard deviation. Returns ``(x (n, 2) float32, y (n,) int64)``.
-    """
-    g = torch.Generator().manual_seed(int(seed))
-    y = (torch.arange(n) % len(CORNERS))[torch.randperm(n, generator=g)]
-    centres = torch.tensor(CORNERS, dtype=torch.float32)
-    x = centres[y] + spread * torch.randn(n, 2, generator=g)
-    return x, y
 
 
 class CornerMLP(nn.Module):
@@ -346,10 +321,7 @@ def train_run(
     """
     x_tr, y_tr, x_te, y_te = data
     hidden_layers, _ = unit_layers(model)
-    shuffle = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    per_epoch = math.ceil(len(x_tr) / batch_size)
-    total = epochs * per_epoch
+    total = epochs * math.ceil(len(x_tr) / batch_size)
     marks = {int(round(v)) for v in np.linspace(0, total, checkpoints + 1)}
     steps: list[int] = []
     max_diff: dict[str, list[float]] = {name: [] for name in hidden_layers}
@@ -361,22 +333,23 @@ def train_run(
             max_diff[name].append(unit_difference(layer))
             distinct[name].append(distinct_units(layer))
 
+    def after(s: Step) -> None:
+        if s.global_step in marks:
+            record(s.global_step)
+        if on_step is not None:
+            on_step()
+
     record(0)
-    step = 0
-    for _ in range(epochs):
-        order = torch.randperm(len(x_tr), generator=shuffle)
-        for i in range(0, len(x_tr), batch_size):
-            idx = order[i : i + batch_size]
-            model.train()
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if step in marks:
-                record(step)
-            if on_step is not None:
-                on_step()
+    generator = torch.Generator().manual_seed(int(seed))
+    fit(
+        model,
+        (x_tr, y_tr),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        generator=generator,
+        on_step=after,
+    )
     acts = _hidden_activations(model, x_te[:rank_inputs])
     final = {
         name: {
@@ -570,66 +543,6 @@ def _cnn_findings(res: dict, settings: dict) -> list[str]:
     return out
 
 
-def _figure(summary: dict) -> Figure:
-    """Unit differences over training (top) and accuracies (bottom), MLP left, CNN right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for col, (kind, title) in enumerate(
-        (("mlp", "MLP (corner blobs)"), ("cnn", "CNN (PartsWorld)"))
-    ):
-        runs = summary[kind]["runs"]
-        ax = axes[0, col]
-        for i, (cond, run) in enumerate(runs.items()):
-            diffs = np.array(list(run["max_diff"].values()))  # layers x checkpoints
-            colour = colours[i % len(colours)]
-            ax.plot(
-                run["steps"],
-                np.maximum(diffs.max(0), PLOT_FLOOR),
-                "o-",
-                color=colour,
-                label=CONDITIONS[cond],
-            )
-            if len(diffs) > 1:
-                ax.plot(run["steps"], np.maximum(diffs.min(0), PLOT_FLOOR), "--", color=colour)
-        sweep = summary[kind].get("constant_width_sweep") or {}
-        label = "constant init, other widths"
-        for width, run in sweep.items():
-            if width != str(summary[kind]["units"]):
-                diffs = np.maximum(np.array(run["max_diff"]["hidden"]), PLOT_FLOOR)
-                ax.plot(run["steps"], diffs, ":", color="0.55", lw=1, label=label)
-                label = None
-        ax.set_yscale("log")
-        ax.set_xlabel("training step")
-        ylabel = "max difference between units"
-        if kind == "cnn":
-            ylabel += "\n(solid: max over conv layers, dashed: min)"
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}: exact 0 drawn at {PLOT_FLOOR:g}")
-        ax.legend(fontsize=8)
-        ax = axes[1, col]
-        every = runs | summary[kind].get("references", {})
-        names = list(every)
-        xs = np.arange(len(names))
-        ax.bar(xs - 0.2, [every[c]["train_accuracy"] for c in names], 0.4, label="train")
-        ax.bar(xs + 0.2, [every[c]["test_accuracy"] for c in names], 0.4, label="test")
-        if len(names) > len(runs):
-            ax.axvline(len(runs) - 0.5, color="0.3", lw=0.8)
-            ax.text(len(runs) - 0.4, 1.2, "references", fontsize=8, va="center")
-        ax.axhline(1.0 / summary[kind]["classes"], color="0.5", ls=":", label="chance")
-        ax.set_xticks(xs, [SHORT_NAMES.get(c, c) for c in names], fontsize=8)
-        ax.set_ylim(0, 1.3)
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{title}: accuracy")
-        ax.legend(fontsize=8, loc="upper left", ncol=3)
-    fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------- experiment
 
 
@@ -655,7 +568,7 @@ def symmetry(
     mlp_sweep: bool = True,
     threads: int | None = 1,
     progress: bool = True,
-) -> dict:
+) -> SymmetryResult:
     """Train the corner-blob MLP and a small CNN under every condition of :data:`CONDITIONS`.
 
     The MLP (``mlp_hidden`` hidden units) trains ``mlp_epochs`` epochs on ``mlp_points``
@@ -672,9 +585,9 @@ def symmetry(
     ``threads`` (if not None) sets torch's CPU threads for the run and restores them after:
     these networks are too small to gain from more, and a fixed count keeps runs repeatable.
 
-    Returns the summary (also written to ``out/symmetry.json`` with ``out/symmetry.png`` when
-    ``out`` is given), whose ``"findings"`` are sentences with this run's numbers. The
-    caller's torch RNG state is left as it was.
+    Returns the result (its document also written to ``out/symmetry.json`` when ``out`` is
+    given; ``interp experiment symmetry`` draws ``symmetry.png`` too), whose ``"findings"``
+    are sentences with this run's numbers. The caller's torch RNG state is left as it was.
     """
     from tqdm.auto import tqdm
 
@@ -712,7 +625,7 @@ def symmetry(
 
     bar = tqdm(total=total, desc="symmetry", disable=not progress)
 
-    def fit(kind: str, condition: str, data: tuple, **over: object) -> dict:
+    def run(kind: str, condition: str, data: tuple, **over: object) -> dict:
         bar.set_postfix_str(f"{kind} {condition} {over or ''}".strip())
         model = build_model(kind, condition, **(build | over))
         epochs, lr = (mlp_epochs, mlp_lr) if kind == "mlp" else (cnn_epochs, cnn_lr)
@@ -720,22 +633,22 @@ def symmetry(
 
     try:
         with limited_threads(threads), torch.random.fork_rng(devices=[]):
-            x, y = corner_blobs(2 * mlp_points, seed)
+            x, y = corner_blobs(2 * mlp_points, seed, shuffle=True)
             mlp_data = (x[:mlp_points], y[:mlp_points], x[mlp_points:], y[mlp_points:])
-            mlp: dict = {"classes": len(CORNERS), "units": mlp_hidden}
-            mlp["runs"] = {cond: fit("mlp", cond, mlp_data) for cond in CONDITIONS}
-            mlp["references"] = {ref: fit("mlp", ref, mlp_data) for ref in REFERENCES}
-            mlp["references"]["random_1_unit"] = fit("mlp", "random", mlp_data, hidden=1)
+            mlp: dict = {"classes": len(CENTRES), "units": mlp_hidden}
+            mlp["runs"] = {cond: run("mlp", cond, mlp_data) for cond in CONDITIONS}
+            mlp["references"] = {ref: run("mlp", ref, mlp_data) for ref in REFERENCES}
+            mlp["references"]["random_1_unit"] = run("mlp", "random", mlp_data, hidden=1)
             if mlp_sweep:
                 mlp["constant_width_sweep"] = {
-                    str(w): fit("mlp", "constant", mlp_data, hidden=w) for w in sweep
+                    str(w): run("mlp", "constant", mlp_data, hidden=w) for w in sweep
                 }
                 mlp["constant_width_sweep"][str(mlp_hidden)] = mlp["runs"]["constant"]
             bar.set_postfix_str("drawing PartsWorld")
             cnn_data = _partsworld(n, size, seed)
             cnn: dict = {"classes": 6}
-            cnn["runs"] = {cond: fit("cnn", cond, cnn_data) for cond in CONDITIONS}
-            cnn["references"] = {ref: fit("cnn", ref, cnn_data) for ref in REFERENCES}
+            cnn["runs"] = {cond: run("cnn", cond, cnn_data) for cond in CONDITIONS}
+            cnn["references"] = {ref: run("cnn", ref, cnn_data) for ref in REFERENCES}
             cnn["units"] = {k: v["units"] for k, v in cnn["runs"]["random"]["final"].items()}
     finally:
         bar.close()
@@ -757,25 +670,38 @@ def symmetry(
             f"In symmetry.png differences of exactly 0 are drawn at {PLOT_FLOOR:g} (log axis).",
         ],
     }
+    result = SymmetryResult(summary)
     if out is not None:
-        out = Path(out)
-        atomic_write_text(out / "symmetry.json", json.dumps(summary, indent=2) + "\n")
-        save_figure(_figure(summary), out / "symmetry.png")
-    return summary
+        result.save(out)
+    return result
 
 
 def _partsworld(
     n: int, size: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` training and ``n // 4`` test PartsWorld images (another seed) as tensors,
-    normalized like SimpleCNN's preprocessing (mean 0.5, std 0.25)."""
+    normalized as SimpleCNN's preprocessing does."""
+    x_tr, y_tr = partsworld_tensors(n, size, seed)
+    x_te, y_te = partsworld_tensors(max(1, n // 4), size, seed + 1000)
+    return simplecnn_input(x_tr), y_tr, simplecnn_input(x_te), y_te
 
-    def load(count: int, world_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ds = PartsWorld(count, size, world_seed)
-        items = [ds[i] for i in range(count)]
-        x = torch.stack([im for im, _ in items])
-        return (x - 0.5) / 0.25, torch.tensor([lab for _, lab in items])
 
-    x_tr, y_tr = load(n, seed)
-    x_te, y_te = load(max(1, n // 4), seed + 1000)
-    return x_tr, y_tr, x_te, y_te
+@dataclass(eq=False)
+class SymmetryResult(ExperimentResult):
+    """The symmetry experiment's document: settings, the MLP's and the CNN's runs per
+    condition (unit differences over training, final symmetry and accuracy), findings."""
+
+    json_name: ClassVar[str] = "symmetry.json"
+    #: where the figure draws differences of exactly 0 (log axis)
+    plot_floor: ClassVar[float] = PLOT_FLOOR
+
+
+register(
+    Experiment(
+        "symmetry",
+        symmetry,
+        SymmetryResult,
+        questions={RANDOM_WEIGHTS: 1},
+        figures=("symmetry",),
+    )
+)

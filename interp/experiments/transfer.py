@@ -34,8 +34,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,20 +44,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..activations import ActivationCapture
-from ..data.partsworld import CLASSES, PartsWorld
+from ..data.partsworld import CLASSES, partsworld_tensors
 from ..data.specs import load_data
 from ..models.base import reestimate_batchnorm
 from ..models.registry import load_model
 from ..models.small import SimpleCNN
-from ..utils import make_dir
-from ..views.figures import save_figure
-from ._common import limited_threads, write_json
+from ..train import fit
+from ._common import limited_threads, simplecnn_input
+from .registry import DOMAIN_SPECIFICITY, Experiment, register
+from .results import ExperimentResult
 
 __all__ = [
     "ANB_CONDITIONS",
     "CNN_PROBE_LAYERS",
     "LITE0_PROBE_LAYERS",
     "SPECIFICITY_MARGIN",
+    "TransferResult",
     "block_names",
     "copy_layers",
     "freeze_layers",
@@ -90,7 +93,6 @@ LITE0_PROBE_LAYERS = [
 #: AnB must be below BnB by more than this (and the bootstrap CI must exclude 0)
 SPECIFICITY_MARGIN = 0.03
 N_BLOCKS = 5
-_PW_MEAN, _PW_STD = 0.5, 0.25  # SimpleCNN input normalization (as ``interp train``)
 
 
 # --------------------------------------------------------------------------- layer surgery
@@ -199,26 +201,21 @@ def train_classifier(
         prefix = model.features[:start]
         prefix.eval()
         inputs = _batched(prefix, x, 256)
-    count = len(y)
-    steps = max(1, epochs * math.ceil(count / batch_size))
+    steps = max(1, epochs * math.ceil(len(y) / batch_size))
     warm = max(1, steps // 10)
-    opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    fit(
+        model,
+        (inputs, y),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        params=params,
+        schedule=lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / steps)),
+        generator=torch.Generator().manual_seed(int(seed)),
+        forward=lambda h: _forward_from(model, h, start),
+        train_mode=lambda m: set_train_mode(m, frozen),
+        on_step=None if on_step is None else lambda _: on_step(),
     )
-    gen = torch.Generator().manual_seed(int(seed))
-    for _ in range(epochs):
-        set_train_mode(model, frozen)
-        order = torch.randperm(count, generator=gen)
-        for i in range(0, count, batch_size):
-            idx = order[i : i + batch_size]
-            loss = F.cross_entropy(_forward_from(model, inputs[idx], start), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if on_step is not None:
-                on_step()
     model.eval()
     return model
 
@@ -283,12 +280,6 @@ def linear_probe(
 # --------------------------------------------------------------------------- data
 
 
-def _partsworld(count: int, size: int, world_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ds = PartsWorld(count, size, world_seed)
-    items = [ds[i] for i in range(count)]
-    return torch.stack([im for im, _ in items]), torch.tensor([lab for _, lab in items])
-
-
 def _subset(
     x: torch.Tensor, y: torch.Tensor, classes: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,13 +295,6 @@ def _subset(
 def _stack(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
     items = [ds[i] for i in range(len(ds))]
     return torch.stack([im for im, _ in items]), torch.tensor([int(lab) for _, lab in items])
-
-
-def _pw_input(pixels: torch.Tensor) -> torch.Tensor:
-    """[0, 1] pixels (grey repeated to RGB) -> SimpleCNN input."""
-    if pixels.shape[1] == 1:
-        pixels = pixels.repeat(1, 3, 1, 1)
-    return (pixels - _PW_MEAN) / _PW_STD
 
 
 def _resize(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -452,75 +436,6 @@ def _anb_findings(anb: dict[str, Any], spec: dict[str, Any], settings: dict) -> 
     return out
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def _probe_figure(summary: dict[str, Any]):  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    probes = summary["probes"]
-    cells = [(f, t) for f in probes for t in probes[f]]
-    cols = 2
-    rows = math.ceil(len(cells) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
-    for ax, (family, target) in zip(axes.flat, cells, strict=False):
-        res = probes[family][target]
-        layers = list(res["trained"])
-        xs = np.arange(1, len(layers) + 1)
-        label = "ImageNet" if family == "efficientnet_lite0" else "trained (base A)"
-        ax.plot(xs, [res["trained"][k] for k in layers], "o-", label=label)
-        ax.plot(xs, [res["random"][k] for k in layers], "s--", label="random init")
-        ax.axhline(1 / res["classes"], color="grey", lw=0.8, ls=":", label="chance")
-        ax.set_xticks(xs, [k.replace("features.", "") for k in layers], rotation=45, fontsize=7)
-        ax.set_ylim(0, 1.02)
-        ax.set_ylabel("linear-probe test accuracy")
-        ax.set_title(f"{_PRETTY[family]} -> {_PRETTY[target]}", fontsize=9)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(cells) :]:
-        ax.axis("off")
-    fig.suptitle("Linear probes on global-average-pooled features", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def _anb_figure(summary: dict[str, Any]):  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    anb = summary["anb"]
-    ns = anb["n"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    styles = {
-        "AnB": ("tab:red", "o", "-"),
-        "AnB+": ("tab:red", "^", "--"),
-        "BnB": ("tab:blue", "o", "-"),
-        "BnB+": ("tab:blue", "^", "--"),
-        "random-frozen": ("tab:grey", "x", ":"),
-    }
-    for name, (colour, marker, ls) in styles.items():
-        ax.plot(ns, anb[name], color=colour, marker=marker, ls=ls, label=name)
-    ax.axhline(anb["base_b"], color="black", ls="--", lw=1, label="base B")
-    ax.plot([0], [anb["base_b"]], "ko")
-    spec = anb["specificity"]["n"]
-    if spec is not None:
-        ax.axvline(spec, color="tab:purple", ls=":", lw=1, label=f"specificity starts (n={spec})")
-    ax.set_xticks([0, *ns])
-    ax.set_xlabel("n: conv blocks copied (conv + BN); 0 = base B")
-    ax.set_ylabel("test accuracy on B")
-    k = len(summary["settings"]["split"][1])
-    ax.axhline(1 / k, color="grey", lw=0.6, ls="-.")
-    ax.set_ylim(min(1 / k, *anb["random-frozen"]) - 0.05, 1.0)
-    ax.set_title("AnB / BnB on PartsWorld (Yosinski et al. 2014, Fig. 2 style)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------- experiment
 
 
@@ -552,11 +467,12 @@ def transfer(
     lite0_size: int = 64,
     bootstrap: int = 1000,
     threads: int | None = 1,
-) -> dict:
+) -> TransferResult:
     """Run the transfer experiment: (a) linear probes, (b) AnB / BnB (see the module doc).
 
     Args:
-        out: folder for ``transfer.json``, ``transfer_probes.png`` and ``transfer_anb.png``.
+        out: folder for ``transfer.json`` (``interp experiment transfer`` draws
+            ``transfer_probes.png`` and ``transfer_anb.png`` too).
         size: PartsWorld (and digits) image size in pixels.
         n: PartsWorld training images (all six classes; A and B get their own classes' share).
         epochs: training epochs of every network (base A, base B, each AnB/BnB variant).
@@ -578,7 +494,6 @@ def transfer(
         The summary; ``"findings"`` are sentences with this run's numbers. The caller's torch
         RNG state is left untouched.
     """
-    from tqdm.auto import tqdm
 
     a_cls, b_cls = _check_split(split)
     n_test = n_test if n_test is not None else max(60, n // 2)
@@ -614,8 +529,8 @@ def transfer(
 
     with limited_threads(threads, blas=True), torch.random.fork_rng(devices=[]):
         torch.manual_seed(base_seed)
-        x_tr, y_tr = _partsworld(n, size, base_seed + 1)
-        x_te, y_te = _partsworld(n_test, size, base_seed + 3)
+        x_tr, y_tr = partsworld_tensors(n, size, base_seed + 1)
+        x_te, y_te = partsworld_tensors(n_test, size, base_seed + 3)
         xa, ya = _subset(x_tr, y_tr, a_cls)
         xb, yb = _subset(x_tr, y_tr, b_cls)
         xa_te, ya_te = _subset(x_te, y_te, a_cls)
@@ -626,43 +541,18 @@ def transfer(
             "A": {"train": len(ya), "test": len(ya_te)},
             "B": {"train": len(yb), "test": len(yb_te)},
         }
-        ia, ib, ib_te = _pw_input(xa), _pw_input(xb), _pw_input(xb_te)
+        ia, ib, ib_te = simplecnn_input(xa), simplecnn_input(xb), simplecnn_input(xb_te)
 
-        steps_full = epochs * math.ceil(len(yb) / batch_size)
-        total = epochs * math.ceil(len(ya) / batch_size) + steps_full * (1 + 5 * N_BLOCKS)
-        bar = tqdm(total=total, desc="transfer: AnB/BnB", disable=not progress)
         recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": base_seed + 21}
-        try:
-            bar.set_postfix_str("base A")
-            base_a = train_classifier(
-                make(len(a_cls), seeds["base_a"]), ia, ya, on_step=bar.update, **recipe
-            )
-            bar.set_postfix_str("base B")
-            base_b = train_classifier(
-                make(len(b_cls), seeds["base_b"]), ib, yb, on_step=bar.update, **recipe
-            )
-            anb: dict[str, Any] = {
-                "base_a": float(_correct(base_a, _pw_input(xa_te), ya_te).mean()),
-                "base_b": float(_correct(base_b, ib_te, yb_te).mean()),
-                "n": list(range(1, N_BLOCKS + 1)),
-                **{name: [] for name in ANB_CONDITIONS},
-                "_correct": {name: [] for name in ANB_CONDITIONS},
-            }
-            for k in anb["n"]:
-                for name in ANB_CONDITIONS:
-                    bar.set_postfix_str(f"{name} n={k}")
-                    net = make(len(b_cls), seeds["target"])
-                    if name == "random-frozen":
-                        reestimate_bn(net.features[: _prefix_end(net, k)], ib)
-                    else:
-                        copy_layers(base_a if name.startswith("A") else base_b, net, k)
-                    frozen = 0 if name.endswith("+") else k
-                    train_classifier(net, ib, yb, frozen=frozen, on_step=bar.update, **recipe)
-                    correct = _correct(net, ib_te, yb_te)
-                    anb[name].append(float(correct.mean()))
-                    anb["_correct"][name].append(correct)
-        finally:
-            bar.close()
+        base_a, anb = _anb(
+            make,
+            seeds,
+            (ia, ya, simplecnn_input(xa_te), ya_te),
+            (ib, yb, ib_te, yb_te),
+            recipe,
+            progress,
+            (len(a_cls), len(b_cls)),
+        )
         anb["specificity"] = _specificity(anb, bootstrap, int(seed))
         del anb["_correct"]
 
@@ -686,40 +576,92 @@ def transfer(
         "probes": probes,
         "anb": anb,
         "findings": _probe_findings(probes) + _anb_findings(anb, anb["specificity"], settings),
-        "notes": [
-            "Probe features: each layer's activation averaged over space (global average "
-            "pooling), standardized; logistic regression (max_iter 1000) trained on the "
-            "target's training images, accuracy on its test images.",
-            "Random-init controls (SimpleCNN built under another seed, lite0 with "
-            "weights='none') are untrained; their BatchNorm running statistics are "
-            "re-estimated on up to 8 batches of 128 of the target's training images "
-            "(BatchNorm in train mode with momentum=None, no gradients). Trained sources keep "
-            "their stored statistics.",
-            "The PartsWorld CNN source of the probes is base A (trained on classes "
-            f"{settings['class_names'][0]}); PartsWorld-B ({settings['class_names'][1]}) was "
-            "held out of its training. Digits are grey, repeated to 3 channels.",
-            f"efficientnet_lite0 sees {lite0_size} px inputs (PartsWorld images bilinearly "
-            f"resized from {size} px, digits loaded at {lite0_size} px), far below its 224 px, "
-            "to fit a CPU budget."
-            if lite0
-            else "efficientnet_lite0 not probed (lite0=False).",
-            "AnB/BnB layers: the five conv blocks (conv + BatchNorm) of SimpleCNN; the "
-            "classifier is the sixth. Frozen copied blocks keep BatchNorm in eval mode with "
-            "the stored statistics and requires_grad False; in random-frozen the frozen random "
-            "blocks' BatchNorm statistics are re-estimated on B's training images first. "
-            "Non-copied layers use the same random init in every condition.",
-            "Every network: same epochs, learning-rate schedule and batch order; one training "
-            "seed, so differences carry training noise as well as the test-set noise the "
-            "bootstrap measures.",
-        ],
+        "notes": _notes(settings),
     }
+    result = TransferResult(summary)
     if out is not None:
-        out = Path(out)
-        make_dir(out)
-        write_json(out / "transfer.json", summary)
-        save_figure(_probe_figure(summary), out / "transfer_probes.png")
-        save_figure(_anb_figure(summary), out / "transfer_anb.png")
-    return summary
+        result.save(out)
+    return result
+
+
+def _anb(
+    make: Callable[[int, int], SimpleCNN],
+    seeds: dict[str, int],
+    a: tuple[torch.Tensor, ...],
+    b: tuple[torch.Tensor, ...],
+    recipe: dict[str, Any],
+    progress: bool,
+    classes: tuple[int, int],
+) -> tuple[SimpleCNN, dict[str, Any]]:
+    """Base A, base B and every AnB condition for n = 1..5 (module docstring): base A and the
+    accuracies (with each test image's correctness under ``"_correct"``, for the bootstrap).
+    ``a`` and ``b``: (train inputs, labels, test inputs, labels) of A and of B."""
+    from tqdm.auto import tqdm
+
+    ia, ya, ia_te, ya_te = a
+    ib, yb, ib_te, yb_te = b
+    k_a, k_b = classes
+    epochs, batch_size = recipe["epochs"], recipe["batch_size"]
+    steps_full = epochs * math.ceil(len(yb) / batch_size)
+    total = epochs * math.ceil(len(ya) / batch_size) + steps_full * (1 + 5 * N_BLOCKS)
+    bar = tqdm(total=total, desc="transfer: AnB/BnB", disable=not progress)
+    try:
+        bar.set_postfix_str("base A")
+        base_a = train_classifier(make(k_a, seeds["base_a"]), ia, ya, on_step=bar.update, **recipe)
+        bar.set_postfix_str("base B")
+        base_b = train_classifier(make(k_b, seeds["base_b"]), ib, yb, on_step=bar.update, **recipe)
+        anb: dict[str, Any] = {
+            "base_a": float(_correct(base_a, ia_te, ya_te).mean()),
+            "base_b": float(_correct(base_b, ib_te, yb_te).mean()),
+            "n": list(range(1, N_BLOCKS + 1)),
+            **{name: [] for name in ANB_CONDITIONS},
+            "_correct": {name: [] for name in ANB_CONDITIONS},
+        }
+        for k in anb["n"]:
+            for name in ANB_CONDITIONS:
+                bar.set_postfix_str(f"{name} n={k}")
+                net = make(k_b, seeds["target"])
+                if name == "random-frozen":
+                    reestimate_bn(net.features[: _prefix_end(net, k)], ib)
+                else:
+                    copy_layers(base_a if name.startswith("A") else base_b, net, k)
+                frozen = 0 if name.endswith("+") else k
+                train_classifier(net, ib, yb, frozen=frozen, on_step=bar.update, **recipe)
+                correct = _correct(net, ib_te, yb_te)
+                anb[name].append(float(correct.mean()))
+                anb["_correct"][name].append(correct)
+    finally:
+        bar.close()
+    return base_a, anb
+
+
+def _notes(settings: dict[str, Any]) -> list[str]:
+    return [
+        "Probe features: each layer's activation averaged over space (global average "
+        "pooling), standardized; logistic regression (max_iter 1000) trained on the "
+        "target's training images, accuracy on its test images.",
+        "Random-init controls (SimpleCNN built under another seed, lite0 with "
+        "weights='none') are untrained; their BatchNorm running statistics are "
+        "re-estimated on up to 8 batches of 128 of the target's training images "
+        "(BatchNorm in train mode with momentum=None, no gradients). Trained sources keep "
+        "their stored statistics.",
+        "The PartsWorld CNN source of the probes is base A (trained on classes "
+        f"{settings['class_names'][0]}); PartsWorld-B ({settings['class_names'][1]}) was "
+        "held out of its training. Digits are grey, repeated to 3 channels.",
+        f"efficientnet_lite0 sees {settings['lite0_size']} px inputs (PartsWorld images "
+        f"bilinearly resized from {settings['size']} px, digits loaded at "
+        f"{settings['lite0_size']} px), far below its 224 px, to fit a CPU budget."
+        if settings["lite0"]
+        else "efficientnet_lite0 not probed (lite0=False).",
+        "AnB/BnB layers: the five conv blocks (conv + BatchNorm) of SimpleCNN; the "
+        "classifier is the sixth. Frozen copied blocks keep BatchNorm in eval mode with "
+        "the stored statistics and requires_grad False; in random-frozen the frozen random "
+        "blocks' BatchNorm statistics are re-estimated on B's training images first. "
+        "Non-copied layers use the same random init in every condition.",
+        "Every network: same epochs, learning-rate schedule and batch order; one training "
+        "seed, so differences carry training noise as well as the test-set noise the "
+        "bootstrap measures.",
+    ]
 
 
 def _run_probes(
@@ -743,8 +685,8 @@ def _run_probes(
     info["digits"] = {"train": len(dg[1]), "test": len(dg[3])}
     info["partsworld_b_probe"] = {"train": len(pw_b[1]), "test": len(pw_b[3])}
     sources: list[tuple[str, str, nn.Module, Callable, list[str]]] = [
-        ("simplecnn", "trained", trained, _pw_input, CNN_PROBE_LAYERS),
-        ("simplecnn", "random", random_net, _pw_input, CNN_PROBE_LAYERS),
+        ("simplecnn", "trained", trained, simplecnn_input, CNN_PROBE_LAYERS),
+        ("simplecnn", "random", random_net, simplecnn_input, CNN_PROBE_LAYERS),
     ]
     if lite0:
         pre = load_model("efficientnet_lite0", device="cpu", quiet=True)
@@ -787,3 +729,24 @@ def _run_probes(
     finally:
         bar.close()
     return results
+
+
+@dataclass(eq=False)
+class TransferResult(ExperimentResult):
+    """The transfer experiment's document: settings, data sizes, the linear probes per source
+    family, target and layer, AnB / BnB accuracies with the specificity rule, findings."""
+
+    json_name: ClassVar[str] = "transfer.json"
+    #: the names the findings and figures give sources and targets
+    pretty_names: ClassVar[dict[str, str]] = _PRETTY
+
+
+register(
+    Experiment(
+        "transfer",
+        transfer,
+        TransferResult,
+        questions={DOMAIN_SPECIFICITY: 1},
+        figures=("transfer_probes", "transfer_anb"),
+    )
+)
