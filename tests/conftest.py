@@ -40,7 +40,7 @@ def _empty_torch_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 @pytest.fixture
 def one_thread():
     """One torch thread for the test (restored after): tiny networks run far faster so."""
-    from interp.experiments._common import limited_threads
+    from interp.experiments import limited_threads
 
     with limited_threads(1):
         yield

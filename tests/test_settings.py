@@ -98,7 +98,7 @@ def test_report_full_preset_is_the_hierarchy_default():
 
 def test_experiment_names_come_from_the_registry():
     """The CLI repeated the experiment names by hand; it takes them from the registry now."""
-    from interp.pipeline.suite import EXPERIMENTS
+    from interp.experiments.registry import EXPERIMENTS
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
