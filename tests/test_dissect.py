@@ -23,6 +23,7 @@ from interp.probes.dissect import (
     dissect,
     selectivity_index,
 )
+from interp.views.dissect_figures import save_dissection
 
 
 def test_streaming_quantile_is_exact():
@@ -137,7 +138,7 @@ def test_a_dissection_saves_loads_and_draws(tmp_path):
     model = _colour_model()
     data = PartsWorldConcepts(n=32, size=64, seed=7)
     res = dissect(model, data, ["body"], progress=False, batch_size=16)
-    paths = res.save(tmp_path / "d", title="planted")
+    paths = save_dissection(res, tmp_path / "d", title="planted")
     assert sorted(p.name for p in paths) == [
         "dissection.json",
         "dissection.npz",

@@ -4,6 +4,7 @@ random init."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from ..settings import HIERARCHY
@@ -26,15 +27,15 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
         "hierarchy",
         parents=[common],
         help="the hierarchy check: edge, colour, part, object units per layer vs random init",
-        description="Measure every layer of MODEL with three edge instruments (evoked grating "
-        "tuning gated by drive, Gabor fits of the effective receptive field, Network "
-        "Dissection's edge concepts), Network Dissection and class selectivity, against the "
-        "same architecture at random init (BatchNorm statistics re-estimated on the probe "
-        "images; further control seeds pooled until every layer has enough control units), "
-        "and judge 'early edges, later parts' by the depth centroids of the excess-over-"
-        "control profiles. Writes hierarchy.json, profile.png, osi.png, tuning.png, "
-        "detectors.png and first_conv.png to OUT; finished networks are kept in OUT/stages "
-        "and reused by a rerun.",
+        description="Measure every layer of MODEL with the registered edge instruments "
+        "(evoked grating tuning gated by drive, Gabor fits of the effective receptive "
+        "field, Network Dissection's edge concepts), Network Dissection and class "
+        "selectivity, against the same architecture at random init (BatchNorm statistics "
+        "re-estimated on the probe images; further control seeds pooled until every layer "
+        "has enough control units), and judge 'early edges, later parts' by the depth "
+        "centroids of the excess-over-control profiles. Writes hierarchy.json, profile.png, "
+        "osi.png, tuning.png, detectors.png and first_conv.png to OUT; finished networks are "
+        "kept in OUT/stages and reused by a rerun.",
     )
     p.add_argument("model", help="model spec or run folder (see `interp models`)")
     p.add_argument(
@@ -106,23 +107,25 @@ def run(args: argparse.Namespace) -> int:
 
     model = _load(args)
     out = args.out or _model_dir(args, "hierarchy")
-    seeds = args.control_seeds
-    layers = _layer_list(args)
-    result = hierarchy(
-        model,
-        args.data,
-        layers,
-        control_seeds=seeds,
-        n=args.n,
-        size=args.size,
+    settings = replace(
+        HIERARCHY,
+        control_seeds=tuple(args.control_seeds),
         quantile=args.quantile,
         iou_threshold=args.iou,
         min_control_units=args.min_control_units,
         control_quantile=args.control_quantile,
         reference_images=args.reference_images,
         bootstrap=args.bootstrap,
-        batch_size=args.batch_size,
         precision=args.precision,
+    )
+    result = hierarchy(
+        model,
+        args.data,
+        _layer_list(args),
+        settings=settings,
+        n=args.n,
+        size=args.size,
+        batch_size=args.batch_size,
         out=out,
         progress=not args.quiet,
     )
@@ -130,17 +133,17 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_main():
         return 0
-    doc = result.to_json()
-    keys = ("edge_gratings", "edge_erf", "colour", "edge", "part", "object")
-    heads = ("gratings", "ERF fit", "colour", "edge", "part", "object")
-    print(f"{'layer':<22} {'units':>5}  " + " ".join(f"{h:>9}" for h in heads))
+    doc = result.to_dict()
+    columns = [*result.edge_fractions, *((c, c) for c in result.categories)]
+    print(f"{'layer':<22} {'units':>5}  " + " ".join(f"{h[:9]:>9}" for _, h in columns))
     for row in doc["layers"]:
         f, c = row["fractions"], row["control_fractions"]
-        cells = [f"{f[k]:.2f}/{c[k]:.2f}" if k in f else "-" for k in keys]
+        cells = [f"{f[k]:.2f}/{c[k]:.2f}" if k in f else "-" for k, _ in columns]
         print(f"{row['layer']:<22} {row['units']:>5}  " + " ".join(f"{x:>9}" for x in cells))
+    edges = ", ".join(label for _, label in result.edge_fractions)
     print(
-        "(fractions of units, model/control: edge units by gratings and by the ERF's Gabor "
-        "fit, then Network Dissection's detectors by category)"
+        f"(fractions of units, model/control: edge units by each edge instrument ({edges}), "
+        "then Network Dissection's detectors by category)"
     )
     for name, why in doc["skipped_layers"].items():
         print(f"skipped {name}: {why}")

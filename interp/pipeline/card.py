@@ -7,7 +7,9 @@
   gradients by default);
 * its **scores**: the edge probe's OSI and preferred orientation, and — when a hierarchy check
   of the model is given (``hierarchy=DIR``, the ``--out`` of ``interp hierarchy``) — its
-  Network Dissection label with IoU, whether it is an edge unit by that run's rule, and its
+  Network Dissection label with IoU, whether it is an edge unit
+  (:meth:`~interp.probes.hierarchy.Hierarchy.unit_scores`: the same reading as the explorer's
+  tile and unit page and the report's index) with each edge instrument's status, and its
   class selectivity.
 """
 
@@ -123,23 +125,39 @@ def _hierarchy_scores(folder: Path, layer: str, channel: int) -> dict[str, Any]:
             "run `interp hierarchy` again"
         )
     result = Hierarchy.load(folder)
-    probes = result.model
-    if layer not in probes.layers:
+    if layer not in result.layers:
         return {"note": f"the hierarchy check in {folder} did not measure {layer}"}
-    d = probes.dissection[layer]
+    score = result.unit_scores(layer)[channel]  # the explorer's and the index's reading
+    v = score.values
     out: dict[str, Any] = {
-        "label": d.labels()[channel],
-        "best_concept": d.concepts[int(d.best_concept[channel])],
-        "iou": round(float(d.best_iou[channel]), 4),
-        "osi": round(float(probes.osi[layer][channel]), 4),
+        "label": v.get("label"),
+        "best_concept": v.get("concept"),
+        "iou": v.get("iou"),
     }
-    si = d.selectivity
-    if si is not None:
-        out["selectivity"] = round(float(si[channel]), 4)
-    out["edge_unit_by"] = {k: channel in v for k, v in result.edge_units(layer).items()}
-    out["drive_ratio"] = round(float(probes.gratings[layer]["drive_ratio"][channel]), 4)
-    out["edge_threshold_osi"] = round(result.edge_thresholds[layer], 4)
+    out |= {col.key: v.get(col.key) for col in result.columns if v.get(col.key) is not None}
+    if v.get("selectivity") is not None:
+        out["selectivity"] = v["selectivity"]
+    out["edge_unit"] = score.edge
+    out["edge_unit_by"] = dict(score.statuses)  # True, False or None (not measured)
+    out["edge_instruments"] = {i.name: i.label for i in result.instruments}
+    thresholds = result.edge_thresholds  # the grating instrument's OSI cut, where it ran
+    if layer in thresholds:
+        out["edge_threshold_osi"] = thresholds[layer]
     return out
+
+
+def _edge_line(h: dict[str, Any]) -> str:
+    """``edge unit: yes (by gratings, ERF fit)`` or ``no``, with the unmeasured named."""
+    labels = h.get("edge_instruments", {})
+    by = h["edge_unit_by"]
+    yes = [labels.get(k, k) for k, s in by.items() if s]
+    unmeasured = [labels.get(k, k) for k, s in by.items() if s is None]
+    text = "not measured" if h["edge_unit"] is None else "yes" if h["edge_unit"] else "no"
+    if yes:
+        text += f" (by {', '.join(yes)})"
+    if unmeasured:
+        text += f"; not measured by {', '.join(unmeasured)}"
+    return f"         edge unit: {text}"
 
 
 def unit_card(
@@ -247,8 +265,7 @@ def unit_card(
         label = h["label"] or f"no detector (best {h['best_concept']})"
         lines.append(f"label    {label}, IoU {h['iou']:.3f}")
         if "edge_unit_by" in h:
-            by = [k for k, v in h["edge_unit_by"].items() if v]
-            lines.append(f"         edge unit by: {', '.join(by) if by else 'no edge instrument'}")
+            lines.append(_edge_line(h))
         if "selectivity" in h:
             lines.append(f"classes  selectivity index {h['selectivity']:.2f}")
     elif h:

@@ -24,7 +24,6 @@ unit on CUDA by default); every unit has a tile and a search entry.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,11 +40,11 @@ from ..dataset_examples import Examples, crop
 from ..featvis import objectives as obj
 from ..featvis.render import render, unit_seed
 from ..models.base import Model
-from ..probes.hierarchy import Hierarchy
+from ..probes.hierarchy import Hierarchy, UnitScore
 from ..utils import atomic_path, atomic_write_text, make_dir
 from ..views import site as views
-from ..views.figures import plt
-from ..views.unit_figures import heat_overlay
+from ..views.figures import save_figure
+from ..views.unit_figures import heat_overlay, plot_tuning_curve
 from .atlas import RENDERER_VERSION, Atlas
 from .cache import stage_key
 
@@ -76,24 +75,6 @@ def _webp(path: Path, array: np.ndarray, size: int | None = None, quality: int =
     make_dir(path.parent)
     with atomic_path(path, suffix=".webp") as tmp, open(tmp, "wb") as handle:
         img.save(handle, format="WEBP", quality=quality, method=4)
-    return path
-
-
-def _tuning_png(path: Path, tuning: np.ndarray, orientations: Sequence[float], title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(3.2, 2.0), dpi=80)
-    ax.plot(list(orientations), tuning, "o-", color="#4c78a8", ms=3)
-    ax.axhline(0, color="#999", lw=0.5)
-    ax.set_xlabel("grating orientation (deg)", fontsize=7)
-    ax.set_ylabel("evoked response", fontsize=7)
-    ax.tick_params(labelsize=6)
-    ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    make_dir(path.parent)
-    with atomic_path(path, suffix=".png") as tmp:
-        Path(tmp).write_bytes(buf.getvalue())
     return path
 
 
@@ -269,33 +250,14 @@ def write_site(
         ls = views.slug(layer)
         ex = found[layer]
         units_total = ex.top.items.shape[0]
-        d = probes.dissection.get(layer) if probes.dissection else None
-        measured = layer in probes.layers
-        osi = probes.osi[layer] if measured else None
-        edges = hier.edge_units(layer) if measured else {}
-        edge_set = {u for v in edges.values() for u in v}
-        si = d.selectivity if d is not None else None
-        labels = d.labels() if d is not None else [None] * units_total
+        measured = layer in hier.layers
+        # one reading per unit (Hierarchy.unit_scores): the tile, the unit page, the index
+        # and the unit card show the same edge statuses
+        scores = hier.unit_scores(layer) if measured else []
+        labels = [s.values.get("label") for s in scores] or [None] * units_total
         tiles = []
         for c in range(units_total):
-            tile: dict[str, Any] = {"channel": c}
-            uid = f"{layer}:{c}"
-            strip = _examples_strip(found, layer, c, cache)
-            _webp(out / "thumbs" / ls / f"{c}_ex.webp", strip, quality=70)
-            tile["examples"] = f"../thumbs/{ls}/{c}_ex.webp"
-            top = ex.unit(c)
-            tile["activation"] = top[0]["value"] if top else None
-            if d is not None:
-                best = int(d.best_concept[c])
-                tile["concept"] = d.concepts[best]
-                tile["iou"] = round(float(d.best_iou[c]), 4)
-                tile["category"] = d.categories[int(d.concept_category[best])]
-                tile["label"] = labels[c]
-            if osi is not None:
-                tile["osi"] = round(float(osi[c]), 4)
-                tile["edge"] = c in edge_set
-            if si is not None:
-                tile["selectivity"] = round(float(si[c]), 4)
+            tile = _tile(out, found, layer, c, scores[c] if scores else None, hier, cache)
             page = c in rendered.get(layer, {})
             href_from_root = f"units/{ls}/{c}.html" if page else f"layers/{ls}.html#u{c}"
             if page:
@@ -304,19 +266,21 @@ def write_site(
                 tile["featvis"] = f"../thumbs/{ls}/{c}_fv.webp"
                 tile["href"] = f"../units/{ls}/{c}.html"
             tiles.append(tile)
+            uid = f"{layer}:{c}"
             search_units.append({"id": uid, "href": href_from_root, "label": tile.get("label")})
-            if d is not None and tile["iou"] > 0:
+            if tile.get("iou", 0) > 0:
                 concepts.setdefault(tile["concept"], []).append(
                     {"id": uid, "href": href_from_root, "iou": tile["iou"]}
                 )
-        cats = list(d.categories) if d is not None else []
-        info = (
-            f"{units_total} units; receptive field {ex.rf_size} px; "
-            f"{len(rendered.get(layer, {}))} rendered (a page each); "
-            f"edge units by instrument: "
-            + (", ".join(f"{k} {len(v)}" for k, v in edges.items()) or "not measured")
-        )
-        layer_doc = {"name": layer, "units": tiles, "categories": cats, "info": info}
+        d = probes.dissection.get(layer) if probes.dissection else None
+        layer_doc = {
+            "name": layer,
+            "units": tiles,
+            "categories": list(d.categories) if d is not None else [],
+            "info": _layer_info(hier, layer, units_total, ex.rf_size, len(rendered.get(layer, {}))),
+            "columns": [_column_doc(col) for col in hier.columns if col.tile],
+            "instruments": [{"name": i.name, "label": i.label} for i in hier.instruments],
+        }
         atomic_write_text(
             out / "layers" / f"{ls}.html", views.layer_page(model.name, layer_doc, layers)
         )
@@ -332,7 +296,7 @@ def write_site(
                 correlations.get(layer),
                 rendered[layer],
                 labels,
-                probes,
+                hier,
                 ls,
             )
             atomic_write_text(
@@ -352,6 +316,55 @@ def write_site(
     return {"layers": len(layers), "unit_pages": pages, "tiles": len(search_units)}
 
 
+def _column_doc(col: Any) -> dict[str, str]:
+    return {"key": col.key, "label": col.label, "fmt": col.fmt}
+
+
+def _layer_info(hier: Hierarchy, layer: str, units: int, rf: int, rendered: int) -> str:
+    """The layer page's line: units, receptive field, pages, edge units (one definition)."""
+    head = f"{units} units; receptive field {rf} px; {rendered} rendered (a page each); "
+    if layer not in hier.layers:
+        return head + "edge units: not measured"
+    counts = hier.edge_counts(layer)
+    by = ", ".join(
+        f"{i.label} {'not measured' if counts[i.name] is None else counts[i.name]}"
+        for i in hier.instruments
+    )
+    return head + f"edge units (by at least one instrument): {counts['edge']}; by instrument: {by}"
+
+
+def _tile(
+    out: Path,
+    found: Examples,
+    layer: str,
+    c: int,
+    score: UnitScore | None,
+    hier: Hierarchy,
+    cache: dict[int, Any],
+) -> dict[str, Any]:
+    """A unit's tile: its examples strip, top activation and its :class:`UnitScore`."""
+    ls = views.slug(layer)
+    tile: dict[str, Any] = {"channel": c}
+    _webp(out / "thumbs" / ls / f"{c}_ex.webp", _examples_strip(found, layer, c, cache), quality=70)
+    tile["examples"] = f"../thumbs/{ls}/{c}_ex.webp"
+    top = found[layer].unit(c)
+    tile["activation"] = top[0]["value"] if top else None
+    if score is None:
+        return tile
+    v = score.values
+    tile |= {k: v[k] for k in ("concept", "iou", "category", "label") if k in v}
+    tile |= {col.key: v.get(col.key) for col in hier.columns}
+    tile["edge"] = score.edge
+    tile["statuses"] = dict(score.statuses)
+    if v.get("selectivity") is not None:
+        tile["selectivity"] = v["selectivity"]
+    return tile
+
+
+def _yes(status: bool | None) -> str:
+    return "not measured" if status is None else "yes" if status else "no"
+
+
 def _unit_doc(
     out: Path,
     layer: str,
@@ -363,7 +376,7 @@ def _unit_doc(
     corr: np.ndarray | None,
     rendered: dict[int, Any],
     labels: Sequence[str | None],
-    probes: Any,
+    hier: Hierarchy,
     ls: str,
 ) -> dict[str, Any]:
     folder = _unit_dir(out, layer, c)
@@ -379,14 +392,16 @@ def _unit_doc(
         if e.get("attribution"):
             top.append({"src": base + e["attribution"], "caption": "what drives it (ig)"})
     bottom = [{"src": base + e["file"], "caption": e["caption"]} for e in rec.get("bottom", [])]
-    scores = {k: tile[k] for k in ("osi", "selectivity", "iou", "activation") if k in tile}
-    if layer in probes.layers:  # the grating probe's other readings of this unit
-        g = probes.gratings[layer]
-        scores["preferred orientation (deg)"] = float(g["preferred_orientation"][c])
-        scores["drive ratio (gratings / photos)"] = float(g["drive_ratio"][c])
-        scores["simple-like"] = "yes" if bool(g["simple"][c]) else "no"
-    if "edge" in tile:
-        scores["edge unit"] = "yes" if tile["edge"] else "no"
+    scores: dict[str, Any] = {
+        k: tile[k] for k in ("selectivity", "iou", "activation") if tile.get(k) is not None
+    }
+    for col in hier.columns:  # every instrument's readings of this unit
+        if tile.get(col.key) is not None:
+            scores[col.label] = tile[col.key]
+    if "edge" in tile:  # the one definition, then each instrument's status
+        scores["edge unit (by at least one instrument)"] = _yes(tile["edge"])
+        for inst in hier.instruments:
+            scores[f"edge unit by {inst.label}"] = _yes(tile["statuses"].get(inst.name))
     if tile.get("label"):
         scores["label"] = tile["label"]
     concepts = []
@@ -411,12 +426,15 @@ def _unit_doc(
             href = f"{k}.html" if k in rendered else f"../../layers/{ls}.html#u{k}"
             similar.append({"channel": k, "r": float(corr[c, k]), "href": href, "label": labels[k]})
     tuning = None
-    if layer in probes.layers and "tuning" in probes.gratings[layer]:
+    probes = hier.model
+    if layer in probes.layers and "tuning" in probes.gratings.get(layer, {}):
         curve = probes.gratings[layer]["tuning"][c]
         orientations = probes.layer_info.get(layer, {}).get("orientations")
         if orientations is None or len(orientations) != len(curve):
             orientations = list(np.linspace(0, 180, len(curve), endpoint=False))
-        _tuning_png(folder / "tuning.png", curve, orientations, f"{layer}:{c}")
+        make_dir(folder)
+        fig = plot_tuning_curve(curve, orientations, f"{layer}:{c}")
+        save_figure(fig, folder / "tuning.png", dpi=80)
         tuning = f"{c}/tuning.png"
     return {
         "layer": layer,

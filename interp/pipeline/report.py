@@ -28,6 +28,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,165 +158,41 @@ def report(
         model = load_model(model, device=device)
     model = as_model(model)
     out = prepare_output(out)  # made, writable; no temp files of a killed run
-    cfg = dict(QUICK if quick else FULL)
-    if per_layer is None and model.device.type == "cuda":
-        per_layer = "all"
-    if isinstance(per_layer, str) and per_layer.strip().isdigit():
-        per_layer = int(per_layer)
-    if per_layer is not None:
-        if not (per_layer == "all" or (isinstance(per_layer, int) and per_layer >= 1)):
-            raise InterpError(
-                f"per_layer={per_layer!r}: give a number of units (1 or more) or 'all'"
-            )
-        cfg["per_layer"] = per_layer
-    cache = StageCache(out, force=force, progress=progress)
+    cfg = _preset(quick, per_layer, model)
     names = layers or default_hierarchy_layers(model)
     if cfg["layers_max"] and len(names) > cfg["layers_max"]:
         pick = np.linspace(0, len(names) - 1, cfg["layers_max"]).round().astype(int)
         names = [names[i] for i in sorted(set(pick.tolist()))]
     ex_data = examples_data or ("photos" if model.input_size[0] >= 128 else "partsworld")
-    weights = weights_digest(model)
-    timings: dict[str, float | str] = {}
-
-    def stage(name: str, fn: Any, spec: str | None = None) -> dict[str, Any]:
-        # under torchrun every rank runs every stage (atlas, examples and hierarchy split
-        # their work; the small stages run on rank 0); each stage writes its folder in place.
-        # A stage is keyed by the preset entries it reads (STAGE_SETTINGS): another
-        # --per-layer re-renders, but does not redo the hierarchy check
-        t = time.perf_counter()
-        uses = {k: cfg[k] for k in STAGE_SETTINGS[name]}
-        settings = {"layers": names, "cfg": uses, "stage": name}
-        key = stage_key(model=weights, settings=settings, data=spec)
-        result = cache.run(name, key, fn, exclusive=True)
-        reused = cache.log[name] == "reused"
-        timings[name] = "reused" if reused else round(time.perf_counter() - t, 1)
-        return result
-
-    def do_inventory() -> dict[str, Any]:
-        if not dist.is_main():
-            return {}
-        infos = inventory(model, progress=progress)
-        atomic_write_text(out / "layers.json", layers_json(model, infos))
-        save_figure(plot_inventory(infos, model.name), out / "layers.png")
-        return {"layers": len(infos)}
-
-    stage("inventory", do_inventory)
-
-    def do_atlas() -> dict[str, Any]:
-        result = atlas(
-            model,
-            out / "atlas",
-            layers=names,
-            per_layer=cfg["per_layer"],
-            steps=cfg["steps"],
-            size=cfg["size"],
-            reference=None,
-            progress=progress,
-        )
-        return {"units": {e["layer"]: [u["channel"] for u in e["units"]] for e in result.layers}}
-
-    units = stage("atlas", do_atlas)["units"]
-    chosen = sorted({c for cs in units.values() for c in cs})
-    ex_size = model.input_size[0] if ex_data == "photos" else None
-
-    def do_examples() -> dict[str, Any]:
-        result = examples_job(
-            model,
-            out / "examples",
-            ex_data,
-            names,
-            k=5,
-            bottom=True,  # the explorer's unit pages show the most negative examples too
-            n=cfg["examples_n"],
-            size=ex_size,
-            units=chosen,
-            force=True,  # the report's own stage decides
-            progress=progress,
-        )
-        return {"data": ex_data, "images": len(result.data), "layers": len(result)}
-
-    ex_stage = stage("examples", do_examples, ex_data)
-
-    def do_hierarchy() -> dict[str, Any]:
-        result = hierarchy(
-            model,
-            data,
-            names,
-            control_seeds=cfg["control_seeds"],
-            min_control_units=cfg["min_control_units"],
-            reference_images=cfg["reference_images"],
-            n=cfg["hierarchy_n"],
-            bootstrap=cfg["bootstrap"],
-            out=out / "hierarchy",
-            progress=progress,
-        )
-        return {"verdict": result.verdict.verdict}
-
-    stage("hierarchy", do_hierarchy, data)
+    cache = StageCache(out, force=force, progress=progress)
+    run = _Run(model, out, cfg, names, cache, progress, weights_digest(model))
+    units, ex_stage = _measure(run, data, ex_data)
     # the results of this report's stages (each folder holds the stage of these settings)
     hier = Hierarchy.load(out / "hierarchy")
     atlas_result = Atlas.load(out / "atlas")
+    ex_size = model.input_size[0] if ex_data == "photos" else None
     dataset = data_images(ex_data, size=ex_size, n=cfg["examples_n"])
     found = Examples.load(out / "examples", data=dataset)
     scores = _unit_scores(atlas_result, hier, names, units)
-
-    def do_cards() -> dict[str, Any]:
-        files = _layer_cards(model, out, atlas_result, found, scores) if dist.is_main() else {}
-        return {"files": files}
-
-    cards = stage("cards", do_cards, f"{data}|{ex_data}")["files"]
-
-    def do_correlations() -> dict[str, Any]:
-        corr = unit_correlations(
-            model, dataset, list(found), stream=RankStream(), progress=progress
-        )
-        if dist.is_main():
-            save_correlations(out / "explorer_correlations.npz", corr)
-        return {"layers": len(corr)}
-
-    stage("correlations", do_correlations, ex_data)
-
-    def do_units() -> dict[str, Any]:
-        return explorer_units(
-            model,
-            out,
-            atlas_result,
-            found,
-            steps=cfg["steps"],
-            size=cfg["size"],
-            data=f"{data}|{ex_data}",
-            progress=progress,
-            **cfg["explorer"],
-        )
-
-    stage("units", do_units, f"{data}|{ex_data}")
-
+    cards = _explore(run, data, ex_data, atlas_result, found, dataset, scores)
     if not dist.is_main():  # rank 0 writes the page
         return out / "index.html"
-    exp_doc = None
-    if experiments is not None:
-        exp_dir = Path(experiments)
-        suite = SuiteResult.load(exp_dir)
-        exp_doc = suite.to_dict()
-        target = out / "experiments"
-        for f in suite.figures():
-            (target / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(exp_dir / f, target / f)
-
+    exp_doc = _experiments(experiments, out)
     report_doc = {
         "model": model.summary(),
         "settings": {**cfg, "data": data, "examples_data": ex_data, "layers": names},
         "hierarchy": hier.to_dict(),
         "units": scores,
+        "edge_units": {n: hier.edge_counts(n) for n in names if n in hier.layers},
         "examples": {**ex_stage, "json": "examples/examples.json"},
         "experiments": exp_doc,
-        "seconds": timings,
+        "seconds": run.timings,
     }
     atomic_write_text(out / "report.json", json.dumps(report_doc, indent=1, default=str))
     site = write_site(
         model,
         out,
-        index_html=page_html(report_doc, cards, exp_doc),
+        index_html=page_html(report_doc, cards, exp_doc, hier),
         names=names,
         atlas_result=atlas_result,
         found=found,
@@ -337,30 +214,203 @@ def report(
     return out / "index.html"
 
 
+def _preset(quick: bool, per_layer: int | str | None, model: Model) -> dict[str, Any]:
+    """The preset (``QUICK`` or ``FULL``) with the units rendered per layer."""
+    cfg = dict(QUICK if quick else FULL)
+    if per_layer is None and model.device.type == "cuda":
+        per_layer = "all"
+    if isinstance(per_layer, str) and per_layer.strip().isdigit():
+        per_layer = int(per_layer)
+    if per_layer is not None:
+        if not (per_layer == "all" or (isinstance(per_layer, int) and per_layer >= 1)):
+            raise InterpError(
+                f"per_layer={per_layer!r}: give a number of units (1 or more) or 'all'"
+            )
+        cfg["per_layer"] = per_layer
+    return cfg
+
+
+@dataclass
+class _Run:
+    """One report's stages: the model, the folder, the preset, the layers and the cache."""
+
+    model: Model
+    out: Path
+    cfg: dict[str, Any]
+    names: list[str]
+    cache: StageCache
+    progress: bool
+    weights: str
+    timings: dict[str, float | str] = field(default_factory=dict)
+
+    def stage(self, name: str, fn: Any, spec: str | None = None) -> dict[str, Any]:
+        # under torchrun every rank runs every stage (atlas, examples and hierarchy split
+        # their work; the small stages run on rank 0); each stage writes its folder in place.
+        # A stage is keyed by the preset entries it reads (STAGE_SETTINGS): another
+        # --per-layer re-renders, but does not redo the hierarchy check
+        t = time.perf_counter()
+        uses = {k: self.cfg[k] for k in STAGE_SETTINGS[name]}
+        settings = {"layers": self.names, "cfg": uses, "stage": name}
+        key = stage_key(model=self.weights, settings=settings, data=spec)
+        result = self.cache.run(name, key, fn, exclusive=True)
+        reused = self.cache.log[name] == "reused"
+        self.timings[name] = "reused" if reused else round(time.perf_counter() - t, 1)
+        return result
+
+
+def _measure(run: _Run, data: str, ex_data: str) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """The inventory, atlas, examples and hierarchy stages; the atlas's units and the
+    examples stage's record."""
+    model, out, cfg, names, progress = run.model, run.out, run.cfg, run.names, run.progress
+
+    def do_inventory() -> dict[str, Any]:
+        if not dist.is_main():
+            return {}
+        infos = inventory(model, progress=progress)
+        atomic_write_text(out / "layers.json", layers_json(model, infos))
+        save_figure(plot_inventory(infos, model.name), out / "layers.png")
+        return {"layers": len(infos)}
+
+    run.stage("inventory", do_inventory)
+
+    def do_atlas() -> dict[str, Any]:
+        result = atlas(
+            model,
+            out / "atlas",
+            layers=names,
+            per_layer=cfg["per_layer"],
+            steps=cfg["steps"],
+            size=cfg["size"],
+            reference=None,
+            progress=progress,
+        )
+        return {"units": {e["layer"]: [u["channel"] for u in e["units"]] for e in result.layers}}
+
+    units = run.stage("atlas", do_atlas)["units"]
+    chosen = sorted({c for cs in units.values() for c in cs})
+
+    def do_examples() -> dict[str, Any]:
+        result = examples_job(
+            model,
+            out / "examples",
+            ex_data,
+            names,
+            k=5,
+            bottom=True,  # the explorer's unit pages show the most negative examples too
+            n=cfg["examples_n"],
+            size=model.input_size[0] if ex_data == "photos" else None,
+            units=chosen,
+            force=True,  # the report's own stage decides
+            progress=progress,
+        )
+        return {"data": ex_data, "images": len(result.data), "layers": len(result)}
+
+    ex_stage = run.stage("examples", do_examples, ex_data)
+
+    def do_hierarchy() -> dict[str, Any]:
+        result = hierarchy(
+            model,
+            data,
+            names,
+            control_seeds=cfg["control_seeds"],
+            min_control_units=cfg["min_control_units"],
+            reference_images=cfg["reference_images"],
+            n=cfg["hierarchy_n"],
+            bootstrap=cfg["bootstrap"],
+            out=out / "hierarchy",
+            progress=progress,
+        )
+        return {"verdict": result.verdict.verdict}
+
+    run.stage("hierarchy", do_hierarchy, data)
+    return units, ex_stage
+
+
+def _explore(
+    run: _Run,
+    data: str,
+    ex_data: str,
+    atlas_result: Atlas,
+    found: Examples,
+    dataset: Any,
+    scores: dict[str, list[dict[str, Any]]],
+) -> dict[str, str]:
+    """The cards, correlations and explorer-units stages; the cards' files."""
+    model, out, cfg, progress = run.model, run.out, run.cfg, run.progress
+
+    def do_cards() -> dict[str, Any]:
+        files = _layer_cards(model, out, atlas_result, found, scores) if dist.is_main() else {}
+        return {"files": files}
+
+    cards = run.stage("cards", do_cards, f"{data}|{ex_data}")["files"]
+
+    def do_correlations() -> dict[str, Any]:
+        corr = unit_correlations(
+            model, dataset, list(found), stream=RankStream(), progress=progress
+        )
+        if dist.is_main():
+            save_correlations(out / "explorer_correlations.npz", corr)
+        return {"layers": len(corr)}
+
+    run.stage("correlations", do_correlations, ex_data)
+
+    def do_units() -> dict[str, Any]:
+        return explorer_units(
+            model,
+            out,
+            atlas_result,
+            found,
+            steps=cfg["steps"],
+            size=cfg["size"],
+            data=f"{data}|{ex_data}",
+            progress=progress,
+            **cfg["explorer"],
+        )
+
+    run.stage("units", do_units, f"{data}|{ex_data}")
+    return cards
+
+
+def _experiments(experiments: str | Path | None, out: Path) -> dict[str, Any] | None:
+    """The experiments' summary, their figures copied under ``out/experiments``."""
+    if experiments is None:
+        return None
+    exp_dir = Path(experiments)
+    suite = SuiteResult.load(exp_dir)
+    target = out / "experiments"
+    for f in suite.figures():
+        (target / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(exp_dir / f, target / f)
+    return suite.to_dict()
+
+
 def _unit_scores(
     atlas_result: Atlas, hier: Hierarchy, names: list[str], units: dict[str, list[int]]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per sampled unit: its feature visualization's value, OSI, whether it is an edge unit
-    by the gratings, dissection label/IoU and selectivity (from the hierarchy result)."""
-    probes = hier.model
+    """Per sampled unit: its feature visualization's value and its reading by the hierarchy
+    check (:meth:`Hierarchy.unit_scores`: ``edge_unit`` is the one edge-unit definition,
+    ``edge_by`` the instruments that say so, ``statuses`` each instrument's; OSI, label,
+    IoU, selectivity)."""
     values = {
         (e["layer"], u["channel"]): u.get("value") for e in atlas_result.layers for u in e["units"]
     }
     scores: dict[str, list[dict[str, Any]]] = {}
     for name in names:
-        edge_units = set(hier.edge_units(name)["gratings"]) if name in hier.layers else set()
+        measured = hier.unit_scores(name) if name in hier.layers else None
         rows = []
         for c in units.get(name, []):
             row: dict[str, Any] = {"channel": c, "featvis_value": values.get((name, c))}
-            if name in hier.layers:
-                d = probes.dissection[name]
-                row["osi"] = round(float(probes.osi[name][c]), 4)
-                row["edge_unit"] = c in edge_units
-                row["label"] = d.labels()[c]
-                row["best_concept"] = d.concepts[int(d.best_concept[c])]
-                row["iou"] = round(float(d.best_iou[c]), 4)
-                si = d.selectivity
-                row["selectivity"] = None if si is None else round(float(si[c]), 4)
+            if measured is not None:
+                score = measured[c]
+                v = score.values
+                row |= {col.key: v.get(col.key) for col in hier.columns if col.tile}
+                row["edge_unit"] = score.edge
+                row["edge_by"] = score.edge_by
+                row["statuses"] = dict(score.statuses)
+                row["label"] = v.get("label")
+                row["best_concept"] = v.get("concept")
+                row["iou"] = v.get("iou")
+                row["selectivity"] = v.get("selectivity")
             rows.append(row)
         scores[name] = rows
     return scores

@@ -53,8 +53,6 @@ from ..models.base import Model
 from ..models.registry import as_model
 from ..streaming import Stream, object_state, restore_object
 from ..utils import atomic_path, atomic_write_text, prepare_output
-from ..views.figures import plt, save_figure
-from ..views.hierarchy_figures import plot_dissection
 
 __all__ = [
     "Dissection",
@@ -417,10 +415,10 @@ class Dissection(dict):
     """What :func:`dissect` returns: ``{layer: LayerDissection}`` plus ``skipped`` (layer ->
     why) and the data's name.
 
-    ``to_dict()`` is the JSON of ``dissection.json`` (every layer's summary); ``figures()``
-    the detectors-by-category chart; ``save(folder)`` writes both and the arrays themselves
-    (``dissection.npz``: thresholds, IoU, top images, class means), which
-    ``Dissection.load(folder)`` reads back.
+    ``to_dict()`` is the JSON of ``dissection.json`` (every layer's summary); ``save(folder)``
+    writes it and the arrays themselves (``dissection.npz``: thresholds, IoU, top images,
+    class means), which ``Dissection.load(folder)`` reads back. The detectors-by-category
+    chart: :mod:`interp.views.dissect_figures`.
     """
 
     STATE = "dissection.npz"
@@ -487,23 +485,16 @@ class Dissection(dict):
             )
         return out
 
-    def figures(self, title: str = "") -> dict[str, plt.Figure]:
-        """``{"dissection": fig}``: per layer, the fraction of units detecting each category."""
-        return {"dissection": plot_dissection(self.to_dict(), title or self.data)}
-
-    def save(self, folder: str | Path, *, title: str = "") -> list[Path]:
-        """``dissection.npz``, ``dissection.json`` and ``dissection.png`` in ``folder``
-        (atomic writes); returns their paths."""
+    def save(self, folder: str | Path) -> list[Path]:
+        """``dissection.npz`` and ``dissection.json`` in ``folder`` (atomic writes); returns
+        their paths. The figure: :func:`interp.views.dissect_figures.save_dissection`."""
         folder = prepare_output(folder)
         npz = folder / self.STATE
         with atomic_path(npz, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, **self.arrays())
         doc = folder / self.DOC
         atomic_write_text(doc, json.dumps({**self.to_dict(), "meta": self.meta()}, indent=1))
-        paths = [npz, doc]
-        for name, fig in self.figures(title).items():
-            paths.append(save_figure(fig, folder / f"{name}.png"))
-        return paths
+        return [npz, doc]
 
     @classmethod
     def load(cls, folder: str | Path) -> Dissection:

@@ -1,5 +1,10 @@
 """The verdict on "early edges, later parts": depth centroids of excess-over-control profiles.
 
+It is fed every edge instrument's statuses by name (the hierarchy passes its registered
+instruments, :mod:`interp.probes.instruments`); the headline always counts them: "holds: k
+of n edge instruments put edges before parts", "does not hold: k of n ...", or
+"inconclusive: k of n ... (each instrument's verdict and support)".
+
 Each instrument gives, per layer, a boolean per unit (an edge unit by the gratings, an edge
 unit by the ERF's Gabor fit, an edge detector by Network Dissection; a part detector; an
 object detector), for the model and for each random-init control network. Per layer the
@@ -156,7 +161,7 @@ def centroid_verdict(
     else:
         overall = "inconclusive"
         head = (
-            "inconclusive: the edge instruments disagree ("
+            f"inconclusive: {holds} of {n} edge instruments put edges before parts ("
             + ", ".join(
                 f"{k} {v['verdict']} at {v['bootstrap_support']:.0%}"
                 for k, v in instruments.items()

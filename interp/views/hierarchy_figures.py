@@ -1,8 +1,10 @@
-"""Figures of the hierarchy check: profile by depth, OSI distributions, top detectors, filters."""
+"""Figures of the hierarchy check, fed its result (:class:`~interp.probes.hierarchy.Hierarchy`)
+and the examples the pipeline prepared: profile by depth (a line per edge instrument), OSI
+distributions, tuning curves, top detectors, first-conv filters."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -11,13 +13,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figures import save_figure  # noqa: E402
+
 __all__ = [
-    "plot_profile",
-    "plot_osi",
+    "figures",
     "plot_detectors",
-    "plot_dissection",
     "plot_filters",
+    "plot_osi",
+    "plot_profile",
     "plot_tuning",
+    "save_figures",
 ]
 
 CATEGORY_COLOURS = {
@@ -36,15 +41,22 @@ def _short(name: str, limit: int = 16) -> str:
     return name if len(name) <= limit else "…" + name[-(limit - 1) :]
 
 
-def plot_profile(doc: dict[str, Any]) -> plt.Figure:
-    """Stacked bars of detector fractions by category per layer, model above control, with the
-    edge-unit fractions of the grating and ERF instruments as lines (cf. Network Dissection,
-    Fig. 5)."""
+#: line styles of the edge instruments' fractions in the profile, in registration order
+EDGE_STYLES = ("k.-", "C3s--", "C2^:", "C4d-.", "C5v--", "C6o:")
+
+
+def plot_profile(result: Any, doc: dict[str, Any] | None = None) -> plt.Figure:
+    """Stacked bars of detector fractions by category per layer, model above control, with
+    each edge instrument's edge-unit fraction as a line (cf. Network Dissection, Fig. 5).
+
+    ``result``: a :class:`~interp.probes.hierarchy.Hierarchy` (its ``edge_fractions`` name
+    the lines); ``doc``: its ``to_dict()`` when the caller has it already."""
+    doc = result.to_dict() if doc is None else doc
     rows = doc["layers"]
     names = [_short(r["layer"]) for r in rows]
     lines = {
-        "edge_gratings": ("k.-", "edge units (gratings)"),
-        "edge_erf": ("C3s--", "edge units (ERF fit)"),
+        key: (EDGE_STYLES[i % len(EDGE_STYLES)], f"edge units ({label})")
+        for i, (key, label) in enumerate(result.edge_fractions)
     }
     cats = [c for c in rows[0]["fractions"] if c not in lines]
     x = np.arange(len(rows))
@@ -86,19 +98,18 @@ def plot_profile(doc: dict[str, Any]) -> plt.Figure:
     return fig
 
 
-def plot_osi(
-    layers: Sequence[str],
-    osi: dict[str, np.ndarray],
-    control_osi: Sequence[dict[str, np.ndarray]],
-    thresholds: dict[str, float],
-    title: str,
-) -> plt.Figure:
-    """Per-layer OSI distributions, model next to control, with the edge-unit threshold."""
+def plot_osi(result: Any, doc: dict[str, Any] | None = None) -> plt.Figure:
+    """Per-layer OSI distributions of the grating instrument, model next to its pooled
+    controls, with the edge-unit threshold (the profile's ``edge_threshold_osi``)."""
+    doc = result.to_dict() if doc is None else doc
+    layers = list(result.layers)
+    every = [*result.controls, *result.edge_controls]
+    model = [result.model.gratings[name]["osi"] for name in layers]
+    ctl = [np.concatenate([c.gratings[n]["osi"] for c in every if n in c.gratings]) for n in layers]
+    thresholds = {r["layer"]: r["edge_threshold_osi"] for r in doc["layers"]}
     n = len(layers)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n + 2), 3.6))
     pos = np.arange(n)
-    model = [osi[name] for name in layers]
-    ctl = [np.concatenate([c[name] for c in control_osi]) for name in layers]
     b1 = ax.boxplot(model, positions=pos - 0.18, widths=0.3, patch_artist=True, showfliers=False)
     b2 = ax.boxplot(ctl, positions=pos + 0.18, widths=0.3, patch_artist=True, showfliers=False)
     for patch in b1["boxes"]:
@@ -115,34 +126,42 @@ def plot_osi(
         fontsize=7,
         loc="upper right",
     )
-    ax.set_title(f"{title}: OSI per layer (boxes: quartiles, whiskers 1.5 IQR)", fontsize=10)
+    ax.set_title(
+        f"{result.model_name}: OSI per layer (boxes: quartiles, whiskers 1.5 IQR)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
 
-def plot_dissection(doc: dict[str, Any], title: str) -> plt.Figure:
-    """Network Dissection by depth (``Dissection.to_dict()``): per layer, the fraction of its
-    units that detect a concept of each category (stacked), with the detector count."""
-    layers = doc["layers"]
-    cats = list(layers[0]["fraction_by_category"]) if layers else []
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * len(layers) + 2.5), 3.4))
-    pos = np.arange(len(layers))
-    bottom = np.zeros(len(layers))
-    for cat in cats:
-        share = np.array([row["fraction_by_category"].get(cat, 0.0) for row in layers])
-        ax.bar(pos, share, 0.7, bottom=bottom, label=cat, color=CATEGORY_COLOURS.get(cat))
-        bottom += share
-    for x, row, top in zip(pos, layers, bottom, strict=True):
-        ax.text(x, top + 0.01, f"{row['detectors']}/{row['units']}", ha="center", fontsize=6)
-    names = [_short(row["layer"]) for row in layers]
-    ax.set_xticks(pos, names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylim(0, max(0.1, float(bottom.max(initial=0.0)) * 1.2))
-    ax.set_ylabel("fraction of units detecting")
-    if cats:
-        ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(f"{title}: detectors by category (labels: detectors/units)", fontsize=10)
-    fig.tight_layout()
-    return fig
+def figures(
+    result: Any,
+    *,
+    tuning: list[dict[str, Any]] | None = None,
+    detectors: dict[str, list[dict[str, Any]]] | None = None,
+    first_conv: np.ndarray | None = None,
+) -> dict[str, plt.Figure]:
+    """The hierarchy check's figures: ``profile`` and (with the grating instrument) ``osi``
+    from the result; ``tuning``, ``detectors`` and ``first_conv`` from the examples and
+    weights the pipeline prepared (:mod:`interp.pipeline.hierarchy`)."""
+    doc = result.to_dict()
+    figs = {"profile": plot_profile(result, doc)}
+    if result.layers and all(n in result.model.gratings for n in result.layers):
+        figs["osi"] = plot_osi(result, doc)
+    if tuning is not None:
+        figs["tuning"] = plot_tuning(tuning, result.model_name)
+    if detectors is not None:
+        figs["detectors"] = plot_detectors(detectors, result.model_name)
+    if first_conv is not None and result.model.filters is not None:
+        figs["first_conv"] = plot_filters(first_conv, result.model.filters, result.model_name)
+    return figs
+
+
+def save_figures(result: Any, folder: str | Path, **prepared: Any) -> dict[str, Path]:
+    """:func:`figures` as PNGs in ``folder`` (``prepared``: its keyword arguments)."""
+    return {
+        name: save_figure(fig, Path(folder) / f"{name}.png")
+        for name, fig in figures(result, **prepared).items()
+    }
 
 
 def plot_detectors(examples: dict[str, list[dict[str, Any]]], title: str) -> plt.Figure:

@@ -204,10 +204,19 @@ def _attr(value: Any) -> str:
     return esc(str(value))
 
 
+def _status(value: Any) -> str:
+    return "" if value is None else "1" if value else "0"
+
+
 def layer_page(model: str, layer: dict[str, Any], layers: Sequence[str]) -> str:
-    """Every unit of ``layer`` (``{"name", "units": [tile], "categories", "rf", ...}``) as a
-    tile that can be sorted and filtered."""
+    """Every unit of ``layer`` as a tile that can be sorted and filtered. ``layer``:
+    ``{"name", "units": [tile], "categories", "info", "columns": [{"key", "label", "fmt"}],
+    "instruments": [{"name", "label"}]}``; a tile holds its scores (the columns' keys),
+    ``edge`` (the one edge-unit definition) and ``statuses`` (per instrument: true, false or
+    ``None``, not measured)."""
     root = "../"
+    columns = layer.get("columns", [])
+    labels = {i["name"]: i["label"] for i in layer.get("instruments", [])}
     tiles = []
     for t in layer["units"]:
         fv = (
@@ -224,24 +233,36 @@ def layer_page(model: str, layer: dict[str, Any], layers: Sequence[str]) -> str:
         )
         name = f"#{t['channel']}"
         head = f'<a href="{esc(t["href"])}">{name}</a>' if t.get("href") else name
-        edge = ' <span class="edge" title="edge unit">edge</span>' if t.get("edge") else ""
+        statuses = t.get("statuses", {})
+        by = ", ".join(labels.get(k, k) for k, v in statuses.items() if v)
+        edge = (
+            f' <span class="edge" title="edge unit by {esc(by)}">edge</span>'
+            if t.get("edge")
+            else ""
+        )
         label = esc(t.get("label") or "—")
+        data = "".join(f' data-{c["key"]}="{_attr(t.get(c["key"]))}"' for c in columns)
+        data += "".join(f' data-edge-{esc(k)}="{_status(v)}"' for k, v in statuses.items())
+        cells = " · ".join(
+            [f"IoU {_fmt(t.get('iou'), '.3f')}"]
+            + [f"{esc(c['label'])} {_fmt(t.get(c['key']), c['fmt'])}" for c in columns]
+            + [f"SI {_fmt(t.get('selectivity'))}"]
+        )
         tiles.append(
             f'<div class="tile" id="u{t["channel"]}" data-channel="{t["channel"]}"'
-            f' data-iou="{_attr(t.get("iou"))}" data-osi="{_attr(t.get("osi"))}"'
+            f' data-iou="{_attr(t.get("iou"))}"{data}'
             f' data-selectivity="{_attr(t.get("selectivity"))}"'
             f' data-activation="{_attr(t.get("activation"))}"'
             f' data-category="{_attr(t.get("category"))}"'
             f' data-concept="{_attr(t.get("concept"))}" data-edge="{1 if t.get("edge") else 0}">'
-            f'{fv}{ex}<div class="meta"><b>{head}</b>{edge} {label}<br>'
-            f"IoU {_fmt(t.get('iou'), '.3f')} · OSI {_fmt(t.get('osi'))} · "
-            f"SI {_fmt(t.get('selectivity'))}</div></div>"
+            f'{fv}{ex}<div class="meta"><b>{head}</b>{edge} {label}<br>{cells}</div></div>'
         )
     cats = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in layer["categories"])
+    sorts = "".join(f'<option value="{esc(c["key"])}">{esc(c["label"])}</option>' for c in columns)
     controls = (
         '<div class="controls">'
         '<label>sort <select id="sort"><option value="channel">unit</option>'
-        '<option value="iou">IoU</option><option value="osi">OSI</option>'
+        f'<option value="iou">IoU</option>{sorts}'
         '<option value="selectivity">selectivity</option>'
         '<option value="activation">top activation</option></select></label>'
         f'<label>category <select id="category"><option value="">any</option>{cats}'
@@ -253,8 +274,13 @@ def layer_page(model: str, layer: dict[str, Any], layers: Sequence[str]) -> str:
         '<span id="shown"></span></div>'
     )
     info = esc(layer.get("info", ""))
+    rule = (
+        '<p class="note">edge unit: an edge unit by at least one edge instrument that '
+        "measured the layer, against its random-init control (each tile's badge names "
+        "them; the unit page shows every instrument's status)</p>"
+    )
     body = (
-        f"<h1>{esc(layer['name'])}</h1><p>{info}</p>{controls}"
+        f"<h1>{esc(layer['name'])}</h1><p>{info}</p>{rule}{controls}"
         f'<div class="tiles" id="tiles">{"".join(tiles)}</div>'
     )
     title = f"{layer['name']} — interp: {model}"

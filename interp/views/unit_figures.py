@@ -14,7 +14,13 @@ import numpy as np  # noqa: E402
 
 from .figures import blank_axis  # noqa: E402
 
-__all__ = ["heat_overlay", "plot_attribution", "plot_examples_grid", "plot_unit_card"]
+__all__ = [
+    "heat_overlay",
+    "plot_attribution",
+    "plot_examples_grid",
+    "plot_tuning_curve",
+    "plot_unit_card",
+]
 
 
 def heat_overlay(
@@ -107,4 +113,17 @@ def plot_unit_card(card: dict[str, Any]) -> plt.Figure:
     with warnings.catch_warnings():  # long text lines can defeat tight_layout: harmless
         warnings.simplefilter("ignore", UserWarning)
         fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return fig
+
+
+def plot_tuning_curve(tuning: np.ndarray, orientations: Sequence[float], title: str) -> plt.Figure:
+    """One unit's evoked orientation tuning curve (the explorer's unit page)."""
+    fig, ax = plt.subplots(figsize=(3.2, 2.0), dpi=80)
+    ax.plot(list(orientations), tuning, "o-", color="#4c78a8", ms=3)
+    ax.axhline(0, color="#999", lw=0.5)
+    ax.set_xlabel("grating orientation (deg)", fontsize=7)
+    ax.set_ylabel("evoked response", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.set_title(title, fontsize=7)
+    fig.tight_layout()
     return fig
