@@ -10,12 +10,19 @@ Modules that cannot change the RF inherit it instead of being measured: element-
 (BatchNorm in eval, activations, dropout, identity) and 1x1 stride-1 convolutions take the RF of
 the module that produced their input, containers that of the child whose output they return.
 Only the modules that change the spatial footprint cost a backward pass.
+
+The same gradient serves the instruments that need a unit's receptive field
+(:mod:`interp.probes.erf`, :mod:`interp.probes.edges`): :func:`rf_gradients` (the gradient of
+a random positive mix of a layer's centre unit), :func:`support_box` (its bounding box),
+:func:`rf_box` and :func:`smallest_canvas` (the smallest canvas that holds a layer's whole RF)
+and :func:`rf_centres` (where in the input a layer's centre unit looks).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,7 +34,18 @@ from .checks import check_hookable
 from .models.base import Model
 from .models.registry import as_model
 
-__all__ = ["LayerInfo", "layers", "layers_table", "declared_stages", "default_layers"]
+__all__ = [
+    "LayerInfo",
+    "layers",
+    "layers_table",
+    "declared_stages",
+    "default_layers",
+    "rf_box",
+    "rf_centres",
+    "rf_gradients",
+    "smallest_canvas",
+    "support_box",
+]
 
 _ELEMENTWISE = (
     nn.BatchNorm1d,
@@ -87,12 +105,57 @@ def _shape(output: Any) -> tuple[int, ...] | None:
     return None
 
 
-def _bbox(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
+def support_box(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(top, bottom, left, right)`` (inclusive) of the ``True`` pixels of an
+    ``(H, W)`` mask; ``None`` when there are none."""
     rows = torch.nonzero(mask.any(dim=1)).flatten()
     cols = torch.nonzero(mask.any(dim=0)).flatten()
     if rows.numel() == 0:
         return None
     return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def rf_gradients(
+    module: nn.Module,
+    layers: Sequence[str],
+    x: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    neighbours: bool = False,
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """The gradient, with respect to ``x``, of each layer's centre unit: for layer ``i``, a
+    random positive mix of its channels (``rand + 0.5`` from ``generator``, drawn in layer
+    order: channels that mirror each other, ``w`` and ``-w``, must not cancel) at the centre
+    position ``(h // 2, w // 2)`` of batch element ``i``. With ``neighbours``, layer ``i`` owns
+    elements ``2i`` (the centre unit) and ``2i + 1`` (its diagonal neighbour, the same mix),
+    each on its own input (batch elements are independent in eval mode).
+
+    ``x`` is a leaf that requires grad; ``inputs(x)`` (default ``x``) is what the module sees.
+    The forward pass stops after the deepest layer; parameters are frozen meanwhile. The
+    gradient's non-zero pixels are those the unit sees: its receptive field. Returns ``None``
+    when no gradient reaches ``x``; raises ``ValueError`` for a layer without an
+    ``(N, C, H, W)`` output.
+    """
+    per = 2 if neighbours else 1
+    with torch.enable_grad(), ActivationCapture(module, list(layers), freeze=True) as cap:
+        acts = cap.run(inputs(x) if inputs is not None else x)
+        total = x.new_zeros(())
+        for i, name in enumerate(layers):
+            act = acts[name]
+            if not isinstance(act, torch.Tensor) or act.dim() != 4:
+                raise ValueError(f"layer {name!r} has no (N, C, H, W) output")
+            h, w = act.shape[-2:]
+            cy, cx = h // 2, w // 2
+            mix = torch.rand(act.shape[1], generator=generator).to(act.device, act.dtype) + 0.5
+            total = total + (act[per * i, :, cy, cx] * mix).sum()
+            if neighbours:
+                ny, nx = min(cy + 1, h - 1), min(cx + 1, w - 1)
+                total = total + (act[per * i + 1, :, ny, nx] * mix).sum()
+        if not total.requires_grad:
+            return None
+        (grad,) = torch.autograd.grad(total, x, allow_unused=True)
+    return None if grad is None else grad.detach()
 
 
 def _shift(a: tuple[int, int], b: tuple[int, int], extent: int) -> int | None:
@@ -122,44 +185,28 @@ def _measure_rf(
     for start in tqdm(starts, desc="receptive fields", unit="chunk", disable=not progress):
         group = names[start : start + chunk]
         # two batch elements per layer: the centre unit and its diagonal neighbour, each on
-        # its own random input (batch elements are independent in eval mode)
+        # its own random input
         noise = torch.randn(2 * len(group), channels, height, width, generator=gen)
         x = noise.to(sample.device, sample.dtype).requires_grad_(True)
-        with torch.enable_grad(), ActivationCapture(module, group, freeze=True) as cap:
-            acts = cap.run(x)
-        total = x.new_zeros(())
-        units: list[tuple[int, int, int, int]] = []
-        for i, name in enumerate(group):
-            act = acts[name]
-            _, _, h, w = act.shape
-            cy, cx = h // 2, w // 2
-            ny, nx = min(cy + 1, h - 1), min(cx + 1, w - 1)
-            # random positive channel weights: channels that mirror each other (w and -w)
-            # must not cancel in the sum
-            mix = torch.rand(act.shape[1], generator=gen).to(act.device, act.dtype) + 0.5
-            total = total + (act[2 * i, :, cy, cx] * mix).sum()
-            total = total + (act[2 * i + 1, :, ny, nx] * mix).sum()
-            units.append((cy, cx, ny, nx))
-        if not total.requires_grad:
-            continue
-        (grad,) = torch.autograd.grad(total, x, allow_unused=True)
+        grad = rf_gradients(module, group, x, gen, neighbours=True)
         if grad is None:
             continue
-        seen = grad.detach().abs().sum(dim=1).cpu() > 0
+        seen = grad.abs().sum(dim=1).cpu() > 0
         for i, name in enumerate(group):
-            box = _bbox(seen[2 * i])
+            box = support_box(seen[2 * i])
             if box is None:
                 continue
             r0, r1, c0, c1 = box
             size = (r1 - r0 + 1, c1 - c0 + 1)
             clipped = r0 == 0 or c0 == 0 or r1 == height - 1 or c1 == width - 1
-            cy, cx, ny, nx = units[i]
             stride: tuple[int, int] | None = None
-            nbox = _bbox(seen[2 * i + 1])
+            nbox = support_box(seen[2 * i + 1])
             oh, ow = shapes[name][-2:]  # type: ignore[index]
             if nbox is not None:
-                sy = _shift((r0, r1), (nbox[0], nbox[1]), height) if ny > cy else None
-                sx = _shift((c0, c1), (nbox[2], nbox[3]), width) if nx > cx else None
+                # the neighbour (h // 2 + 1, clamped to the map) is one row further unless
+                # the map is too small for one
+                sy = _shift((r0, r1), (nbox[0], nbox[1]), height) if oh // 2 < oh - 1 else None
+                sx = _shift((c0, c1), (nbox[2], nbox[3]), width) if ow // 2 < ow - 1 else None
                 # where the shift cannot be seen (RF covers the input), fall back to sizes
                 sy = sy if sy is not None else max(1, round(height / oh))
                 sx = sx if sx is not None else max(1, round(width / ow))
@@ -317,6 +364,92 @@ def layers(
         )
     result.sort(key=lambda info: (info.order is None, info.order or 0))
     return result
+
+
+def rf_box(model: Model, layer: str, size: int) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(top, bottom, left, right)`` of the pixels that the centre unit of
+    ``layer`` sees on a ``size`` px canvas (:func:`rf_gradients` on a noise input, as
+    :func:`layers` measures it); ``None`` when the layer does not run at that size or no
+    gradient reaches the input. The forward pass stops at ``layer``, so later layers
+    (pooling) never see the canvas."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, model.preprocessing.channels, size, size, generator=gen)
+    x = x.to(model.device).requires_grad_(True)
+    try:
+        grad = rf_gradients(model.module, [layer], x, gen)
+    except (RuntimeError, ValueError):  # too small for some module
+        return None
+    if grad is None:
+        return None
+    return support_box(grad.abs().sum(dim=(0, 1)).cpu() > 0)
+
+
+def smallest_canvas(model: Model, info: LayerInfo, size: int) -> int:
+    """The smallest square canvas on which the centre unit of ``info``'s layer (measured on
+    a ``size`` px canvas) sees its whole receptive field, unclipped and as large as on the
+    full canvas: its activation is then the same function of the same pixels (no padding
+    enters it), at a fraction of the cost. Candidates are multiples of the layer's stride
+    with room for the RF plus a pixel on each side (three tried); ``size`` when none is
+    smaller, or when the RF is clipped or unknown."""
+    if info.rf_clipped or info.rf_size is None:
+        return size
+    rf = max(info.rf_size)
+    step = max(1, max(info.rf_stride) if info.rf_stride else 1)
+    first = int(math.ceil((rf + 2) / step) * step)
+    for s in range(first, first + 3 * step, step):
+        if s >= size:
+            break
+        box = rf_box(model, info.name, s)
+        if box is None:
+            continue
+        r0, r1, c0, c1 = box
+        inside = r0 > 0 and c0 > 0 and r1 < s - 1 and c1 < s - 1
+        if inside and max(r1 - r0 + 1, c1 - c0 + 1) == rf:
+            return s
+    return size
+
+
+def _span(mask: torch.Tensor) -> tuple[int, int] | None:
+    idx = torch.nonzero(mask).flatten()
+    return (int(idx[0]), int(idx[-1])) if len(idx) else None
+
+
+def rf_centres(model: Model, layers: Sequence[str], size: int) -> dict[str, tuple[float, float]]:
+    """The input position ``(y, x)`` (pixels) of the RF centre of each layer's centre unit.
+
+    From the support of the gradient of that unit (:func:`rf_gradients`) on a noise image
+    around grey, through the model's preprocessing: the middle of its bounding box when the
+    RF fits the canvas; else the centroid of the gradient's energy, with the box's free side
+    where one side is clipped. On an even canvas the centre unit does not sit at the canvas
+    centre: this measures where it is.
+    """
+    gen = torch.Generator().manual_seed(0)
+    channels = model.preprocessing.channels
+    out: dict[str, tuple[float, float]] = {}
+    x = (0.5 + 0.1 * torch.randn(len(layers), channels, size, size, generator=gen)).to(model.device)
+    x.requires_grad_(True)
+    grad = rf_gradients(model.module, list(layers), x, gen, inputs=model.normalize)
+    if grad is None:
+        raise ValueError(f"no gradient of {list(layers)} reaches the input")
+    energy = grad.float().pow(2).sum(dim=1).cpu()  # (layers, size, size)
+    for i, name in enumerate(layers):
+        e = energy[i]
+        seen = e > 0
+        centre = []
+        for axis in (0, 1):
+            profile = e.sum(dim=1 - axis)
+            box = _span(seen.any(dim=1 - axis))
+            if box is None:
+                centre.append((size - 1) / 2.0)
+                continue
+            lo, hi = box
+            if lo > 0 and hi < size - 1:
+                centre.append((lo + hi) / 2.0)
+            else:
+                pos = torch.arange(size, dtype=torch.float64)
+                centre.append(float((profile.double() * pos).sum() / profile.double().sum()))
+        out[name] = (centre[0], centre[1])
+    return out
 
 
 def layers_table(infos: list[LayerInfo]) -> str:

@@ -16,6 +16,8 @@ from torch import nn
 
 from interp import Model, Preprocessing
 from interp.errors import UnknownLayerError
+from interp.inventory import layers as inventory
+from interp.inventory import smallest_canvas
 from interp.probes import erf as erf_module
 from interp.probes.edges import gratings
 from interp.probes.erf import (
@@ -219,7 +221,9 @@ def test_reduced_canvas_gives_the_same_erf_as_the_full_canvas():
         module = tiny_cnn().eval()
     model = Model(module, "tiny", Preprocessing(input_size=(48, 48)))
     layer, rf, stride = "5", 13, 2  # conv 3x3 -> 3x3 stride 2 -> 3x3 dilation 2
-    small = erf_module._small_canvas(model, layer, rf, stride, 48)
+    (info,) = inventory(model, names=[layer], input_size=(48, 48))
+    assert max(info.rf_size) == rf and max(info.rf_stride) == stride
+    small = smallest_canvas(model, info, 48)
     assert small < 48
     full = erf_module._noise(4, 3, 48, 0.15, 0)
     g_full = erf_module._layer_gradients(model, layer, full, 64, {})

@@ -89,3 +89,28 @@ def test_grey_input_models():
     infos = _by_name(layers(model))
     assert infos["0"].rf_size == (5, 5) and infos["0"].output_shape == (4, 24, 24)
     assert model.example_input().shape == (1, 1, 28, 28)
+
+
+def test_receptive_fields_are_measured_also_under_no_grad():
+    """The RF gradient runs under its own enable_grad (before the shared rf_gradients, the
+    inventory summed the units outside it and measured nothing under torch.no_grad())."""
+    import torch
+
+    model = as_model(tiny_cnn())
+    with torch.no_grad():
+        infos = _by_name(layers(model, input_size=(32, 32)))
+    assert infos["4"].rf_size == (13, 13) and infos["4"].rf_stride == (2, 2)
+
+
+def test_rf_box_smallest_canvas_and_centres_agree_with_the_inventory():
+    from interp.inventory import rf_box, rf_centres, smallest_canvas
+
+    model = as_model(tiny_cnn())
+    info = _by_name(layers(model, input_size=(32, 32)))["4"]
+    canvas = smallest_canvas(model, info, 32)
+    assert canvas < 32 and canvas % 2 == 0  # a multiple of the stride
+    top, bottom, left, right = rf_box(model, "4", canvas)
+    assert (bottom - top + 1, right - left + 1) == info.rf_size
+    assert 0 < top and bottom < canvas - 1  # unclipped
+    cy, cx = rf_centres(model, ["4"], canvas)["4"]
+    assert (cy, cx) == ((top + bottom) / 2, (left + right) / 2)

@@ -77,10 +77,10 @@ from ..activations import ActivationCapture, preserved_state, resolve_layers
 from ..checks import check_finite, check_fraction, check_int
 from ..data.photos import PhotoCrops
 from ..inventory import layers as inventory
+from ..inventory import rf_centres, smallest_canvas
 from ..models.base import Model
 from ..models.registry import as_model
 from .dissect import StreamingQuantile
-from .erf import _small_canvas
 from .rules import AbsoluteRuleWarning, warn_absolute
 
 __all__ = [
@@ -279,54 +279,6 @@ def edge_units(
         drive_min=drive_min,
         absolute=True,
     )
-
-
-# ------------------------------------------------------------------------- the RF centre
-def _bbox_1d(mask: torch.Tensor) -> tuple[int, int] | None:
-    idx = torch.nonzero(mask).flatten()
-    return (int(idx[0]), int(idx[-1])) if len(idx) else None
-
-
-def rf_centres(model: Model, layers: Sequence[str], size: int) -> dict[str, tuple[float, float]]:
-    """The input position ``(y, x)`` (pixels) of the RF centre of each layer's centre unit.
-
-    From the support of the gradient of that unit (random positive channel mix) on a noise
-    image: the middle of its bounding box when the RF fits the canvas; else the centroid of
-    the gradient's energy, with the box's free side where one side is clipped.
-    """
-    gen = torch.Generator().manual_seed(0)
-    channels = model.preprocessing.channels
-    out: dict[str, tuple[float, float]] = {}
-    x = (0.5 + 0.1 * torch.randn(len(layers), channels, size, size, generator=gen)).to(model.device)
-    x.requires_grad_(True)
-    with torch.enable_grad(), ActivationCapture(model.module, list(layers), freeze=True) as cap:
-        acts = cap.run(model.normalize(x))
-        total = x.new_zeros(())
-        for i, name in enumerate(layers):
-            act = acts[name]
-            h, w = act.shape[-2:]
-            mix = torch.rand(act.shape[1], generator=gen).to(act.device, act.dtype) + 0.5
-            total = total + (act[i, :, h // 2, w // 2] * mix).sum()
-        (grad,) = torch.autograd.grad(total, x)
-    energy = grad.detach().float().pow(2).sum(dim=1).cpu()  # (layers, size, size)
-    for i, name in enumerate(layers):
-        e = energy[i]
-        seen = e > 0
-        centre = []
-        for axis in (0, 1):
-            profile = e.sum(dim=1 - axis)
-            box = _bbox_1d(seen.any(dim=1 - axis))
-            if box is None:
-                centre.append((size - 1) / 2.0)
-                continue
-            lo, hi = box
-            if lo > 0 and hi < size - 1:
-                centre.append((lo + hi) / 2.0)
-            else:
-                pos = torch.arange(size, dtype=torch.float64)
-                centre.append(float((profile.double() * pos).sum() / profile.double().sum()))
-        out[name] = (centre[0], centre[1])
-    return out
 
 
 # --------------------------------------------------------------- natural-image reference
@@ -648,14 +600,7 @@ def edge_probe(
         # still holds its whole RF (its centre unit then sees the same pixels: the same
         # response, at a fraction of the cost); layers whose RF centres agree share a pass
 
-        canvases: dict[str, int] = {}
-        for name in names:
-            info = infos[name]
-            if info.rf_clipped or info.rf_size is None:
-                canvases[name] = size
-            else:
-                stride = max(info.rf_stride) if info.rf_stride else 1
-                canvases[name] = _small_canvas(model, name, max(info.rf_size), stride, size)
+        canvases = {name: smallest_canvas(model, infos[name], size) for name in names}
         for c in sorted(set(canvases.values()) - {size}):
             on = [n for n in names if canvases[n] == c]
             centres.update(rf_centres(model, on, c))

@@ -89,6 +89,7 @@ from torch import nn
 
 from ..activations import ActivationCapture, preserved_state, resolve_layers
 from ..inventory import layers as inventory
+from ..inventory import smallest_canvas, support_box
 from ..models.base import Model
 from ..models.registry import as_model
 from .rules import warn_absolute
@@ -459,11 +460,10 @@ def _dominant_pattern(erf: torch.Tensor) -> np.ndarray:
 # ------------------------------------------------------------------------ the gradients
 def _window(support: torch.Tensor, canvas: int) -> tuple[int, int, int]:
     """Square window ``(top, left, side)`` around the support ``(H, W)`` of the gradients."""
-    rows = torch.nonzero(support.any(dim=1)).flatten()
-    cols = torch.nonzero(support.any(dim=0)).flatten()
-    if len(rows) == 0:
+    box = support_box(support)
+    if box is None:
         return 0, 0, canvas
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    r0, r1, c0, c1 = box
     side = min(canvas, max(r1 - r0 + 1, c1 - c0 + 1))
 
     def start(lo: int, hi: int) -> int:
@@ -559,51 +559,6 @@ def _replicated_backward(
     return total
 
 
-def _rf_box(model: Model, name: str, size: int) -> tuple[int, int, int, int] | None:
-    """Bounding box ``(top, bottom, left, right)`` of the pixels that the centre unit of
-    ``name`` sees on a ``size`` px canvas (support of the gradient of a random positive mix of
-    its channels on a noise input, as :mod:`interp.inventory` measures it); ``None`` when the
-    layer does not run at that size or no gradient reaches the input. The forward pass stops
-    at ``name``, so later layers (pooling) never see the small canvas."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, model.preprocessing.channels, size, size, generator=gen)
-    x = x.to(model.device).requires_grad_(True)
-    try:
-        with torch.enable_grad(), ActivationCapture(model.module, [name], freeze=True) as cap:
-            centre = _centre(cap.run(x)[name], name)[0]
-            mix = torch.rand(len(centre), generator=gen).to(centre.device, centre.dtype) + 0.5
-            (grad,) = torch.autograd.grad((centre * mix).sum(), x, allow_unused=True)
-    except (RuntimeError, ValueError):  # too small for some module
-        return None
-    if grad is None:
-        return None
-    seen = grad.detach().abs().sum(dim=(0, 1)).cpu() > 0
-    rows = torch.nonzero(seen.any(dim=1)).flatten()
-    cols = torch.nonzero(seen.any(dim=0)).flatten()
-    if len(rows) == 0:
-        return None
-    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-
-
-def _small_canvas(model: Model, name: str, rf: int, stride: int, size: int) -> int:
-    """The smallest canvas, a multiple of the layer's stride with room for the RF plus a pixel
-    on each side (three candidates tried), on which the centre unit's RF is unclipped and as
-    large as on the full canvas; ``size`` when none is smaller."""
-    step = max(1, stride)
-    first = int(math.ceil((rf + 2) / step) * step)
-    for s in range(first, first + 3 * step, step):
-        if s >= size:
-            break
-        box = _rf_box(model, name, s)
-        if box is None:
-            continue
-        r0, r1, c0, c1 = box
-        inside = r0 > 0 and c0 > 0 and r1 < s - 1 and c1 < s - 1
-        if inside and max(r1 - r0 + 1, c1 - c0 + 1) == rf:
-            return s
-    return size
-
-
 # ------------------------------------------------------------------------------ the probe
 def erf_probe(
     model: Model | nn.Module,
@@ -687,10 +642,7 @@ def erf_probe(
             n = n_noise
             if max_gradients is not None and units * n > max_gradients:
                 n = max(min(2, n_noise), max_gradients // units)
-            canvas = size
-            if not info.rf_clipped:
-                stride = max(info.rf_stride) if info.rf_stride else 1
-                canvas = _small_canvas(model, name, rf, stride, size)
+            canvas = smallest_canvas(model, info, size)
             pixels = _noise(n, channels, canvas, noise_std, seed)
             started = time.perf_counter()
             mean_grad = _layer_gradients(model, name, pixels, batch_size, state)
