@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,11 +121,22 @@ class RunningTopK:
             torch.cat([p.positions for p in parts], dim=1),
         )
 
-    @property
-    def values(self) -> torch.Tensor:
-        """``(units, k)`` activation values (``nan`` where a row has fewer entries)."""
+    def result(self) -> torch.Tensor:
+        """``(units, k)`` activation values (``nan`` where a row has fewer entries); their
+        items, sources and positions are :attr:`items`, :attr:`sources` and
+        :attr:`positions` (the read of every streaming accumulator is ``result()``)."""
         v = self.key if self.largest else -self.key
         return v.masked_fill(self.items < 0, math.nan)
+
+    @property
+    def values(self) -> torch.Tensor:
+        """Deprecated: :meth:`result`."""
+        warnings.warn(
+            "RunningTopK.values is deprecated: use RunningTopK.result()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.result()
 
 
 def examples_data(
@@ -185,6 +197,7 @@ class LayerExamples:
             raise ValueError("bottom examples were not collected (bottom=True)")
         out = []
         w = self.grid[1]
+        values = keeper.result()[channel]
         for j in range(keeper.items.shape[1]):
             item = int(keeper.items[channel, j])
             if item < 0:
@@ -194,7 +207,7 @@ class LayerExamples:
                 {
                     "item": item,
                     "source": int(keeper.sources[channel, j]),
-                    "value": round(float(keeper.values[channel, j]), 5),
+                    "value": round(float(values[j]), 5),
                     "position": list(divmod(pos, w)),
                     "box": self.box(pos),
                 }

@@ -35,9 +35,9 @@ def test_streaming_quantile_is_exact():
         q.update(b)
     k = q.k_full
     expected = everything.sort(dim=1, descending=True).values[:, k - 1]
-    assert torch.equal(q.thresholds(), expected)
+    assert torch.equal(q.result(), expected)
     # exactly k values per unit lie at or above the threshold (continuous data: no ties)
-    assert ((everything >= q.thresholds()[:, None]).sum(dim=1) == k).all()
+    assert ((everything >= q.result()[:, None]).sum(dim=1) == k).all()
 
 
 def test_streaming_quantile_subsampled_is_close():
@@ -49,7 +49,7 @@ def test_streaming_quantile_subsampled_is_close():
         q.update(b)
     assert q.sampled and q.buffer.shape[1] <= q.capacity
     # uniform [0, 1): the top-1% quantile is 0.99
-    assert np.allclose(q.thresholds().numpy(), 0.99, atol=0.004)
+    assert np.allclose(q.result().numpy(), 0.99, atol=0.004)
 
 
 def _part_area(data: PartsWorldConcepts) -> dict[int, float]:
@@ -82,11 +82,11 @@ def test_planted_part_detector_is_found():
     q = StreamingQuantile(3, acts_t.numel() // 3, 0.005)
     for start in range(0, len(items), 16):
         q.update(acts_t[start : start + 16])
-    acc = IoUAccumulator(q.thresholds(), data.category_of(), 4, 64)
+    acc = IoUAccumulator(q.result(), data.category_of(), 4, 64)
     for start in range(0, len(items), 16):
         stop = min(len(items), start + 16)
         acc.update(acts_t[start:stop], items[start:stop], range(start, stop))
-    iou = acc.iou()
+    iou = acc.result()
     assert iou[0].argmax() == target, (names[iou[0].argmax()], names[target])
     assert iou[0, target] > 0.5
     assert iou[1:].max() < 0.04  # noise units detect nothing
@@ -289,13 +289,13 @@ def test_ties_at_the_threshold():
     acts[:, 2, 0, 0] = 2.0  # unit 2: zero almost everywhere, fires on 4 values
     q = StreamingQuantile(3, 400, 0.01)
     q.update(acts)
-    assert q.thresholds().tolist() == [6.0, 1.0, 2.0]
+    assert q.result().tolist() == [6.0, 1.0, 2.0]
     # unit 0: 12 tied values > 2k = 8, but they are its maximum (saturation), within 10k
     assert q.inclusive().tolist() == [True, False, True]
     q2 = StreamingQuantile(3, 400, 0.02)  # k = 8: the 12 tied values are within 2k
     q2.update(acts)
     # unit 2's threshold is now 0 (only 4 values fire): strict, so its region is where it fires
-    assert q2.thresholds().tolist() == [6.0, 1.0, 0.0]
+    assert q2.result().tolist() == [6.0, 1.0, 0.0]
     assert q2.inclusive().tolist() == [True, False, False]
 
 

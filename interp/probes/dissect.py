@@ -185,8 +185,9 @@ class StreamingQuantile:
         k = self.k_full if not self.sampled else max(1, math.ceil(self.quantile * self.kept))
         return min(k, self.buffer.shape[1])
 
-    def thresholds(self) -> torch.Tensor:
-        """Per-unit threshold ``T``: the k-th largest value."""
+    def result(self) -> torch.Tensor:
+        """Per-unit threshold ``T``: the k-th largest value (the read of every streaming
+        accumulator is ``result()``)."""
         if self.kept == 0:
             raise RuntimeError("no values were streamed")
         return self.buffer.topk(self._k(), dim=1).values[:, -1]
@@ -200,7 +201,7 @@ class StreamingQuantile:
         credited with every zero, and one saturated over more than ``max_plateau`` times the
         quantile (5% of positions by default) fires too broadly to localize anything.
         """
-        t = self.thresholds()
+        t = self.result()
         k = self._k()
         at_least = (self.buffer >= t[:, None]).sum(dim=1)
         full = self.buffer.shape[1] >= self.capacity
@@ -292,7 +293,7 @@ class IoUAccumulator:
         order = torch.argsort(vals, dim=1, descending=True, stable=True)[:, : self.m]
         self.top_val, self.top_idx = vals.gather(1, order), idxs.gather(1, order)
 
-    def iou(self) -> np.ndarray:
+    def result(self) -> np.ndarray:
         """``(C, K)`` IoU of every unit with every concept (0 where the union is empty)."""
         union = self.act_area[:, self.category] + self.mask_area[None, :] - self.inter
         iou = torch.where(union > 0, self.inter / union.clamp_min(1e-12), torch.zeros_like(union))
@@ -726,12 +727,12 @@ def dissect(
         stream.save(lambda: snapshot(2, 0), now=True)  # a resumed run starts at pass 2
 
     for name, q in quant.items():  # NaN activations would make every threshold NaN
-        check_finite(torch.as_tensor(q.thresholds()), f"{name}'s activation thresholds")
+        check_finite(torch.as_tensor(q.result()), f"{name}'s activation thresholds")
     # pass 2: IoU with every concept
     cat_of = data.category_of()
     accs = {
         name: IoUAccumulator(
-            q.thresholds(),
+            q.result(),
             cat_of,
             len(data.categories),
             data.mask_size,
@@ -776,7 +777,7 @@ def dissect(
             concept_category=cat_of,
             thresholds=acc.t.cpu().numpy(),
             inclusive=acc.inclusive.cpu().numpy(),
-            iou=acc.iou(),
+            iou=acc.result(),
             iou_threshold=iou_threshold,
             quantile=quantile,
             top_images=acc.top_idx.cpu().numpy(),

@@ -328,7 +328,7 @@ def natural_reference(
                     total = count * a.shape[-2] * a.shape[-1]
                     quantiles[name] = StreamingQuantile(a.shape[1], total, quantile)
                 quantiles[name].update(a.cpu())
-    return {name: q.thresholds().numpy() for name, q in quantiles.items()}
+    return {name: q.result().numpy() for name, q in quantiles.items()}
 
 
 # ----------------------------------------------------------------------------- the probe
