@@ -268,3 +268,41 @@ def test_random_init_network_has_few_edge_units_stable_across_control_seeds(one_
         a, b = np.array(fractions[0][k]), np.array(fractions[1][k])
         assert (a <= 0.05).all() and (b <= 0.05).all(), (k, a, b)
         assert (np.abs(a - b) <= 0.05).all(), (k, a, b)
+
+
+def test_old_names_warn_and_settings_are_the_fields_of_hierarchy_settings():
+    import warnings
+
+    import interp.probes
+    import interp.probes.hierarchy as hmod
+
+    for module in (hmod, interp.probes):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert module.HierarchyResult is Hierarchy
+        assert caught and issubclass(caught[0].category, DeprecationWarning)
+    try:
+        hierarchy("simplecnn", bootstraps=3)  # a typo fails before anything loads
+    except TypeError as err:
+        assert "bootstraps" in str(err) and "HierarchySettings" in str(err)
+    else:
+        raise AssertionError("an unknown setting was accepted")
+
+
+def test_a_network_saved_in_the_layout_before_generic_instruments_loads(tmp_path):
+    """Stage files of an earlier run keep their keys: the old npz layout still loads."""
+    path = tmp_path / "control-edges-seed2.npz"
+    osi, r2 = np.array([0.1, 0.5]), np.array([0.9, 0.2])
+    np.savez(path, **{"a/gratings/osi": osi, "a/erf/r2": r2})
+    meta = {"role": "control-edges", "seed": 2, "layers": ["a"], "notes": [], "layer_info": {}}
+    meta |= {"erf_layers": ["a"], "filters": None, "dissection": None}
+    path.with_suffix(".meta.json").write_text(json.dumps(meta))
+    back = NetworkProbes.load(path)
+    assert back.instruments == ["gratings", "erf", "dissection"]
+    assert np.array_equal(back.gratings["a"]["osi"], osi)
+    assert np.array_equal(back.arrays("erf", "a")["r2"], r2)
+    assert back.arrays("dissection", "a") is None
+    back.save(tmp_path / "again.npz")  # and the new layout round-trips
+    again = NetworkProbes.load(tmp_path / "again.npz")
+    assert again.instruments == back.instruments
+    assert np.array_equal(again.gratings["a"]["osi"], osi)
