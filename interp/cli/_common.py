@@ -14,30 +14,30 @@ from ..device import PRECISIONS
 from ..errors import RangeError
 from ..settings import RENDER
 
-_SEED_MAX = 2**32 - 1
-_MIN_SIZE = 8  # the smallest image side any job accepts
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+SEED_MAX = 2**32 - 1
+MIN_SIZE = 8  # the smallest image side any job accepts
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """``text`` as one line without terminal escape codes."""
-    return " ".join(part.strip() for part in _ANSI.sub("", text).splitlines() if part.strip())
+    return " ".join(part.strip() for part in ANSI.sub("", text).splitlines() if part.strip())
 
 
 def print_error(command: str, message: str) -> None:
     """Print ``interp COMMAND: error: MESSAGE`` on stderr as one line: the form of every error,
     also of those a command reports and then goes on past (an unreadable image in a folder)."""
-    print(f"interp {command}: error: {_one_line(message)}", file=sys.stderr)
+    print(f"interp {command}: error: {one_line(message)}", file=sys.stderr)
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (argparse prints the usage block first)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
-def _int(low: int | None = 1, high: int | None = None):  # noqa: ANN202
+def integer(low: int | None = 1, high: int | None = None):  # noqa: ANN202
     """An argparse type: an integer in ``[low, high]`` (the range check of the API)."""
 
     def parse(text: str) -> int:
@@ -56,7 +56,7 @@ def _int(low: int | None = 1, high: int | None = None):  # noqa: ANN202
     return parse
 
 
-def _float(
+def number(
     low: float | None = None,
     high: float | None = None,
     *,
@@ -79,22 +79,22 @@ def _float(
     return parse
 
 
-def _seed_list(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
     """``0,1,2`` as a list of seeds (each >= 0)."""
-    parse = _int(0, _SEED_MAX)
+    parse = integer(0, SEED_MAX)
     seeds = [parse(part.strip()) for part in text.split(",") if part.strip()]
     if not seeds:
         raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
     return seeds
 
 
-def _step_list(text: str) -> list[int]:
+def step_list(text: str) -> list[int]:
     """``0,100,1000`` as a list of training steps (each >= 0); empty is none."""
-    parse = _int(0)
+    parse = integer(0)
     return [parse(part.strip()) for part in text.split(",") if part.strip()]
 
 
-def _common() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("common options")
     group.add_argument(
@@ -121,7 +121,7 @@ def _common() -> argparse.ArgumentParser:
         "only for files you trust",
     )
     group.add_argument(
-        "--seed", type=_int(0, _SEED_MAX), default=0, help="seed of random init [default: 0]"
+        "--seed", type=integer(0, SEED_MAX), default=0, help="seed of random init [default: 0]"
     )
     group.add_argument(
         "--verbose",
@@ -131,21 +131,21 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
-def _count_or_all(text: str) -> str:
+def count_or_all(text: str) -> str:
     if text.strip().lower() == "all" or (text.isdigit() and int(text) > 0):
         return text.strip().lower()
     raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {text!r}")
 
 
-def _render_options() -> argparse.ArgumentParser:
+def render_options() -> argparse.ArgumentParser:
     """The rendering flags of ``visualize`` and ``atlas`` (a parent parser)."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("rendering")
     group.add_argument(
-        "--steps", type=_int(1), default=RENDER.steps, help="optimization steps [256]"
+        "--steps", type=integer(1), default=RENDER.steps, help="optimization steps [256]"
     )
     group.add_argument(
-        "--size", type=_int(_MIN_SIZE), default=RENDER.size, help="canvas size in pixels [128]"
+        "--size", type=integer(MIN_SIZE), default=RENDER.size, help="canvas size in pixels [128]"
     )
     group.add_argument(
         "--objective",
@@ -163,15 +163,15 @@ def _render_options() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--batch",
-        type=_int(1),
+        type=integer(1),
         default=None,
         help="units optimized together [16 on CPU, 64 on CUDA; halved on out-of-memory]",
     )
-    group.add_argument("--lr", type=_float(0), default=RENDER.lr, help="Adam learning rate [0.05]")
+    group.add_argument("--lr", type=number(0), default=RENDER.lr, help="Adam learning rate [0.05]")
     add_precision(group, RENDER.precision, "of the optimization steps")
     group.add_argument(
         "--redirect",
-        type=_float(0, 1, open_low=False, open_high=False),
+        type=number(0, 1, open_low=False, open_high=False),
         default=RENDER.redirect,
         help="fraction of the steps, from the start, with redirected ReLU/ReLU6 gradients "
         f"(0: off) [{RENDER.redirect}]",
@@ -185,7 +185,7 @@ def _render_options() -> argparse.ArgumentParser:
     group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
     group.add_argument(
         "--upsample",
-        type=_int(_MIN_SIZE),
+        type=integer(MIN_SIZE),
         default=None,
         help="resize the canvas to N px before the model",
     )
@@ -196,21 +196,21 @@ def _render_options() -> argparse.ArgumentParser:
         "folder of images, or 'none' [photos]",
     )
     group.add_argument(
-        "--n-reference", type=_int(1), default=RENDER.n_reference, help="reference crops [256]"
+        "--n-reference", type=integer(1), default=RENDER.n_reference, help="reference crops [256]"
     )
     return parent
 
 
-def _layer_list(args: argparse.Namespace) -> list[str] | None:
+def layer_list(args: argparse.Namespace) -> list[str] | None:
     """``--layers A,B`` as a list (``None`` when not given: the command's default layers)."""
     return [x.strip() for x in args.layers.split(",")] if args.layers else None
 
 
-def _model_dir(args: argparse.Namespace, what: str) -> Path:
+def model_dir(args: argparse.Namespace, what: str) -> Path:
     return Path("out") / f"{what}-{Path(str(args.model)).name.replace(':', '_')}"
 
 
-def _render_kwargs(args: argparse.Namespace) -> dict:
+def render_kwargs(args: argparse.Namespace) -> dict:
     return {
         "steps": args.steps,
         "size": args.size,
@@ -230,7 +230,7 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202
+def load(args: argparse.Namespace):  # noqa: ANN202
     from ..models import load_model
 
     return load_model(
@@ -260,3 +260,23 @@ def data_help(use: str, default: str) -> str:
     concepts); ``interp data list`` explains each."""
     specs = ", ".join(e.usage for e in DATASETS.values() if getattr(e, use))
     return f"{specs} (see `interp data list`) [{default}]"
+
+
+# The names these helpers had before they were public (issue 34), for the command modules
+# that still import them; new code imports the public names.
+_SEED_MAX = SEED_MAX
+_MIN_SIZE = MIN_SIZE
+_ANSI = ANSI
+_one_line = one_line
+_Parser = Parser
+_int = integer
+_float = number
+_seed_list = seed_list
+_step_list = step_list
+_common = common_options
+_count_or_all = count_or_all
+_render_options = render_options
+_layer_list = layer_list
+_model_dir = model_dir
+_render_kwargs = render_kwargs
+_load = load

@@ -6,14 +6,14 @@ import argparse
 from pathlib import Path
 
 from ..settings import RENDER
-from ._common import _count_or_all, _load, _render_kwargs, _render_options
+from ._common import count_or_all, load, render_kwargs, render_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``interp atlas`` and its flags to ``subparsers``."""
     p = subparsers.add_parser(
         "atlas",
-        parents=[common, _render_options()],
+        parents=[common, render_options()],
         help="feature visualizations of every layer (resumable)",
         description="Render a sample of units of every block (or the chosen layers): a "
         "folder per layer with unit PNGs, grid.png and units.json, plus index.json and "
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument(
         "--per-layer",
         default=str(RENDER.per_layer),
-        type=_count_or_all,
+        type=count_or_all,
         help="units per layer, or 'all' [8]",
     )
     p.add_argument("--out", type=Path, default=Path("out/atlas"), help="output folder")
@@ -35,9 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.atlas import atlas
 
-    model = _load(args)
+    model = load(args)
     result = atlas(
-        model, args.out, layers=args.layers, per_layer=args.per_layer, **_render_kwargs(args)
+        model, args.out, layers=args.layers, per_layer=args.per_layer, **render_kwargs(args)
     )
     from ..distributed import is_main
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import ATTRIBUTION
-from ._common import _int, _load
+from ._common import integer, load
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--layer", default=None, help="gradcam/conductance layer [last block]")
     p.add_argument(
         "--n-steps",
-        type=_int(1),
+        type=integer(1),
         default=ATTRIBUTION.n_steps,
         help=f"integration steps of ig/conductance [{ATTRIBUTION.n_steps}] (--steps is "
         "optimization steps everywhere else)",
@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from ..attribution import attribute
 
-    model = _load(args)
+    model = load(args)
     result = attribute(
         model, args.image, args.method, target=args.target, layer=args.layer, n_steps=args.n_steps
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..settings import EXAMPLES
-from ._common import _MIN_SIZE, _int, _layer_list, _load, _model_dir, add_precision, data_help
+from ._common import MIN_SIZE, add_precision, data_help, integer, layer_list, load, model_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -25,24 +25,24 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("model", help="model spec or run folder")
     p.add_argument("--data", default=EXAMPLES.data, help=data_help("images", EXAMPLES.data))
     p.add_argument("--layers", default=None, help="comma-separated layers [every block]")
-    p.add_argument("--k", type=_int(1), default=EXAMPLES.k, help="examples per unit [9]")
+    p.add_argument("--k", type=integer(1), default=EXAMPLES.k, help="examples per unit [9]")
     p.add_argument(
         "--n",
         "--images",
-        type=_int(1),
+        type=integer(1),
         default=None,
         help="images [photos 1000, partsworld 2000] (--images under torchrun, whose own "
         "options --n* would otherwise swallow --n)",
     )
     p.add_argument(
-        "--size", type=_int(_MIN_SIZE), default=None, help="image size [model's for photos]"
+        "--size", type=integer(MIN_SIZE), default=None, help="image size [model's for photos]"
     )
     p.add_argument("--bottom", action="store_true", help="also the k most negative images")
     p.add_argument("--no-dedup", action="store_true", help="allow several crops of a photo")
     p.add_argument("--units", default=None, help="units with grid PNGs, e.g. 0:32 [all]")
     p.add_argument(
         "--batch-size",
-        type=_int(1),
+        type=integer(1),
         default=None,
         help="images per forward [32 on CPU, 128 on CUDA; halved on out-of-memory]",
     )
@@ -59,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.atlas import parse_channels
     from ..pipeline.examples import examples_job
 
-    model = _load(args)
-    out = args.out or _model_dir(args, "examples")
+    model = load(args)
+    out = args.out or model_dir(args, "examples")
     units = None
     if args.units:  # checked against the widest layer before the pass
-        layers = _layer_list(args)
+        layers = layer_list(args)
         names = resolve_layers(model, layers) if layers else default_layers(model)
         with torch.no_grad():
             acts = capture(model, model.example_input(1), names)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         model,
         out,
         args.data,
-        _layer_list(args),
+        layer_list(args),
         k=args.k,
         bottom=args.bottom,
         dedup=not args.no_dedup,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import _load, _render_kwargs, _render_options
+from ._common import load, render_kwargs, render_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``interp visualize`` and its flags to ``subparsers``."""
     p = subparsers.add_parser(
         "visualize",
-        parents=[common, _render_options()],
+        parents=[common, render_options()],
         help="feature visualizations of chosen units of one layer",
         description="Optimize one image per unit of LAYER to maximize it. Writes one PNG per "
         "unit, a labelled grid.png and results.json (per unit: the objective value reached "
@@ -27,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.atlas import visualize
 
-    model = _load(args)
-    result = visualize(model, args.layer, args.channels, args.out, **_render_kwargs(args))
+    model = load(args)
+    result = visualize(model, args.layer, args.channels, args.out, **render_kwargs(args))
     from ..distributed import is_main
 
     if not is_main():
