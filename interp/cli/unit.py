@@ -56,5 +56,8 @@ def run(args: argparse.Namespace) -> int:
     h = s.get("hierarchy") or {}
     if "label" in h:
         print(f"  label {h['label'] or 'none'} (IoU {h['iou']:.3f})", end="")
+    if "edge_unit" in h:  # Hierarchy.unit_scores: the explorer's and the index's reading
+        yes = {None: "not measured", True: "yes", False: "no"}[h["edge_unit"]]
+        print(f"  edge unit {yes}", end="")
     print(f"\nwrote {Path(args.out) / card.files['png']}")
     return 0
