@@ -34,10 +34,8 @@ from .models.base import Model
 from .models.registry import as_model
 from .settings import ATTRIBUTION
 from .utils import atomic_path, atomic_write_text, prepare_output
-from .views.figures import save_figure
-from .views.unit_figures import plot_attribution
 
-__all__ = ["METHODS", "Attribution", "attribute", "parse_target", "save_attribution"]
+__all__ = ["METHODS", "Attribution", "attribute", "parse_target"]
 
 METHODS = ("saliency", "ig", "gradcam", "conductance")
 
@@ -108,9 +106,10 @@ class _UnitForward(nn.Module):
 class Attribution:
     """What :func:`attribute` returns: an attribution map and what it explains.
 
-    ``to_dict()`` is the JSON of ``STEM.json``; ``figures()`` the image, map and overlay;
-    ``save(folder, stem)`` writes both, the map (``STEM.npy``) and every array
-    (``STEM.npz``), which ``Attribution.load(folder, stem)`` reads back.
+    ``to_dict()`` is the JSON of ``STEM.json``; ``save(folder, stem)`` writes it, the map
+    (``STEM.npy``) and every array (``STEM.npz``), which ``Attribution.load(folder, stem)``
+    reads back. The figure (image, map and overlay):
+    :mod:`interp.views.attribution_figures`.
     """
 
     method: str
@@ -135,15 +134,10 @@ class Attribution:
             "info": self.info,
         }
 
-    def figures(self) -> dict[str, Any]:
-        """``{"attribution": fig}``: the image, the map and the map over the image."""
-        title = f"{self.method}: {self.target}"
-        return {"attribution": plot_attribution(self.image, self.map, title)}
-
     def save(self, folder: str | os.PathLike[str], stem: str | None = None) -> list[Path]:
-        """``STEM.png``, ``STEM.npy`` (the map), ``STEM.npz`` (map, raw, image) and
-        ``STEM.json`` in ``folder`` (``stem`` defaults to the method), atomically; returns
-        the paths (the figure and the map first)."""
+        """``STEM.npy`` (the map), ``STEM.npz`` (map, raw, image) and ``STEM.json`` in
+        ``folder`` (``stem`` defaults to the method), atomically; returns their paths. The
+        figure too: :func:`interp.views.attribution_figures.save_attribution`."""
         stem = stem or self.method
         folder = prepare_output(folder)
         npy = folder / f"{stem}.npy"
@@ -154,12 +148,20 @@ class Attribution:
             np.savez_compressed(handle, map=self.map, raw=self.raw, image=self.image)
         doc = folder / f"{stem}.json"
         atomic_write_text(doc, json.dumps(self.to_dict(), indent=1, default=_plain))
-        png = save_figure(self.figures()["attribution"], folder / f"{stem}.png")
-        return [png, npy, npz, doc]
+        return [npy, npz, doc]
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], stem: str) -> Attribution:
-        """An attribution written by :meth:`save`."""
+    def load(cls, folder: str | os.PathLike[str], stem: str | None = None) -> Attribution:
+        """An attribution written by :meth:`save` (``stem``: the method's, when the folder
+        holds one attribution)."""
+        if stem is None:
+            found = sorted(Path(folder).glob("*.npz"))
+            if len(found) != 1:
+                raise AttributionError(
+                    f"{folder} holds {len(found)} attributions: name one with stem= "
+                    f"({', '.join(p.stem for p in found)})"
+                )
+            stem = found[0].stem
         folder = Path(folder)
         doc = json.loads((folder / f"{stem}.json").read_text())
         with np.load(folder / f"{stem}.npz") as z:
@@ -316,8 +318,3 @@ def attribute(
         image=shown,
         info=info,
     )
-
-
-def save_attribution(result: Attribution, out: str | os.PathLike[str], stem: str) -> list[Path]:
-    """``result.save(out, stem)`` (kept for earlier callers)."""
-    return result.save(out, stem)

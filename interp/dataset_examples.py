@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,7 @@ from .models.base import Model
 from .models.registry import as_model
 from .settings import EXAMPLES
 from .streaming import Stream, object_state, restore_object
-from .utils import atomic_path, atomic_write_text, make_dir, prepare_output
-from .views.figures import plt, save_figure
-from .views.unit_figures import plot_examples_grid
+from .utils import atomic_path, atomic_write_text, prepare_output
 
 __all__ = [
     "Examples",
@@ -51,7 +49,6 @@ __all__ = [
     "crop",
     "examples",
     "examples_data",
-    "save_examples",
 ]
 
 
@@ -390,9 +387,10 @@ class Examples(dict):
     """What :func:`examples` returns: ``{layer: LayerExamples}``, with the dataset they
     index (``data``; ``None`` after :meth:`load`) and its spec (``data_name``).
 
-    ``to_dict()`` is the JSON of ``examples.json``; ``figures()`` the grids of top crops;
-    ``save(folder)`` writes both and the lists themselves (``examples.pt``), which
-    ``Examples.load(folder)`` reads back.
+    ``to_dict()`` is the JSON of ``examples.json``; ``save(folder)`` writes it and the lists
+    themselves (``examples.pt``), which ``Examples.load(folder)`` reads back. The grids of top
+    crops: :mod:`interp.views.examples_figures` (its ``save_examples`` writes them and calls
+    ``save``).
     """
 
     STATE = "examples.pt"
@@ -408,12 +406,20 @@ class Examples(dict):
         self.data = data
         self.data_name = data_name
 
-    def _units(self, r: LayerExamples, units: Sequence[int] | None) -> list[int]:
-        return list(range(r.units)) if units is None else [u for u in units if u < r.units]
+    def unit_indices(self, layer: str, units: Sequence[int] | None = None) -> list[int]:
+        """The units of ``layer`` among ``units`` (all of them for ``None``)."""
+        n = self[layer].units
+        return list(range(n)) if units is None else [u for u in units if u < n]
 
-    def to_dict(self, units: Sequence[int] | None = None) -> dict[str, Any]:
+    def to_dict(
+        self,
+        units: Sequence[int] | None = None,
+        *,
+        figures: dict[str, list[str]] | None = None,
+    ) -> dict[str, Any]:
         """Per layer: grid, receptive-field size and, per unit (all, or ``units``), its top
-        (and bottom) examples: item, source, value, position and box."""
+        (and bottom) examples: item, source, value, position and box; with ``figures``
+        (``{layer: [grid PNG paths]}``), each layer's ``figures``."""
         doc: dict[str, Any] = {"data": self.data_name, "layers": []}
         for name, r in self.items():
             entry: dict[str, Any] = {
@@ -422,10 +428,12 @@ class Examples(dict):
                 "rf_size": r.rf_size,
                 "units": {},
             }
-            for u in self._units(r, units):
+            for u in self.unit_indices(name, units):
                 entry["units"][str(u)] = {"top": r.unit(u)}
                 if r.bottom is not None:
                     entry["units"][str(u)]["bottom"] = r.unit(u, "bottom")
+            if figures is not None:
+                entry["figures"] = list(figures.get(name, []))
             doc["layers"].append(entry)
         return doc
 
@@ -447,48 +455,19 @@ class Examples(dict):
             out.append((crop(cache[e["item"]], e["box"], size), e["value"]))
         return out
 
-    def figures(
-        self, units: Sequence[int] | None = None, *, per_figure: int = 16, title: str = ""
-    ) -> dict[str, list[plt.Figure]]:
-        """Per layer, grids of ``per_figure`` units each: a row per unit, its top-k crops
-        with their activation values (matplotlib)."""
-        return {
-            name: [fig for _, fig in self._layer_figures(name, units, per_figure, title)]
-            for name in self
-        }
-
-    def _layer_figures(
-        self, name: str, units: Sequence[int] | None, per_figure: int, title: str
-    ) -> Iterator[tuple[list[int], plt.Figure]]:
-        r = self[name]
-        chosen = self._units(r, units)
-        cache: dict[int, Any] = {}
-        for start in range(0, len(chosen), per_figure):
-            part = chosen[start : start + per_figure]
-            rows = [(u, self.crops(name, u, cache=cache)) for u in part]
-            yield part, plot_examples_grid(rows, f"{title} {name}".strip(), r.rf_size)
-
     def save(
         self,
         folder: str | Path,
         *,
         units: Sequence[int] | None = None,
-        per_figure: int = 16,
-        title: str = "",
+        figures: dict[str, list[str]] | None = None,
     ) -> Path:
-        """Write ``examples.json`` (``units``: only those), the grid PNGs of those units
-        (``<layer>/units_AAAA-BBBB.png``) and ``examples.pt``; returns the JSON's path."""
+        """Write ``examples.json`` (``units``: only those; ``figures``: each layer's grid
+        PNGs, relative to ``folder``, as :func:`interp.views.examples_figures.save_examples`
+        lists them; empty lists without) and ``examples.pt``, atomically; returns the JSON's
+        path."""
         out = prepare_output(folder)
-        doc = self.to_dict(units)
-        for entry, name in zip(doc["layers"], self, strict=True):
-            sub = make_dir(out / name.replace("/", "_"))
-            entry["figures"] = []
-            if self.data is None:
-                continue
-            for part, fig in self._layer_figures(name, units, per_figure, title):
-                path = sub / f"units_{part[0]:04d}-{part[-1]:04d}.png"
-                save_figure(fig, path)  # saved and closed one at a time
-                entry["figures"].append(str(path.relative_to(out)))
+        doc = self.to_dict(units, figures=figures or {name: [] for name in self})
         state = {
             "data": self.data_name,
             "layers": {n: _pack_layer(r) for n, r in self.items()},
@@ -534,20 +513,3 @@ def _unpack_layer(name: str, r: dict[str, Any]) -> LayerExamples:
         bottom=keepers[1],
         info=dict(r["meta"].get("info", {})),
     )
-
-
-def save_examples(
-    results: dict[str, LayerExamples],
-    data: Dataset,
-    out: str | Path,
-    *,
-    units: Sequence[int] | None = None,
-    per_figure: int = 16,
-    title: str = "",
-) -> dict[str, Any]:
-    """Write ``examples.json`` and per layer grid PNGs (see :meth:`Examples.save`); returns
-    the JSON document."""
-    found = results if isinstance(results, Examples) else Examples(results)
-    result = Examples(dict(found), data=data, data_name=found.data_name)
-    path = result.save(out, units=units, per_figure=per_figure, title=title)
-    return json.loads(path.read_text())

@@ -124,3 +124,31 @@ def test_atlas_resumes_without_redoing_finished_units(tmp_path, monkeypatch, res
     counted.clear()
     atlas(resnet18, tmp_path, **{**kwargs, "steps": 3})  # new settings: everything again
     assert len(counted) == 4
+
+
+def test_the_atlas_result_writes_data_and_views_draw_it(tmp_path):
+    """Atlas.save writes the index (and copies unit PNGs elsewhere); the grids and the
+    overview come from interp.views.atlas_figures, fed the result."""
+    import numpy as np
+    from PIL import Image
+
+    from interp.utils import save_png
+    from interp.views import atlas_figures
+
+    src = tmp_path / "src"
+    units = []
+    for c in range(3):
+        (src / "a").mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(np.full((8, 8, 3), 40 * c, dtype=np.uint8))
+        save_png(image, src / "a" / f"a_c{c:04d}.png")
+        units.append({"channel": c, "value": 1.0 + c, "png": f"a_c{c:04d}.png", "objective": "x"})
+    layers = [{"layer": "a", "folder": "a", "grid": "a/grid.png", "units": units}]
+    result = interp.Atlas("toy", {"steps": 1}, layers, src)
+    assert result.save() == src / "index.json" and not (src / "a" / "grid.png").exists()
+    assert set(atlas_figures.figures(result)) == {"overview", "a"}
+    index = atlas_figures.save_atlas(result, tmp_path / "copy")
+    copy = tmp_path / "copy"
+    assert index == copy / "index.json" and (copy / "overview.png").is_file()
+    assert (copy / "a" / "grid.png").is_file() and (copy / "a" / "a_c0002.png").is_file()
+    back = interp.Atlas.load(copy)
+    assert back.to_dict() == result.to_dict() and back.image("a", 1)[0, 0, 0] == 40

@@ -13,7 +13,8 @@ from conftest import Boom, all_hooks, tiny_cnn
 from torch import nn
 
 from interp import ChannelError, Model, Preprocessing, UnknownClassError, UnknownLayerError
-from interp.attribution import Attribution, AttributionError, attribute, save_attribution
+from interp.attribution import Attribution, AttributionError, attribute
+from interp.views.attribution_figures import save_attribution
 
 
 def _model() -> Model:
@@ -73,6 +74,10 @@ def test_gradcam_and_conductance_shapes(tmp_path):
     assert np.array_equal(back.map, nc.map) and np.array_equal(back.image, nc.image)
     assert back.to_dict() == json.loads(json.dumps(nc.to_dict(), default=list))
     assert all_hooks(model.module) == 0
+    # the result alone writes data, no figure; one attribution in a folder loads without stem
+    data = cam.save(tmp_path / "cam")
+    assert [p.name for p in data] == ["gradcam.npy", "gradcam.npz", "gradcam.json"]
+    assert np.array_equal(Attribution.load(tmp_path / "cam").map, cam.map)
 
 
 def test_bad_targets_have_clear_errors_and_leave_no_hooks():

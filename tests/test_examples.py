@@ -13,7 +13,8 @@ from conftest import Boom, all_hooks
 from torch import nn
 
 from interp import Model, Preprocessing
-from interp.dataset_examples import RunningTopK, examples, save_examples
+from interp.dataset_examples import Examples, RunningTopK, examples
+from interp.views.examples_figures import save_examples
 
 
 def _brute(values, sources, k, largest, dedup):
@@ -90,10 +91,21 @@ def test_planted_patch_detector_finds_the_patch(tmp_path):
         assert (x1 - x0, y1 - y0) == (5, 5)
     # unit 1 is the negated filter: its most negative responses are the same images
     assert sorted(e["item"] for e in r.unit(1, "bottom")) == sorted(where)
-    doc = save_examples(res, dataset, tmp_path, title="matched")
+    doc = json.loads(save_examples(res, tmp_path, title="matched").read_text())
     assert (tmp_path / "examples.json").is_file()
     assert (tmp_path / doc["layers"][0]["figures"][0]).stat().st_size > 1000
     assert all_hooks(model.module) == 0
+    # the result alone writes its data and lists no figure; it loads back the same
+    res.save(tmp_path / "data")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "examples.json",
+        "examples.pt",
+    ]
+    back = Examples.load(tmp_path / "data", data=dataset)
+    assert back.to_dict() == res.to_dict() and back["conv"].unit(1, "bottom") == r.unit(1, "bottom")
+    assert (
+        json.loads((tmp_path / "data" / "examples.json").read_text())["layers"][0]["figures"] == []
+    )
 
 
 def test_examples_restore_state_and_hooks_on_error():

@@ -40,12 +40,13 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 
 def run(args: argparse.Namespace) -> int:
     from ..attribution import attribute
+    from ..views.attribution_figures import save_attribution
 
     model = load(args)
     result = attribute(
         model, args.image, args.method, target=args.target, layer=args.layer, n_steps=args.n_steps
     )
-    paths = result.save(args.out, args.method)
+    paths = save_attribution(result, args.out, args.method)
     print(f"{args.method}: {result.target}")
     if "output_difference" in result.info:
         i = result.info

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image
@@ -51,7 +50,7 @@ from ..models.base import Model
 from ..models.registry import as_model
 from ..settings import RENDER
 from ..utils import atomic_write_text, make_dir, prepare_output, save_png, settings_digest
-from ..views.figures import blank_axis, plot_image_grid, save_figure
+from ..views.atlas_figures import save_atlas
 from .cache import weights_digest
 
 __all__ = ["Atlas", "visualize", "atlas", "parse_channels", "layer_channels"]
@@ -102,31 +101,18 @@ class Atlas:
                 return np.asarray(Image.open(self.folder / entry["folder"] / unit["png"]))
         raise ChannelError(f"channel {channel} of {layer} was not rendered in this atlas")
 
-    def figures(self) -> dict[str, plt.Figure]:
-        """``{"overview": all layers, "<layer>": that layer's labelled grid}`` (matplotlib)."""
-        figs = {"overview": _overview_figure(self.model, self.layers, self.folder)}
-        for entry in self.layers:
-            figs[entry["layer"]] = _grid_figure(
-                self.model, entry["layer"], entry["units"], self.folder / entry["folder"]
-            )
-        return figs
-
     def save(self, folder: str | Path | None = None) -> Path:
-        """Write ``index.json``, every layer's ``grid.png`` and ``overview.png`` (the unit
-        PNGs are written while rendering) into the atlas folder; returns the index path.
-        Another ``folder`` receives copies of the unit PNGs too."""
+        """Write the index (``index.json``; ``results.json`` for :func:`visualize`) into the
+        atlas folder (the unit PNGs are written while rendering); returns its path. Another
+        ``folder`` receives copies of the unit PNGs too. The grids and the overview:
+        :func:`interp.views.atlas_figures.save_atlas`, which calls this last."""
         target = make_dir(folder if folder is not None else self.folder)
-        copy = target.resolve() != self.folder.resolve()
-        for entry in self.layers:
-            sub = make_dir(target / entry["folder"])
-            if copy:
+        if target.resolve() != self.folder.resolve():
+            for entry in self.layers:
+                sub = make_dir(target / entry["folder"])
                 for unit in entry["units"]:
                     image = Image.open(self.folder / entry["folder"] / unit["png"])
                     save_png(image, sub / unit["png"])
-            grid = _grid_figure(self.model, entry["layer"], entry["units"], sub)
-            save_figure(grid, sub / "grid.png")
-        if self.layers and self.index == "index.json":  # visualize: its grid is enough
-            save_figure(_overview_figure(self.model, self.layers, target), target / "overview.png")
         return atomic_write_text(target / self.index, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
@@ -437,20 +423,6 @@ def _render_plan(
     return result, stats
 
 
-def _grid_figure(model: str, layer: str, units: list[dict[str, Any]], folder: Path) -> plt.Figure:
-    images, labels = [], []
-    for u in units:
-        arr = np.asarray(Image.open(folder / u["png"]), dtype=np.float32) / 255.0
-        arr = arr[..., None] if arr.ndim == 2 else arr
-        images.append(torch.from_numpy(arr).permute(2, 0, 1))
-        nat = f" | nat {u['natural_max']:.3g}" if "natural_max" in u else ""
-        value = "dead" if u.get("dead") else f"{u['value']:.3g}"
-        labels.append(f"#{u['channel']}: {value}{nat}")
-    title = f"{model}  {layer}  ({units[0]['objective'] if units else 'channel'} objective"
-    title += "; value reached | best natural crop)" if units and "natural_max" in units[0] else ")"
-    return plot_image_grid(images, labels, title)
-
-
 def _reference(
     model: Model, reference: str | None, size: int, upsample: int | None, n: int
 ) -> torch.Tensor | None:
@@ -517,7 +489,7 @@ def visualize(
     }
     result = Atlas(model.name, settings, [entry], out, stats, index="results.json")
     if dist.is_main():
-        result.save()
+        save_atlas(result)
     return result
 
 
@@ -602,7 +574,7 @@ def atlas(
         )
     result = Atlas(model.name, settings, entries, out, stats)
     if dist.is_main():  # rank 0 writes the merged outputs
-        result.save()
+        save_atlas(result)
     dist.barrier()
     return result
 
@@ -623,24 +595,3 @@ def _choose_layers(model: Model, layers: str | Sequence[str]) -> list[str]:
         else:
             chosen += resolve_layers(model, [pattern])
     return list(dict.fromkeys(chosen))
-
-
-def _overview_figure(model: str, entries: list[dict[str, Any]], out: Path) -> plt.Figure:
-    cols = min(8, max((len(e["units"]) for e in entries), default=1))
-    rows = max(1, len(entries))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(1.3 * cols + 1.6, 1.35 * rows + 0.5), squeeze=False
-    )
-    for r, entry in enumerate(entries):
-        for c in range(cols):
-            ax = axes[r, c]
-            blank_axis(ax)
-            if c < len(entry["units"]):
-                unit = entry["units"][c]
-                img = Image.open(out / entry["folder"] / unit["png"])
-                ax.imshow(img, cmap="gray" if img.mode == "L" else None)
-                ax.set_title(f"#{unit['channel']}", fontsize=6, pad=1)
-        axes[r, 0].set_ylabel(entry["layer"], fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{model}: feature visualizations, early (top) to late (bottom)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (1.35 * rows + 0.5)))
-    return fig

@@ -24,6 +24,7 @@ from ..models.base import Model
 from ..models.registry import as_model
 from ..settings import EXAMPLES
 from ..utils import prepare_output
+from ..views.examples_figures import save_examples
 from .cache import StageCache, stage_key
 from .sharding import RankStream
 
@@ -95,7 +96,7 @@ def examples_job(
         result.data_name = data
         cache.log["examples"] = "computed"
     if dist.is_main():
-        result.save(out, units=units, title=title or model.name)
+        save_examples(result, out, units=units, title=title or model.name)
         cache.put("examples", key, {"layers": list(result), "images": len(dataset)})
     dist.barrier()
     return result
