@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import socket
@@ -11,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import OutputError
 
@@ -25,6 +28,11 @@ __all__ = [
     "remove_stale_temps",
     "prepare_output",
     "write_refused",
+    "json_value",
+    "save_arrays",
+    "load_arrays",
+    "only_stem",
+    "result_stem",
 ]
 
 
@@ -242,3 +250,53 @@ def settings_digest(obj: Any, length: int = 12) -> str:
 
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def json_value(value: Any) -> Any:
+    """JSON for the numpy and torch values a result's ``info`` may hold (``json.dumps``'s
+    ``default``): arrays and tensors as lists, numpy scalars as numbers, anything else as its
+    ``str``."""
+    if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
+        return np.asarray(value).tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def save_arrays(
+    folder: str | os.PathLike[str], stem: str, arrays: dict[str, Any], doc: dict[str, Any]
+) -> list[Path]:
+    """A result's house format: ``STEM.npz`` (its arrays, compressed) and ``STEM.json`` (its
+    ``to_dict()``), each written atomically into ``folder`` (created); returns both paths."""
+    out = prepare_output(folder)
+    npz = out / f"{stem}.npz"
+    with atomic_path(npz, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+    text = json.dumps(doc, indent=1, default=json_value)
+    return [npz, atomic_write_text(out / f"{stem}.json", text)]
+
+
+def load_arrays(
+    folder: str | os.PathLike[str], stem: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """What :func:`save_arrays` wrote: ``(arrays, doc)``."""
+    folder = Path(folder)
+    doc = json.loads((folder / f"{stem}.json").read_text())
+    with np.load(folder / f"{stem}.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    return arrays, doc
+
+
+def only_stem(folder: str | os.PathLike[str], pattern: str, what: str) -> str:
+    """The stem of the one file in ``folder`` matching ``pattern`` (``"erf-*.npz"``); a
+    ``ValueError`` naming the candidates when there are none or several."""
+    found = sorted(Path(folder).glob(pattern))
+    if len(found) != 1:
+        names = ", ".join(p.stem for p in found) or "none"
+        raise ValueError(f"{folder} holds {len(found)} {what} ({names}): name one with stem=")
+    return found[0].stem
+
+
+def result_stem(kind: str, name: str) -> str:
+    """``KIND-NAME``, the name (a layer's) made file-system safe: a result's file stem."""
+    return f"{kind}-" + (re.sub(r"[^A-Za-z0-9._]+", "_", name) or "root")

@@ -18,6 +18,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from ..inventory import layers as inventory_layers
 from ..models.base import Model
 from ..models.registry import as_model
 from ..settings import RENDER
+from ..utils import load_arrays, save_arrays
 from .fold import fold_batchnorm
 from .objectives import INPUT, LOGITS, Objective, as_objective, channel
 from .param import PARAMS, make_param
@@ -70,6 +72,10 @@ class RenderResult:
             (the start and :data:`RESTARTS` others): the unit is dead on such images (e.g. a
             ReLU that never turns on) and the image is not a visualization of anything.
         restarts: per image, how many fresh starts it took to get a non-zero gradient.
+
+    ``to_dict()`` is its JSON (every attribute but the images); ``save(folder)`` writes it
+    and the images and values (``render.json``, ``render.npz``), which
+    ``RenderResult.load(folder)`` reads back.
     """
 
     images: torch.Tensor
@@ -80,6 +86,40 @@ class RenderResult:
     info: dict[str, Any] = field(default_factory=dict)
     dead: list[bool] = field(default_factory=list)
     restarts: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form: the objective, its units, each image's value, the history,
+        ``info``, dead images and restarts (the images themselves: :meth:`save`)."""
+        return {
+            "objective": self.objective,
+            "units": self.units,
+            "values": [float(v) for v in self.values.flatten()],
+            "history": list(self.history),
+            "info": self.info,
+            "dead": list(self.dead),
+            "restarts": list(self.restarts),
+        }
+
+    def save(self, folder: str | Path, stem: str = "render") -> list[Path]:
+        """``STEM.npz`` (images and values, as computed) and ``STEM.json`` (:meth:`to_dict`)
+        in ``folder``, atomically; returns their paths."""
+        arrays = {"images": self.images.numpy(), "values": self.values.numpy()}
+        return save_arrays(folder, stem, arrays, self.to_dict())
+
+    @classmethod
+    def load(cls, folder: str | Path, stem: str = "render") -> RenderResult:
+        """A result written by :meth:`save`."""
+        arrays, doc = load_arrays(folder, stem)
+        return cls(
+            images=torch.from_numpy(arrays["images"]),
+            values=torch.from_numpy(arrays["values"]),
+            history=doc["history"],
+            objective=doc["objective"],
+            units=doc["units"],
+            info=doc["info"],
+            dead=doc["dead"],
+            restarts=doc["restarts"],
+        )
 
 
 #: fresh starts tried for an image whose objective has zero gradient at its start; fft and

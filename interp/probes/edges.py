@@ -66,6 +66,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,7 @@ from ..inventory import layers as inventory
 from ..inventory import rf_centres, smallest_canvas
 from ..models.base import Model
 from ..models.registry import as_model
+from ..utils import load_arrays, only_stem, result_stem, save_arrays
 from .dissect import StreamingQuantile
 from .rules import AbsoluteRuleWarning, warn_absolute
 
@@ -163,7 +165,26 @@ def orientation_selectivity(responses: np.ndarray, orientations: Sequence[float]
 
 @dataclass
 class EdgeResult:
-    """Evoked orientation tuning of every unit of one layer (arrays indexed by channel)."""
+    """Evoked orientation tuning of every unit of one layer (arrays indexed by channel).
+
+    ``to_dict()`` is its JSON (the grids, clipping, ``info`` and :meth:`summary`);
+    ``save(folder)`` writes it and the arrays (``edges-LAYER.json``, ``edges-LAYER.npz``),
+    which ``EdgeResult.load(folder)`` reads back.
+    """
+
+    ARRAYS = (
+        "contrast",
+        "baseline",
+        "tuning",
+        "modulation",
+        "simple",
+        "preferred_orientation",
+        "preferred_frequency",
+        "osi",
+        "drive",
+        "drive_ratio",
+        "unit_clipped",
+    )
 
     layer: str
     orientations: list[float]
@@ -186,6 +207,33 @@ class EdgeResult:
     @property
     def units(self) -> int:
         return len(self.osi)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form: the stimulus grids, the clipped fraction per contrast,
+        ``info`` and the summary."""
+        return {
+            "layer": self.layer,
+            "orientations": list(self.orientations),
+            "frequencies": list(self.frequencies),
+            "contrasts": list(self.contrasts),
+            "clipped": list(self.clipped),
+            "info": self.info,
+            "summary": self.summary(),
+        }
+
+    def save(self, folder: str | Path, stem: str | None = None) -> list[Path]:
+        """``STEM.npz`` (the arrays) and ``STEM.json`` (:meth:`to_dict`) in ``folder``,
+        atomically (``stem`` defaults to ``edges-LAYER``); returns their paths."""
+        arrays = {k: getattr(self, k) for k in self.ARRAYS}
+        return save_arrays(folder, stem or result_stem("edges", self.layer), arrays, self.to_dict())
+
+    @classmethod
+    def load(cls, folder: str | Path, stem: str | None = None) -> EdgeResult:
+        """A result written by :meth:`save` (``stem``: needed when ``folder`` holds several)."""
+        stem = stem or only_stem(folder, "edges-*.npz", "grating results")
+        arrays, doc = load_arrays(folder, stem)
+        fields = ("layer", "orientations", "frequencies", "contrasts", "clipped", "info")
+        return cls(**{k: doc[k] for k in fields}, **arrays)
 
     def edge_units(
         self, osi_threshold: float | None = None, *, absolute: bool = False

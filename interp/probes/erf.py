@@ -80,6 +80,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,7 @@ from ..inventory import layers as inventory
 from ..inventory import smallest_canvas, support_box
 from ..models.base import Model
 from ..models.registry import as_model
+from ..utils import load_arrays, only_stem, result_stem, save_arrays
 from .rules import warn_absolute
 
 __all__ = [
@@ -118,8 +120,12 @@ class ErfResult:
 
     ``erf`` is ``(units, C, h, w)``: the averaged gradients inside the RF window (full
     resolution). ``skipped`` is the reason when the layer was not measured (then every array
-    is empty).
+    is empty). ``to_dict()`` is its JSON (the metadata, ``info`` and :meth:`summary`);
+    ``save(folder)`` writes it and the arrays (``erf-LAYER.json``, ``erf-LAYER.npz``), which
+    ``ErfResult.load(folder)`` reads back.
     """
+
+    ARRAYS = ("r2", "orientedness", "orientation", "frequency", "energy", "erf")
 
     layer: str
     rf_size: int
@@ -137,6 +143,37 @@ class ErfResult:
     def units(self) -> int:
         """Number of units (0 for a skipped layer)."""
         return int(len(self.r2))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form: layer, RF size, canvas, ``skipped``, ``info`` and the summary."""
+        return {
+            "layer": self.layer,
+            "rf_size": self.rf_size,
+            "canvas": self.canvas,
+            "skipped": self.skipped,
+            "info": self.info,
+            "summary": self.summary(),
+        }
+
+    def save(self, folder: str | Path, stem: str | None = None) -> list[Path]:
+        """``STEM.npz`` (the arrays) and ``STEM.json`` (:meth:`to_dict`) in ``folder``,
+        atomically (``stem`` defaults to ``erf-LAYER``); returns their paths."""
+        arrays = {k: getattr(self, k) for k in self.ARRAYS}
+        return save_arrays(folder, stem or result_stem("erf", self.layer), arrays, self.to_dict())
+
+    @classmethod
+    def load(cls, folder: str | Path, stem: str | None = None) -> ErfResult:
+        """A result written by :meth:`save` (``stem``: needed when ``folder`` holds several)."""
+        stem = stem or only_stem(folder, "erf-*.npz", "ERF results")
+        arrays, doc = load_arrays(folder, stem)
+        return cls(
+            layer=doc["layer"],
+            rf_size=doc["rf_size"],
+            canvas=doc["canvas"],
+            info=doc["info"],
+            skipped=doc["skipped"],
+            **arrays,
+        )
 
     def summary(
         self, *, r2_min: float = R2_MIN, oriented_min: float = ORIENTED_MIN
