@@ -77,8 +77,8 @@ from tqdm.auto import tqdm
 from ..activations import ActivationCapture, preserved_state, resolve_layers
 from ..checks import check_finite, check_fraction, check_int
 from ..data.photos import PhotoCrops
+from ..inventory import LayerInfo, rf_centres, smallest_canvas
 from ..inventory import layers as inventory
-from ..inventory import rf_centres, smallest_canvas
 from ..models.base import Model
 from ..models.registry import as_model
 from ..utils import load_arrays, only_stem, result_stem, save_arrays
@@ -632,6 +632,7 @@ def edge_probe(
     phases = [2 * math.pi * k / n_phases for k in range(n_phases)]
     if isinstance(reference, str) and reference == "photos":
         reference = PhotoCrops(n=reference_images, size=size, seed=0)
+    grid = _Grid(orientations, phases, contrasts)
     results: dict[str, EdgeResult] = {}
     with preserved_state(model.module, eval_mode=True):
         if reference is None:
@@ -642,166 +643,261 @@ def edge_probe(
             ref = natural_reference(
                 model, reference, names, images=reference_images, progress=progress
             )
-        centres = rf_centres(model, names, size)
-        full = dict(centres)  # on the full canvas, before small canvases replace some
-        # a layer whose RF fits the canvas is shown the gratings on the smallest canvas that
-        # still holds its whole RF (its centre unit then sees the same pixels: the same
-        # response, at a fraction of the cost); layers whose RF centres agree share a pass
-
-        canvases = {name: smallest_canvas(model, infos[name], size) for name in names}
-        for c in sorted(set(canvases.values()) - {size}):
-            on = [n for n in names if canvases[n] == c]
-            centres.update(rf_centres(model, on, c))
-        # A layer whose RF is clipped by the canvas has only an estimated centre (the
-        # gradient's centroid); it joins the deepest exact full-canvas layer before it (deeper
-        # maps are coarser grids around the same centre; they see low frequencies, where a
-        # pixel is a small phase offset, and F1 is phase-invariant) or, with none, the
-        # deepest exact layer's centre measured on the full canvas
-        groups: dict[tuple[int, float, float], list[str]] = {}
-        last: tuple[float, float] | None = None
-        for name in names:
-            cy, cx = centres[name]
-            key = (canvases[name], round(cy * 2) / 2, round(cx * 2) / 2)
-            if infos[name].rf_clipped and last is not None:
-                key = (size, *last)
-                centres[name] = last
-            elif not infos[name].rf_clipped:
-                fy, fx = full[name]
-                last = (round(fy * 2) / 2, round(fx * 2) / 2)
-            groups.setdefault(key, []).append(name)
+        groups, centres = _plan_canvases(model, names, infos, size)
         layer_freqs = {
             n: _frequencies((infos[n].rf_size or (size, size))[0], size, sorted(set(frequencies)))
             for n in names
         }
         for (canvas, *centre_), group in groups.items():
-            centre = (centre_[0], centre_[1])
             freqs_all = sorted({f for n in group for f in layer_freqs[n]})
-            n_stim = n_orientations * len(freqs_all) * n_phases
-            windows = {}
-            for name in group:
-                rf = infos[name].rf_size or (size, size)
-                cy, cx = centre
-                windows[name] = (
-                    max(0, int(math.floor(cy - (rf[0] - 1) / 2))),
-                    min(canvas - 1, int(math.ceil(cy + (rf[0] - 1) / 2))),
-                    max(0, int(math.floor(cx - (rf[1] - 1) / 2))),
-                    min(canvas - 1, int(math.ceil(cx + (rf[1] - 1) / 2))),
-                )
-            channels = model.preprocessing.channels
-            grey = torch.full((1, channels, canvas, canvas), 0.5)
-            with (
-                torch.no_grad(),
-                _ClipCounter(model.module, windows, canvas) as clip,
-                ActivationCapture(model.module, group) as cap,
-            ):
-                clip.mode = "grey"
-                base = {
-                    k: v.float()[0, :, v.shape[-2] // 2, v.shape[-1] // 2].cpu()
-                    for k, v in cap.run(model.normalize(grey).to(model.device)).items()
-                }
-                # upstream of a layer: bounded modules that ran before it (execution order)
-                order = {m: k for k, m in enumerate(clip.order)}
-                clip.mode = "stim"
-                chunks: dict[str, list[torch.Tensor]] = {n: [] for n in group}
-                steps = [(c, s) for c in contrasts for s in range(0, n_stim, batch_size)]
-                stims = {
-                    c: gratings(
-                        canvas, orientations, freqs_all, phases, channels, contrast=c, centre=centre
-                    )
-                    for c in contrasts
-                }
-                for c, start in tqdm(steps, desc="gratings", unit="batch", disable=not progress):
-                    x = stims[c][start : start + batch_size]
-                    acts = cap.run(model.normalize(x).to(model.device))
-                    for name in group:
-                        a = acts[name].float()
-                        h, w = a.shape[-2:]
-                        chunks[name].append(a[:, :, h // 2, w // 2].cpu())
+            shown = _show_gratings(
+                model,
+                group,
+                infos,
+                canvas,
+                (centre_[0], centre_[1]),
+                freqs_all,
+                grid,
+                size=size,
+                batch_size=batch_size,
+                progress=progress,
+            )
             for gi, name in enumerate(group):
-                resp = torch.cat(chunks[name]).double().numpy()  # (C*O*F*P, units)
-                check_finite(torch.from_numpy(resp), f"{name}'s response to the gratings")
-                units = resp.shape[1]
-                evoked = resp - base[name].double().numpy()[None]
-                evoked = evoked.T.reshape(
-                    units, len(contrasts), n_orientations, len(freqs_all), n_phases
-                )
-                # clipped fraction per contrast, over upstream bounded modules
-                up = [
-                    m
-                    for m, _ in clip.bounded
-                    if m in clip.clipped and order.get(m, math.inf) <= order.get(name, -1)
-                ]
-                clipped = []
-                for ci in range(len(contrasts)):
-                    rows = slice(ci * n_stim, (ci + 1) * n_stim)
-                    num = sum(float(clip.clipped[m][rows, gi].sum()) for m in up)
-                    den = sum(float(clip.moved[m][rows, gi].sum()) for m in up)
-                    clipped.append(num / den if den else 0.0)
-                rf = (infos[name].rf_size or (size, size))[0]
-                keep = [freqs_all.index(f) for f in layer_freqs[name]]
-                evoked = evoked[:, :, :, keep]  # (units, contrasts, O, F, P)
-                # the unit's own bounds, when the layer's output is a bounded activation:
-                # which of its responses sit on a saturating bound (not there under grey)
-                own = _own_saturation(
-                    model.module.get_submodule(name),
-                    resp.T.reshape(units, len(contrasts), n_orientations, len(freqs_all), -1),
-                    base[name].double().numpy(),
-                )
-                if own is not None:
-                    own = own[:, :, :, keep]
-                reads = [_read_tuning(evoked[:, ci], phases) for ci in range(len(contrasts))]
-                # per unit, per contrast: the fraction of its tuning curve's responses (the
-                # preferred frequency, every orientation and phase) on its own bound, and the
-                # layer's upstream clipped fraction; the tuning is read at the highest
-                # contrast where the unit's curve touches no bound of its own and upstream
-                # clipping is under the limit (the lowest contrast when none is)
-                unit_clip = np.zeros((units, len(contrasts)))
-                curve_sat = np.zeros((units, len(contrasts)))
-                rows_ = np.arange(units)
-                for ci, rd in enumerate(reads):
-                    if own is not None:
-                        curve_sat[:, ci] = own[rows_, ci, :, rd.f_idx].mean(axis=(1, 2))
-                    unit_clip[:, ci] = np.maximum(curve_sat[:, ci], clipped[ci])
-                fine = (curve_sat == 0) & (np.asarray(clipped)[None] < clip_limit)
-                cidx = np.where(
-                    fine.any(axis=1), len(contrasts) - 1 - np.argmax(fine[:, ::-1], axis=1), 0
-                )
-                read = _TuningRead.pick(reads, cidx)
-                drive = np.clip(evoked.reshape(units, -1).max(axis=1), 0, None)
-                if name in ref:
-                    scale = ref[name].astype(np.float64) - base[name].double().numpy()
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        ratio = np.where(scale > 0, drive / scale, np.where(drive > 0, np.inf, 0.0))
-                else:
-                    ratio = np.full(units, np.nan)
-                fl = [freqs_all[k] for k in keep]
-                results[name] = EdgeResult(
-                    layer=name,
-                    orientations=orientations,
-                    frequencies=fl,
-                    contrasts=list(contrasts),
-                    contrast=np.asarray(contrasts)[cidx].astype(np.float32),
-                    unit_clipped=unit_clip[np.arange(units), cidx].astype(np.float32),
-                    baseline=base[name].numpy().astype(np.float32),
-                    tuning=read.measure.astype(np.float32),
-                    modulation=read.modulation.astype(np.float32),
-                    simple=read.simple,
-                    preferred_orientation=preferred_orientation(read.curve, orientations),
-                    preferred_frequency=np.asarray(fl)[read.f_idx],
-                    osi=orientation_selectivity(read.curve, orientations),
-                    drive=drive.astype(np.float32),
-                    drive_ratio=ratio.astype(np.float32),
-                    clipped=clipped,
-                    info={
-                        "rf_size": rf,
-                        "canvas": canvas,
-                        "phases": n_phases,
-                        "rf_centre": [round(v, 2) for v in centres[name]],
-                        "bounded_upstream": len(up),
-                        "units_clipped_at_lowest_contrast": int((~fine.any(axis=1)).sum()),
-                        "units_on_own_bound": int((curve_sat > 0).any(axis=1).sum()),
-                        "orientation_resolution": 180.0 / n_orientations,
-                        "reference": name in ref,
-                    },
+                results[name] = _read_layer(
+                    model,
+                    shown,
+                    gi,
+                    name,
+                    [freqs_all.index(f) for f in layer_freqs[name]],
+                    grid,
+                    rf=(infos[name].rf_size or (size, size))[0],
+                    centre=centres[name],
+                    reference=ref.get(name),
+                    clip_limit=clip_limit,
                 )
     return {n: results[n] for n in names if n in results}
+
+
+@dataclass
+class _Grid:
+    """The stimulus grid every layer is shown (frequencies are chosen per layer)."""
+
+    orientations: list[float]
+    phases: list[float]
+    contrasts: list[float]
+
+
+def _plan_canvases(
+    model: Model, names: list[str], infos: dict[str, LayerInfo], size: int
+) -> tuple[dict[tuple[int, float, float], list[str]], dict[str, tuple[float, float]]]:
+    """Which canvas and grating centre each layer is shown: ``({(canvas, cy, cx): layers},
+    {layer: RF centre})``.
+
+    A layer whose RF fits the canvas is shown the gratings on the smallest canvas that still
+    holds its whole RF (its centre unit then sees the same pixels: the same response, at a
+    fraction of the cost); layers whose RF centres agree share a pass. A layer whose RF is
+    clipped by the canvas has only an estimated centre (the gradient's centroid); it joins
+    the deepest exact full-canvas layer before it (deeper maps are coarser grids around the
+    same centre; they see low frequencies, where a pixel is a small phase offset, and F1 is
+    phase-invariant) or, with none, keeps its centre measured on the full canvas.
+    """
+    centres = rf_centres(model, names, size)
+    full = dict(centres)  # on the full canvas, before small canvases replace some
+    canvases = {name: smallest_canvas(model, infos[name], size) for name in names}
+    for c in sorted(set(canvases.values()) - {size}):
+        on = [n for n in names if canvases[n] == c]
+        centres.update(rf_centres(model, on, c))
+    groups: dict[tuple[int, float, float], list[str]] = {}
+    last: tuple[float, float] | None = None
+    for name in names:
+        cy, cx = centres[name]
+        key = (canvases[name], round(cy * 2) / 2, round(cx * 2) / 2)
+        if infos[name].rf_clipped and last is not None:
+            key = (size, *last)
+            centres[name] = last
+        elif not infos[name].rf_clipped:
+            fy, fx = full[name]
+            last = (round(fy * 2) / 2, round(fx * 2) / 2)
+        groups.setdefault(key, []).append(name)
+    return groups, centres
+
+
+@dataclass
+class _Shown:
+    """One pass of gratings over a group of layers sharing a canvas and a centre."""
+
+    canvas: int
+    freqs: list[float]  # the union of the group's frequencies
+    n_stim: int  # stimuli per contrast
+    base: dict[str, torch.Tensor]  # per layer, the centre units' response to grey
+    responses: dict[str, list[torch.Tensor]]  # per layer, the centre units' responses
+    clip: _ClipCounter  # upstream clipping per stimulus and layer
+    order: dict[str, int]  # execution order of the bounded modules and the layers
+
+
+def _show_gratings(
+    model: Model,
+    group: list[str],
+    infos: dict[str, LayerInfo],
+    canvas: int,
+    centre: tuple[float, float],
+    freqs: list[float],
+    grid: _Grid,
+    *,
+    size: int,
+    batch_size: int,
+    progress: bool,
+) -> _Shown:
+    """Show grey, then every grating of the grid (each contrast) centred on ``centre``, to
+    the layers of ``group``: their centre units' responses and the upstream clipping inside
+    each layer's RF window."""
+    n_stim = len(grid.orientations) * len(freqs) * len(grid.phases)
+    windows = {}
+    for name in group:
+        rf = infos[name].rf_size or (size, size)
+        cy, cx = centre
+        windows[name] = (
+            max(0, int(math.floor(cy - (rf[0] - 1) / 2))),
+            min(canvas - 1, int(math.ceil(cy + (rf[0] - 1) / 2))),
+            max(0, int(math.floor(cx - (rf[1] - 1) / 2))),
+            min(canvas - 1, int(math.ceil(cx + (rf[1] - 1) / 2))),
+        )
+    channels = model.preprocessing.channels
+    grey = torch.full((1, channels, canvas, canvas), 0.5)
+    with (
+        torch.no_grad(),
+        _ClipCounter(model.module, windows, canvas) as clip,
+        ActivationCapture(model.module, group) as cap,
+    ):
+        clip.mode = "grey"
+        base = {
+            k: v.float()[0, :, v.shape[-2] // 2, v.shape[-1] // 2].cpu()
+            for k, v in cap.run(model.normalize(grey).to(model.device)).items()
+        }
+        # upstream of a layer: bounded modules that ran before it (execution order)
+        order = {m: k for k, m in enumerate(clip.order)}
+        clip.mode = "stim"
+        chunks: dict[str, list[torch.Tensor]] = {n: [] for n in group}
+        steps = [(c, s) for c in grid.contrasts for s in range(0, n_stim, batch_size)]
+        stims = {
+            c: gratings(
+                canvas,
+                grid.orientations,
+                freqs,
+                grid.phases,
+                channels,
+                contrast=c,
+                centre=centre,
+            )
+            for c in grid.contrasts
+        }
+        for c, start in tqdm(steps, desc="gratings", unit="batch", disable=not progress):
+            x = stims[c][start : start + batch_size]
+            acts = cap.run(model.normalize(x).to(model.device))
+            for name in group:
+                a = acts[name].float()
+                h, w = a.shape[-2:]
+                chunks[name].append(a[:, :, h // 2, w // 2].cpu())
+    return _Shown(canvas, freqs, n_stim, base, chunks, clip, order)
+
+
+def _read_layer(
+    model: Model,
+    shown: _Shown,
+    gi: int,
+    name: str,
+    keep: list[int],
+    grid: _Grid,
+    *,
+    rf: int,
+    centre: tuple[float, float],
+    reference: np.ndarray | None,
+    clip_limit: float,
+) -> EdgeResult:
+    """The tuning of layer ``name`` (``gi``-th of its pass ``shown``) at its frequencies
+    (``keep``: their indices in the pass's), read per unit at the highest contrast where its
+    own curve touches no bound and upstream clipping is under ``clip_limit``."""
+    contrasts, orientations, phases = grid.contrasts, grid.orientations, grid.phases
+    n_orientations, n_phases, n_stim = len(orientations), len(phases), shown.n_stim
+    clip, order, freqs_all = shown.clip, shown.order, shown.freqs
+    base = shown.base[name].double().numpy()
+    resp = torch.cat(shown.responses[name]).double().numpy()  # (C*O*F*P, units)
+    check_finite(torch.from_numpy(resp), f"{name}'s response to the gratings")
+    units = resp.shape[1]
+    evoked = resp - base[None]
+    evoked = evoked.T.reshape(units, len(contrasts), n_orientations, len(freqs_all), n_phases)
+    # clipped fraction per contrast, over upstream bounded modules
+    up = [
+        m
+        for m, _ in clip.bounded
+        if m in clip.clipped and order.get(m, math.inf) <= order.get(name, -1)
+    ]
+    clipped = []
+    for ci in range(len(contrasts)):
+        rows = slice(ci * n_stim, (ci + 1) * n_stim)
+        num = sum(float(clip.clipped[m][rows, gi].sum()) for m in up)
+        den = sum(float(clip.moved[m][rows, gi].sum()) for m in up)
+        clipped.append(num / den if den else 0.0)
+    evoked = evoked[:, :, :, keep]  # (units, contrasts, O, F, P)
+    # the unit's own bounds, when the layer's output is a bounded activation: which of its
+    # responses sit on a saturating bound (not there under grey)
+    own = _own_saturation(
+        model.module.get_submodule(name),
+        resp.T.reshape(units, len(contrasts), n_orientations, len(freqs_all), -1),
+        base,
+    )
+    if own is not None:
+        own = own[:, :, :, keep]
+    reads = [_read_tuning(evoked[:, ci], phases) for ci in range(len(contrasts))]
+    # per unit, per contrast: the fraction of its tuning curve's responses (the preferred
+    # frequency, every orientation and phase) on its own bound, and the layer's upstream
+    # clipped fraction; the tuning is read at the highest contrast where the unit's curve
+    # touches no bound of its own and upstream clipping is under the limit (the lowest
+    # contrast when none is)
+    unit_clip = np.zeros((units, len(contrasts)))
+    curve_sat = np.zeros((units, len(contrasts)))
+    rows_ = np.arange(units)
+    for ci, rd in enumerate(reads):
+        if own is not None:
+            curve_sat[:, ci] = own[rows_, ci, :, rd.f_idx].mean(axis=(1, 2))
+        unit_clip[:, ci] = np.maximum(curve_sat[:, ci], clipped[ci])
+    fine = (curve_sat == 0) & (np.asarray(clipped)[None] < clip_limit)
+    cidx = np.where(fine.any(axis=1), len(contrasts) - 1 - np.argmax(fine[:, ::-1], axis=1), 0)
+    read = _TuningRead.pick(reads, cidx)
+    drive = np.clip(evoked.reshape(units, -1).max(axis=1), 0, None)
+    if reference is not None:
+        scale = reference.astype(np.float64) - base
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(scale > 0, drive / scale, np.where(drive > 0, np.inf, 0.0))
+    else:
+        ratio = np.full(units, np.nan)
+    fl = [freqs_all[k] for k in keep]
+    return EdgeResult(
+        layer=name,
+        orientations=orientations,
+        frequencies=fl,
+        contrasts=list(contrasts),
+        contrast=np.asarray(contrasts)[cidx].astype(np.float32),
+        unit_clipped=unit_clip[np.arange(units), cidx].astype(np.float32),
+        baseline=shown.base[name].numpy().astype(np.float32),
+        tuning=read.measure.astype(np.float32),
+        modulation=read.modulation.astype(np.float32),
+        simple=read.simple,
+        preferred_orientation=preferred_orientation(read.curve, orientations),
+        preferred_frequency=np.asarray(fl)[read.f_idx],
+        osi=orientation_selectivity(read.curve, orientations),
+        drive=drive.astype(np.float32),
+        drive_ratio=ratio.astype(np.float32),
+        clipped=clipped,
+        info={
+            "rf_size": rf,
+            "canvas": shown.canvas,
+            "phases": n_phases,
+            "rf_centre": [round(v, 2) for v in centre],
+            "bounded_upstream": len(up),
+            "units_clipped_at_lowest_contrast": int((~fine.any(axis=1)).sum()),
+            "units_on_own_bound": int((curve_sat > 0).any(axis=1).sum()),
+            "orientation_resolution": 180.0 / n_orientations,
+            "reference": reference is not None,
+        },
+    )
