@@ -652,11 +652,9 @@ def dissect(
     batch_size = batch_size or default_batch(model.device, 32, 128)
     kw = {"batch_size": batch_size, "precision": precision, "num_workers": num_workers}
 
-    quant: dict[str, StreamingQuantile] = {}
-    sums: dict[str, torch.Tensor] = {}
-    class_count = torch.zeros(max(1, n_classes), dtype=torch.float64)
     stream = stream or Stream()
     mine = stream.shard(n)
+    state = _PassState(n_classes)
     saved = stream.resume(
         {
             "model": [model.name, _fingerprint(model)],
@@ -667,68 +665,23 @@ def dissect(
     )
     start_pass, done = (int(saved["pass"]), int(saved["done"])) if saved else (1, 0)
     for name, st in saved.get("quant", {}).items():
-        quant[name] = StreamingQuantile(1, 1, quantile, max_topk)
-        restore_object(quant[name], st)
+        state.quant[name] = StreamingQuantile(1, 1, quantile, max_topk)
+        restore_object(state.quant[name], st)
     if saved:
-        sums, class_count = dict(saved["sums"]), saved["class_count"]
+        state.sums, state.class_count = dict(saved["sums"]), saved["class_count"]
         if progress and start_pass == 3:
             print("dissect: reusing the finished dissection of an interrupted run", file=sys.stderr)
         elif progress:
             print(f"dissect: resuming pass {start_pass} after {done} images", file=sys.stderr)
 
-    def snapshot(pass_no: int, count: int, accs: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {
-            "pass": pass_no,
-            "done": count,
-            "quant": {k: object_state(q) for k, q in quant.items()},
-            "sums": sums,
-            "class_count": class_count,
-            "accs": {k: object_state(a) for k, a in (accs or {}).items()},
-        }
-
-    # pass 1: thresholds (exact streaming quantile) and class means for selectivity
+    passes = {"model": model, "names": names, "data": data, "progress": progress, **kw}
     if start_pass == 1:
-        for _, items, acts in stream_activations(
-            model,
-            names,
-            data,
-            masks=False,
-            progress=progress,
-            desc="dissect 1/2",
-            indices=mine[done:],
-            **kw,
-        ):
-            labels = torch.tensor([it.label for it in items])
-            for name, a in acts.items():
-                a = a.float()
-                if name not in quant:
-                    b, c, h, w = a.shape
-                    quant[name] = StreamingQuantile(c, n * h * w, quantile, max_topk, seed=0)
-                    sums[name] = torch.zeros(c, max(1, n_classes), dtype=torch.float64)
-                quant[name].update(a)
-                if n_classes and (labels >= 0).all():
-                    means = a.clamp_min(0).mean(dim=(2, 3)).double().cpu()  # (B, C)
-                    sums[name].index_add_(1, labels, means.T)
-            if n_classes and (labels >= 0).all():
-                class_count.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
-            done += len(items)
-            stream.save(lambda done=done: snapshot(1, done))
-
-        if stream.distributed:  # exact merge of every shard's first pass
-            gathered = stream.gather(
-                {n: (quant[n], sums[n]) for n in quant} | {"__count": class_count}
-            )
-            others = [g for i, g in enumerate(gathered) if i != stream.index]
-            for name in quant:
-                quant[name].merge([g[name][0] for g in others])
-                sums[name] = torch.stack([g[name][1] for g in gathered]).sum(dim=0)
-            class_count = torch.stack([g["__count"] for g in gathered]).sum(dim=0)
+        _threshold_pass(state, stream, mine[done:], done, quantile, max_topk, **passes)
         done = 0
-        stream.save(lambda: snapshot(2, 0), now=True)  # a resumed run starts at pass 2
+        stream.save(lambda: state.snapshot(2, 0), now=True)  # a resumed run starts at pass 2
 
-    for name, q in quant.items():  # NaN activations would make every threshold NaN
+    for name, q in state.quant.items():  # NaN activations would make every threshold NaN
         check_finite(torch.as_tensor(q.result()), f"{name}'s activation thresholds")
-    # pass 2: IoU with every concept
     cat_of = data.category_of()
     accs = {
         name: IoUAccumulator(
@@ -739,37 +692,142 @@ def dissect(
             top_images,
             inclusive=q.inclusive(),
         )
-        for name, q in quant.items()
+        for name, q in state.quant.items()
     }
     for name, st in saved.get("accs", {}).items() if start_pass >= 2 else ():
         restore_object(accs[name], st)
     if start_pass <= 2:
-        for indices, items, acts in stream_activations(
-            model,
-            names,
-            data,
-            masks=True,
-            progress=progress,
-            desc="dissect 2/2",
-            indices=mine[done:],
-            **kw,
-        ):
-            for name, a in acts.items():
-                accs[name].update(a, items, indices)
-            done += len(items)
-            stream.save(lambda done=done: snapshot(2, done, accs))
-    stream.finish(lambda: snapshot(3, done, accs))  # this shard's finished (unmerged) pass 2
+        done = _iou_pass(state, stream, accs, mine[done:], done, **passes)
+    stream.finish(lambda: state.snapshot(3, done, accs))  # this shard's finished pass 2
 
     if stream.distributed:
         gathered = stream.gather({n: a for n, a in accs.items()})
         for name, acc in accs.items():
             acc.merge([g[name] for i, g in enumerate(gathered) if i != stream.index])
+    return _results(state, accs, names, data, skipped, quantile, iou_threshold)
 
+
+class _PassState:
+    """The running state of the first pass, kept between passes and in checkpoints: the
+    quantile streams and the per-class activation sums of every layer."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+        self.quant: dict[str, StreamingQuantile] = {}
+        self.sums: dict[str, torch.Tensor] = {}
+        self.class_count = torch.zeros(max(1, n_classes), dtype=torch.float64)
+
+    def snapshot(
+        self, pass_no: int, count: int, accs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return {
+            "pass": pass_no,
+            "done": count,
+            "quant": {k: object_state(q) for k, q in self.quant.items()},
+            "sums": self.sums,
+            "class_count": self.class_count,
+            "accs": {k: object_state(a) for k, a in (accs or {}).items()},
+        }
+
+
+def _threshold_pass(
+    state: _PassState,
+    stream: Stream,
+    indices: Sequence[int],
+    done: int,
+    quantile: float,
+    max_topk: int,
+    *,
+    model: Model,
+    names: list[str],
+    data: ConceptData,
+    progress: bool,
+    **kw: Any,
+) -> None:
+    """Pass 1: each unit's threshold (exact streaming quantile) and its class means (for
+    selectivity), over ``indices`` (after ``done`` items of this shard); merged exactly over
+    the shards."""
+    n, n_classes = len(data), state.n_classes
+    for _, items, acts in stream_activations(
+        model,
+        names,
+        data,
+        masks=False,
+        progress=progress,
+        desc="dissect 1/2",
+        indices=indices,
+        **kw,
+    ):
+        labels = torch.tensor([it.label for it in items])
+        for name, a in acts.items():
+            a = a.float()
+            if name not in state.quant:
+                b, c, h, w = a.shape
+                state.quant[name] = StreamingQuantile(c, n * h * w, quantile, max_topk, seed=0)
+                state.sums[name] = torch.zeros(c, max(1, n_classes), dtype=torch.float64)
+            state.quant[name].update(a)
+            if n_classes and (labels >= 0).all():
+                means = a.clamp_min(0).mean(dim=(2, 3)).double().cpu()  # (B, C)
+                state.sums[name].index_add_(1, labels, means.T)
+        if n_classes and (labels >= 0).all():
+            state.class_count.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
+        done += len(items)
+        stream.save(lambda done=done: state.snapshot(1, done))
+
+    if stream.distributed:  # exact merge of every shard's first pass
+        quant, sums = state.quant, state.sums
+        gathered = stream.gather(
+            {n: (quant[n], sums[n]) for n in quant} | {"__count": state.class_count}
+        )
+        others = [g for i, g in enumerate(gathered) if i != stream.index]
+        for name in quant:
+            quant[name].merge([g[name][0] for g in others])
+            sums[name] = torch.stack([g[name][1] for g in gathered]).sum(dim=0)
+        state.class_count = torch.stack([g["__count"] for g in gathered]).sum(dim=0)
+
+
+def _iou_pass(
+    state: _PassState,
+    stream: Stream,
+    accs: dict[str, IoUAccumulator],
+    indices: Sequence[int],
+    done: int,
+    *,
+    model: Model,
+    names: list[str],
+    data: ConceptData,
+    progress: bool,
+    **kw: Any,
+) -> int:
+    """Pass 2: every unit's IoU with every concept, over ``indices`` (after ``done`` items of
+    this shard); returns the shard's items done."""
+    for indices_, items, acts in stream_activations(
+        model, names, data, masks=True, progress=progress, desc="dissect 2/2", indices=indices, **kw
+    ):
+        for name, a in acts.items():
+            accs[name].update(a, items, indices_)
+        done += len(items)
+        stream.save(lambda done=done: state.snapshot(2, done, accs))
+    return done
+
+
+def _results(
+    state: _PassState,
+    accs: dict[str, IoUAccumulator],
+    names: list[str],
+    data: ConceptData,
+    skipped: dict[str, str],
+    quantile: float,
+    iou_threshold: float,
+) -> Dissection:
+    """The :class:`Dissection` of the finished (merged) passes."""
     results = Dissection(skipped=skipped, data=data.name)
-    have_classes = n_classes >= 2 and bool((class_count > 0).all())
+    class_count = state.class_count
+    have_classes = state.n_classes >= 2 and bool((class_count > 0).all())
+    cat_of = data.category_of()
     for name in names:
         acc = accs[name]
-        means = (sums[name] / class_count.clamp_min(1)).numpy() if have_classes else None
+        means = (state.sums[name] / class_count.clamp_min(1)).numpy() if have_classes else None
         results[name] = LayerDissection(
             layer=name,
             concepts=data.concept_names(),
@@ -783,8 +841,8 @@ def dissect(
             top_images=acc.top_idx.cpu().numpy(),
             class_means=means,
             info={
-                "quantile_sampled": quant[name].sampled,
-                "values_kept_per_unit": quant[name].capacity,
+                "quantile_sampled": state.quant[name].sampled,
+                "values_kept_per_unit": state.quant[name].capacity,
             },
         )
     return results
