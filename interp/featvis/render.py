@@ -388,55 +388,21 @@ def render(
     model = as_model(model)
     obj = as_objective(objective)
     device = model.device
-    if amp is not None:
-        warnings.warn(
-            "render(amp=...) is deprecated: use precision='bf16' or 'fp32'",
-            DeprecationWarning,
-            stacklevel=3,  # the caller of render, past keeps_freed_memory's wrapper
-        )
-        precision = "bf16" if amp else "fp32"
-    obj_layers = [n for n in obj.layers if n not in (INPUT, LOGITS)]
-    # with the logits read, the whole network runs: its rules, not one layer's
-    deepest = obj_layers[-1] if len(obj_layers) == 1 and LOGITS not in obj.layers else None
-    if isinstance(param, str) and param not in ("auto", *PARAMS):
-        raise ValueError(
-            f"unknown parametrization {param!r}: choose one of auto, {', '.join(PARAMS)}"
-        )
-    auto = precision == "auto" or channels_last is None or param == "auto"
-    chosen = render_defaults(model, deepest, canvas=upsample or size) if auto else {}
-    if param == "auto":
-        param = chosen["param"]
-    amp = chosen["precision"] == "bf16" if precision == "auto" else use_bf16(precision, device)
-    if channels_last is None:
-        channels_last = chosen["channels_last"]
-    b = batch or obj.batch or 1
-    if obj.batch is not None and b != obj.batch:
-        raise ValueError(f"objective {obj.name} defines {obj.batch} images; batch={b}")
-    seeds = list(seeds) if seeds is not None else [unit_seed(seed, i) for i in range(b)]
-    if callable(param):
-        params, image_fn = param()
-        first = image_fn()
-        b = first.shape[0]
-        seeds = seeds[:b] if len(seeds) >= b else [unit_seed(seed, i) for i in range(b)]
-    else:
-        params, image_fn = make_param(param, b, model.preprocessing.channels, size, seeds, device)
+    precision = _precision(precision, amp)
+    param, amp, channels_last = _choices(
+        model, obj, param, precision, channels_last, canvas=upsample or size
+    )
+    params, image_fn, seeds = _parametrize(
+        model, obj, param, batch=batch, seed=seed, seeds=seeds, size=size
+    )
     generators = [torch.Generator().manual_seed(unit_seed(s, "transforms")) for s in seeds]
-    transform = transforms or NONE
-
-    def to_input(img: torch.Tensor, train: bool) -> torch.Tensor:
-        x = transform(img, generators) if train else img
-        if upsample:
-            x = F.interpolate(x, size=(upsample, upsample), mode="bilinear", align_corners=False)
-        x = model.normalize(x)
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
+    to_input = _ToInput(model, transforms or NONE, generators, upsample, channels_last)
     with torch.no_grad():
         probe = to_input(image_fn(), train=False)
     layer_names = list(obj.layers) or _discover_layers(model, obj, probe)
     names = {n: resolve_layer(model, n) for n in layer_names if n not in (INPUT, LOGITS)}
     need_logits = LOGITS in layer_names
     hooked = list(dict.fromkeys(names.values()))
-    getter = _Getter(model, names)
     optimizer = _adam(params, lr)
     history: list[torch.Tensor] = []
     autocast = (
@@ -449,101 +415,212 @@ def render(
 
     with preserved_state(model.module, eval_mode=True, freeze=True):
         cap = (
-            ActivationCapture(
-                model.module,
-                hooked,
-                stop=not need_logits,
-                eval_mode=True,
-            )
+            ActivationCapture(model.module, hooked, stop=not need_logits, eval_mode=True)
             if hooked
             else None
         )
+        run = _Run(obj, model, cap, need_logits, _Getter(model, names), image_fn, to_input)
         redirect_steps = round(redirect * steps)
-        redirecting = (
-            redirect_gradients(model.module, redirect_mode)
-            if redirect_steps
-            else contextlib.nullcontext(None)
-        )
         with contextlib.ExitStack() as stack:
             if cap is not None:
                 stack.enter_context(cap)
             with torch.no_grad():  # check indices before spending steps
-                getter.acts, getter.output = _forward(model, cap, probe, need_logits)
-                _check_units(obj, getter)
-
-            def compared() -> list[torch.Tensor]:
-                acts, out = _forward(model, cap, probe, need_logits)
-                return [
-                    *(v for v in acts.values() if isinstance(v, torch.Tensor)),
-                    *([out] if isinstance(out, torch.Tensor) else []),
-                ]
-
+                run.getter.acts, run.getter.output = _forward(model, cap, probe, need_logits)
+                _check_units(obj, run.getter)
             # the optimization runs with BatchNorm folded into the convolutions' swapped-in
             # parameters (checked to agree); the final values on the true network below
             folding = contextlib.ExitStack()
             stack.enter_context(folding)
-            folded = (
-                folding.enter_context(
-                    fold_batchnorm(
-                        model.module,
-                        compared,
-                        keep=[model.module.get_submodule(n) for n in hooked],
-                    )
-                )
-                if fold_bn
-                else 0
-            )
-            switch = folding.enter_context(redirecting)
+            folded = folding.enter_context(run.folding(probe, hooked)) if fold_bn else 0
+            switch = folding.enter_context(_redirecting(model, redirect_mode, redirect_steps))
             if switch is not None:  # dead starts are judged on the true gradients
                 switch.on = False
-            restarts = _restart_dead_starts(
-                obj,
-                getter,
-                model,
-                cap,
-                need_logits,
-                params,
-                image_fn,
-                to_input,
-                param,
-                seeds,
-                size,
-                device,
-            )
+            restarts = _restart_dead_starts(run, params, param, seeds, size, device)
             for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
                 if switch is not None:
                     switch.on = step < redirect_steps
-                optimizer.zero_grad(set_to_none=True)
-                img = image_fn()
-                getter.image = img
-                with autocast:
-                    getter.acts, getter.output = _forward(
-                        model, cap, to_input(img, train=True), need_logits
-                    )
-                values = obj(getter)
-                (-values.sum()).backward()
-                optimizer.step()
-                history.append(values.detach().float().mean())
+                history.append(run.step(optimizer, autocast))
             redirected_modules = switch.modules if switch is not None else 0
             folding.close()  # the true network again: redirected and folded modules restored
-            with torch.no_grad():
-                final = image_fn().detach()
-                getter.image = final
-                getter.acts, getter.output = _forward(
-                    model, cap, to_input(final, train=False), need_logits
-                )
-                values = obj(getter).detach().float()
-                shifts = [(0, 0)] * final.shape[0]
-                if align and values.dim() == 1 and len(values) == final.shape[0]:
+            final, values, shifts = run.final(align)
+    info = {"steps": steps, "size": size, "param": param if isinstance(param, str) else "custom"}
+    info |= {"lr": lr, "seeds": seeds, "layers": hooked, "device": str(device)}
+    info |= {"redirect": redirect if redirect_steps else 0.0}
+    info |= {"redirected_modules": redirected_modules, "folded_batchnorms": folded}
+    info["shifts"] = shifts
+    return _result(obj, final, values, history, restarts, info)
 
-                    def value_of(images: torch.Tensor) -> torch.Tensor:
-                        getter.image = images
-                        getter.acts, getter.output = _forward(
-                            model, cap, to_input(images, train=False), need_logits
-                        )
-                        return obj(getter).detach().float()
 
-                    final, values, shifts = _align(final, values, value_of)
+def _precision(precision: str, amp: bool | None) -> str:
+    """``precision``, or what the deprecated ``amp`` flag meant (with a warning)."""
+    if amp is None:
+        return precision
+    warnings.warn(
+        "render(amp=...) is deprecated: use precision='bf16' or 'fp32'",
+        DeprecationWarning,
+        stacklevel=4,  # the caller of render, past render and keeps_freed_memory's wrapper
+    )
+    return "bf16" if amp else "fp32"
+
+
+def _redirecting(model: Model, mode: str, steps: int) -> Any:
+    """The redirected-gradient switch (:func:`redirect_gradients`) when ``steps`` use it,
+    else a context without one."""
+    return redirect_gradients(model.module, mode) if steps else contextlib.nullcontext(None)
+
+
+def _choices(
+    model: Model,
+    obj: Objective,
+    param: Any,
+    precision: str,
+    channels_last: bool | None,
+    *,
+    canvas: int,
+) -> tuple[Any, bool, bool]:
+    """``(param, bf16 autocast, channels_last)``: the ``"auto"`` and ``None`` choices
+    resolved by :func:`render_defaults` for the objective's layer (its one layer; the whole
+    network when it reads the logits or several layers)."""
+    obj_layers = [n for n in obj.layers if n not in (INPUT, LOGITS)]
+    # with the logits read, the whole network runs: its rules, not one layer's
+    deepest = obj_layers[-1] if len(obj_layers) == 1 and LOGITS not in obj.layers else None
+    if isinstance(param, str) and param not in ("auto", *PARAMS):
+        raise ValueError(
+            f"unknown parametrization {param!r}: choose one of auto, {', '.join(PARAMS)}"
+        )
+    auto = precision == "auto" or channels_last is None or param == "auto"
+    chosen = render_defaults(model, deepest, canvas=canvas) if auto else {}
+    if param == "auto":
+        param = chosen["param"]
+    if precision == "auto":
+        amp = chosen["precision"] == "bf16"
+    else:
+        amp = use_bf16(precision, model.device)
+    if channels_last is None:
+        channels_last = chosen["channels_last"]
+    return param, amp, channels_last
+
+
+def _parametrize(
+    model: Model,
+    obj: Objective,
+    param: Any,
+    *,
+    batch: int | None,
+    seed: int,
+    seeds: Sequence[int] | None,
+    size: int,
+) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor], list[int]]:
+    """``(params, image_fn, seeds)``: the images' parametrization, one start per seed
+    (``seeds``, else ``unit_seed(seed, i)``), or a lucent ``param_f``'s."""
+    b = batch or obj.batch or 1
+    if obj.batch is not None and b != obj.batch:
+        raise ValueError(f"objective {obj.name} defines {obj.batch} images; batch={b}")
+    seeds = list(seeds) if seeds is not None else [unit_seed(seed, i) for i in range(b)]
+    if callable(param):
+        params, image_fn = param()
+        first = image_fn()
+        b = first.shape[0]
+        seeds = seeds[:b] if len(seeds) >= b else [unit_seed(seed, i) for i in range(b)]
+    else:
+        channels = model.preprocessing.channels
+        params, image_fn = make_param(param, b, channels, size, seeds, model.device)
+    return params, image_fn, seeds
+
+
+class _ToInput:
+    """Images to the model's input: the random transforms (per image, when training), the
+    optional upsampling, the preprocessing and the memory format."""
+
+    def __init__(
+        self,
+        model: Model,
+        transform: RobustTransform,
+        generators: list[torch.Generator],
+        upsample: int | None,
+        channels_last: bool,
+    ) -> None:
+        self.model, self.transform, self.generators = model, transform, generators
+        self.upsample, self.channels_last = upsample, channels_last
+
+    def __call__(self, img: torch.Tensor, train: bool) -> torch.Tensor:
+        x = self.transform(img, self.generators) if train else img
+        if self.upsample:
+            size = (self.upsample, self.upsample)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        x = self.model.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+@dataclass
+class _Run:
+    """One optimization's objective, network, hooks and images: what its steps share."""
+
+    obj: Objective
+    model: Model
+    cap: ActivationCapture | None
+    need_logits: bool
+    getter: _Getter
+    image_fn: Callable[[], torch.Tensor]
+    to_input: Callable[[torch.Tensor, bool], torch.Tensor]
+
+    def forward(self, x: torch.Tensor) -> None:
+        """Run the (truncated) network on model input ``x``; the getter holds the result."""
+        self.getter.acts, self.getter.output = _forward(self.model, self.cap, x, self.need_logits)
+
+    def folding(self, probe: torch.Tensor, hooked: list[str]) -> Any:
+        """:func:`fold_batchnorm` of the network, checked on ``probe`` (the hooked layers'
+        activations and the logits must agree), the hooked modules kept unfolded."""
+
+        def compared() -> list[torch.Tensor]:
+            acts, out = _forward(self.model, self.cap, probe, self.need_logits)
+            return [
+                *(v for v in acts.values() if isinstance(v, torch.Tensor)),
+                *([out] if isinstance(out, torch.Tensor) else []),
+            ]
+
+        module = self.model.module
+        return fold_batchnorm(module, compared, keep=[module.get_submodule(n) for n in hooked])
+
+    def step(self, optimizer: torch.optim.Optimizer, autocast: Any) -> torch.Tensor:
+        """One optimization step on transformed images; returns the batch's mean value."""
+        optimizer.zero_grad(set_to_none=True)
+        img = self.image_fn()
+        self.getter.image = img
+        with autocast:
+            self.forward(self.to_input(img, True))
+        values = self.obj(self.getter)
+        (-values.sum()).backward()
+        optimizer.step()
+        return values.detach().float().mean()
+
+    def value_of(self, images: torch.Tensor) -> torch.Tensor:
+        """Each image's value, untransformed (no gradient)."""
+        self.getter.image = images
+        self.forward(self.to_input(images, False))
+        return self.obj(self.getter).detach().float()
+
+    def final(self, align: bool) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        """The images as optimized, their values and (with ``align``) each image at its best
+        one-pixel translation (:func:`_align`)."""
+        with torch.no_grad():
+            final = self.image_fn().detach()
+            values = self.value_of(final)
+            shifts = [(0, 0)] * final.shape[0]
+            if align and values.dim() == 1 and len(values) == final.shape[0]:
+                final, values, shifts = _align(final, values, self.value_of)
+        return final, values, shifts
+
+
+def _result(
+    obj: Objective,
+    final: torch.Tensor,
+    values: torch.Tensor,
+    history: list[torch.Tensor],
+    restarts: list[int],
+    info: dict[str, Any],
+) -> RenderResult:
+    """The :class:`RenderResult`, after checking that no value is NaN or inf."""
     if values.dim() == 0:  # a whole-batch objective (lucent): one value for all
         values = values.expand(final.shape[0]).clone()
 
@@ -561,19 +638,7 @@ def render(
         history=[float(v) for v in torch.stack(history).cpu()] if history else [],
         objective=obj.name,
         units=obj.units,
-        info={
-            "steps": steps,
-            "size": size,
-            "param": param if isinstance(param, str) else "custom",
-            "lr": lr,
-            "seeds": seeds,
-            "layers": hooked,
-            "device": str(device),
-            "redirect": redirect if redirect_steps else 0.0,
-            "redirected_modules": redirected_modules,
-            "folded_batchnorms": folded,
-            "shifts": shifts,
-        },
+        info=info,
         dead=dead,
         restarts=[r if r >= 0 else RESTARTS for r in restarts],
     )
@@ -638,14 +703,8 @@ def _row_gradients(params: list[torch.Tensor], batch: int) -> torch.Tensor | Non
 
 
 def _restart_dead_starts(
-    obj: Objective,
-    getter: _Getter,
-    model: Model,
-    cap: ActivationCapture | None,
-    need_logits: bool,
+    run: _Run,
     params: list[torch.Tensor],
-    image_fn: Callable[[], torch.Tensor],
-    to_input: Callable[[torch.Tensor, bool], torch.Tensor],
     param: Any,
     seeds: list[int],
     size: int,
@@ -660,10 +719,10 @@ def _restart_dead_starts(
     for attempt in range(RESTARTS + 1):
         for p in params:
             p.grad = None
-        img = image_fn()
-        getter.image = img
-        getter.acts, getter.output = _forward(model, cap, to_input(img, False), need_logits)
-        values = obj(getter)
+        img = run.image_fn()
+        run.getter.image = img
+        run.forward(run.to_input(img, False))
+        values = run.obj(run.getter)
         if values.dim() == 0 or values.shape[0] != batch or not values.requires_grad:
             used = []
             break
@@ -684,7 +743,7 @@ def _restart_dead_starts(
             break
         contrast = 1.0 if param == "maco" else 10.0 ** (attempt + 1)
         fresh = [unit_seed(seeds[i], "restart", attempt + 1) for i in dead]
-        channels = model.preprocessing.channels
+        channels = run.model.preprocessing.channels
         new_params, _ = make_param(param, len(dead), channels, size, fresh, device)
         with torch.no_grad():
             for p, q in zip(params, new_params, strict=True):
