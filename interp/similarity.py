@@ -102,7 +102,7 @@ def unbiased_cka(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> 
 class MinibatchCKA:
     """Minibatch CKA (Nguyen et al. 2021) between every pair of two sets of layers.
 
-    ``update(xs, ys)`` with lists of features of one minibatch (same examples); ``value()``
+    ``update(xs, ys)`` with lists of features of one minibatch (same examples); ``result()``
     gives the ``(len(xs), len(ys))`` matrix of CKA computed from the averaged unbiased HSIC.
     """
 
@@ -129,7 +129,7 @@ class MinibatchCKA:
             self.ll += ll  # type: ignore[operator]
         self.batches += 1
 
-    def value(self) -> np.ndarray:
+    def result(self) -> np.ndarray:
         if self.kl is None:
             raise RuntimeError("no minibatch was added")
         return self.kl / np.sqrt(np.outer(self.kk, self.ll))
@@ -148,7 +148,7 @@ def minibatch_cka_from_grams(
         if len(ks[0][block, block]) < 4:
             continue
         acc.update_grams([k[block, block] for k in ks], [g[block, block] for g in ls])
-    return acc.value()
+    return acc.result()
 
 
 class CorrelationAccumulator:
@@ -190,7 +190,7 @@ class CorrelationAccumulator:
                 self.sab += o.sab
             self.n += o.n
 
-    def value(self) -> np.ndarray:
+    def result(self) -> np.ndarray:
         """``(units_a, units_b)`` correlations; 0 where a unit is constant."""
         n = self.n
         ma, mb = self.sa / n, self.sb / n
@@ -257,4 +257,4 @@ def unit_correlations(
         gathered = stream.gather(accs)
         for name, acc in accs.items():
             acc.merge([g[name] for i, g in enumerate(gathered) if i != stream.index])
-    return {n: acc.value().astype(np.float32) for n, acc in accs.items() if acc.n}
+    return {n: acc.result().astype(np.float32) for n, acc in accs.items() if acc.n}

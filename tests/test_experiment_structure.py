@@ -49,9 +49,6 @@ def test_no_private_name_is_imported_across_modules(path):
     assert _private_imports(path) == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="interp.cli._common's argument types (_int, _float, ...) are private"
-)
 @pytest.mark.parametrize("path", CLI_FILES, ids=_name)
 def test_the_cli_modules_import_no_private_name(path):
     assert _private_imports(path) == []

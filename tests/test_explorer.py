@@ -186,7 +186,7 @@ def test_unit_correlations_find_planted_partners():
     left.update(a, a)
     right.update(b, b)
     left.merge([right])
-    assert np.allclose(left.value(), whole.value())
+    assert np.allclose(left.result(), whole.result())
 
 
 def _browser():

@@ -98,7 +98,7 @@ def test_examples_and_dissection_survive_oom_with_the_same_results(monkeypatch, 
     assert "retrying with 4" in capsys.readouterr().err
     for name in layers:
         assert torch.equal(ex[name].top.items, ex2[name].top.items)
-        assert torch.allclose(ex[name].top.values, ex2[name].top.values, atol=1e-5)
+        assert torch.allclose(ex[name].top.result(), ex2[name].top.result(), atol=1e-5)
         assert torch.equal(ex[name].bottom.items, ex2[name].bottom.items)
         assert np.allclose(dis[name].thresholds, dis2[name].thresholds, atol=1e-5)
         assert np.allclose(dis[name].iou, dis2[name].iou, atol=1e-6)
@@ -185,7 +185,7 @@ def test_an_interrupted_examples_pass_resumes_from_its_checkpoint(
         for which in ("top", "bottom"):
             a, b = getattr(want[name], which), getattr(got[name], which)
             assert torch.equal(a.items, b.items) and torch.equal(a.positions, b.positions)
-            assert torch.equal(a.values.nan_to_num(), b.values.nan_to_num())
+            assert torch.equal(a.result().nan_to_num(), b.result().nan_to_num())
     assert got[layers[0]].info["images"] == 40
 
     # a checkpoint made with other settings is not used

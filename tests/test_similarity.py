@@ -72,12 +72,12 @@ def test_minibatch_cka_converges_to_the_full_data_unbiased_value():
     mb = MinibatchCKA()
     for s in range(0, n, 300):
         mb.update([x[s : s + 300]], [y[s : s + 300]])
-    assert mb.value()[0, 0] == pytest.approx(full, abs=0.01)
+    assert mb.result()[0, 0] == pytest.approx(full, abs=0.01)
     # the same estimate from batches of 60: unbiased HSIC terms average without drifting
     small = MinibatchCKA()
     for s in range(0, n, 60):
         small.update([x[s : s + 60]], [y[s : s + 60]])
-    assert small.value()[0, 0] == pytest.approx(full, abs=0.02)
+    assert small.result()[0, 0] == pytest.approx(full, abs=0.02)
 
 
 def test_hungarian_matching_recovers_a_planted_permutation():
@@ -88,7 +88,7 @@ def test_hungarian_matching_recovers_a_planted_permutation():
     acc = CorrelationAccumulator()
     for s in range(0, 5000, 700):
         acc.update(a[s : s + 700], b[s : s + 700])
-    corr = acc.value()
+    corr = acc.result()
     assert np.allclose(corr, np.corrcoef(a.T, b.T)[:12, 12:], atol=1e-10)
     partner, r = match_units(corr)
     assert (perm[partner] == np.arange(12)).all()

@@ -25,17 +25,6 @@ parser, and ``interp --help``, does not wait for them.
 
 from __future__ import annotations
 
-# main and build_parser, and the top-level flow's internals under their old names
-from ._main import (  # noqa: F401
-    _ANSI,
-    _COMMANDS,
-    _SHARDED,
-    _one_line,
-    _os_error,
-    _run,
-    build_parser,
-    console,
-    main,
-)
+from ._main import build_parser, console, main
 
 __all__ = ["main", "console", "build_parser"]

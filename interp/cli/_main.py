@@ -27,10 +27,10 @@ from . import (
     unit,
     visualize,
 )
-from ._common import _ANSI, _common, _one_line, _Parser, print_error  # noqa: F401 (re-exported)
+from ._common import ANSI, Parser, common_options, print_error
 
 #: command name -> its module (``add_parser`` and ``run``), in the order of ``interp --help``
-_COMMANDS = {
+COMMANDS = {
     "models": models,
     "layers": layers,
     "classify": classify,
@@ -49,8 +49,8 @@ _COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    common = _common()
-    parser = _Parser(
+    common = common_options()
+    parser = Parser(
         prog="interp",
         description="Measure why units of a CNN specialize: load models, list their layers, "
         "capture activations, classify images.",
@@ -60,14 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"interp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _COMMANDS.values():
+    for module in COMMANDS.values():
         module.add_parser(sub, common)
     return parser
 
 
 #: commands sharded over torchrun ranks (units for atlas/visualize, the data for examples and
 #: hierarchy; rank 0 writes and prints)
-_SHARDED = ("atlas", "visualize", "examples", "hierarchy", "report")
+SHARDED = ("atlas", "visualize", "examples", "hierarchy", "report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,18 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "offline", False):
         os.environ["INTERP_OFFLINE"] = "1"
-    if args.command in _SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if args.command in SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from ..distributed import setup, teardown
 
         setup(getattr(args, "device", "auto"))  # under torchrun: shard the data by rank
         status = None
         try:
-            status = _run(args)
+            status = run_command(args)
         finally:
             teardown(ok=status == 0)
         _left_group = status == 0
         return status
-    return _run(args)
+    return run_command(args)
 
 
 #: set by :func:`main` when a sharded job finished and its rank left the process group
@@ -115,7 +115,7 @@ def console(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(status)
 
 
-def _os_error(exc: OSError) -> str:
+def os_error(exc: OSError) -> str:
     """A one-line message for a file-system error that reached the top: a write refused
     (disk full, read-only, no permission) in the words of :func:`~interp.utils.output_error`,
     any other error with what to check."""
@@ -135,22 +135,22 @@ def _os_error(exc: OSError) -> str:
     return f"{what}:{where}; {advice}"
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     verbose = getattr(args, "verbose", False)
     try:
-        return _COMMANDS[args.command].run(args)
+        return COMMANDS[args.command].run(args)
     except (InterpError, OSError) as exc:
         if isinstance(exc, BrokenPipeError):  # piped into `head` and closed: not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        message = str(exc) if isinstance(exc, InterpError) else _os_error(exc)
+        message = str(exc) if isinstance(exc, InterpError) else os_error(exc)
         print_error(args.command, message)
         if verbose:
             import traceback
 
             detail = getattr(exc, "detail", None)
             if detail:
-                print(_ANSI.sub("", detail), file=sys.stderr)
+                print(ANSI.sub("", detail), file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
         return 2
     except KeyboardInterrupt:

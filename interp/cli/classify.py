@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageError, InterpError
-from ._common import _int, _load, print_error
+from ._common import integer, load, print_error
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("model", help="model spec (see `interp models`)")
     p.add_argument("images", nargs="*", type=Path, help="image files or folders of images")
     p.add_argument("--photos", action="store_true", help="classify the photos of skimage.data")
-    p.add_argument("--top", type=_int(1), default=5, help="classes per image [default: 5]")
+    p.add_argument("--top", type=integer(1), default=5, help="classes per image [default: 5]")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", type=Path, default=None, help="write predictions.json and a PNG grid")
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..predictions import classify
 
     sources = _sources(args)
-    model = _load(args)
+    model = load(args)
     names: list[str] = []
     images: list[Any] = []
     preds: list = []

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data.specs import DATASETS
-from ._common import _MIN_SIZE, _int
+from ._common import MIN_SIZE, integer
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -22,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     data_sub.add_parser("list", parents=[common], help="every data spec and its uses")
     q = data_sub.add_parser("preview", parents=[common], help="a preview grid PNG")
     q.add_argument("spec", choices=["partsworld"], help="dataset")
-    q.add_argument("--n", type=_int(1), default=6, help="scenes to show [6]")
-    q.add_argument("--size", type=_int(_MIN_SIZE), default=64, help="image size [64]")
+    q.add_argument("--n", type=integer(1), default=6, help="scenes to show [6]")
+    q.add_argument("--size", type=integer(MIN_SIZE), default=64, help="image size [64]")
     q.add_argument("--out", type=Path, default=Path("out/data"), help="output folder")
 
 

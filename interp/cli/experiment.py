@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..experiments.registry import EXPERIMENTS  # names and what --seeds means
-from ._common import _int
+from ._common import integer
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("name", choices=names)
     p.add_argument(
         "--seeds",
-        type=_int(1),
+        type=integer(1),
         default=None,
         help="; ".join(f"{k}: {e.seeds[1]}" for k, e in EXPERIMENTS.items() if e.seeds),
     )

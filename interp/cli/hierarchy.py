@@ -9,15 +9,15 @@ from pathlib import Path
 
 from ..settings import HIERARCHY
 from ._common import (
-    _MIN_SIZE,
-    _float,
-    _int,
-    _layer_list,
-    _load,
-    _model_dir,
-    _seed_list,
+    MIN_SIZE,
     add_precision,
     data_help,
+    integer,
+    layer_list,
+    load,
+    model_dir,
+    number,
+    seed_list,
 )
 
 
@@ -45,56 +45,56 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     )
     p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
     p.add_argument(
-        "--n", "--images", type=_int(1), default=None, help="probe images [PartsWorld 1000; all]"
+        "--n", "--images", type=integer(1), default=None, help="probe images [PartsWorld 1000; all]"
     )
     p.add_argument(
-        "--size", type=_int(_MIN_SIZE), default=None, help="image size [model's, at most 128]"
+        "--size", type=integer(MIN_SIZE), default=None, help="image size [model's, at most 128]"
     )
     p.add_argument(
         "--control-seeds",
-        type=_seed_list,
+        type=seed_list,
         default=list(HIERARCHY.control_seeds),
         help="seeds of the dissected random-init controls [0,1]",
     )
     p.add_argument(
         "--min-control-units",
-        type=_int(1),
+        type=integer(1),
         default=HIERARCHY.min_control_units,
         help="pool edge-only control seeds until every layer has this many control units [500]",
     )
     p.add_argument(
         "--reference-images",
-        type=_int(1),
+        type=integer(1),
         default=HIERARCHY.reference_images,
         help="natural photo crops for the edge probe's drive ratio [256]",
     )
     p.add_argument(
         "--control-quantile",
-        type=_float(0, 1),
+        type=number(0, 1),
         default=HIERARCHY.control_quantile,
         help="quantile of the pooled control units an edge unit must exceed [0.95]",
     )
     p.add_argument(
         "--quantile",
-        type=_float(0, 1),
+        type=number(0, 1),
         default=HIERARCHY.quantile,
         help="unit threshold quantile [0.005]",
     )
     p.add_argument(
         "--iou",
-        type=_float(0, 1),
+        type=number(0, 1),
         default=HIERARCHY.iou_threshold,
         help="detector IoU threshold [0.04]",
     )
     p.add_argument(
         "--bootstrap",
-        type=_int(1),
+        type=integer(1),
         default=HIERARCHY.bootstrap,
         help="resamples for the verdict [1000]",
     )
     p.add_argument(
         "--batch-size",
-        type=_int(1),
+        type=integer(1),
         default=None,
         help="images per forward [32 on CPU, 128 on CUDA; halved on out-of-memory]",
     )
@@ -105,8 +105,8 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.hierarchy import hierarchy
 
-    model = _load(args)
-    out = args.out or _model_dir(args, "hierarchy")
+    model = load(args)
+    out = args.out or model_dir(args, "hierarchy")
     settings = replace(
         HIERARCHY,
         control_seeds=tuple(args.control_seeds),
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     result = hierarchy(
         model,
         args.data,
-        _layer_list(args),
+        layer_list(args),
         settings=settings,
         n=args.n,
         size=args.size,

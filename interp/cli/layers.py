@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InterpError
-from ._common import _load
+from ._common import load
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..inventory import layers, layers_json, layers_table
 
-    model = _load(args)
+    model = load(args)
     names = None
     if args.filter:
         from ..activations import layer_names

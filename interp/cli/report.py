@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import HIERARCHY
-from ._common import _count_or_all, _layer_list, _load, _model_dir, data_help
+from ._common import count_or_all, data_help, layer_list, load, model_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument(
         "--per-layer",
         default=None,
-        type=_count_or_all,
+        type=count_or_all,
         help="units rendered per layer, each with a unit page, or 'all' "
         "[the preset's sample (4; --quick 2) on CPU, all on CUDA]",
     )
@@ -47,9 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.report import report
 
-    model = _load(args)
-    out = args.out or _model_dir(args, "report")
-    layers = _layer_list(args)
+    model = load(args)
+    out = args.out or model_dir(args, "report")
+    layers = layer_list(args)
     page = report(
         model,
         out,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import InterpError
 from ..train import TrainConfig
-from ._common import _MIN_SIZE, _float, _int, _step_list, add_precision, data_help
+from ._common import MIN_SIZE, add_precision, data_help, integer, number, step_list
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -26,16 +26,16 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
         default="partsworld",
         help=data_help("splits", "partsworld"),
     )
-    p.add_argument("--epochs", type=_int(1), default=4, help="[4]")
-    p.add_argument("--batch-size", type=_int(1), default=128, help="[128]")
-    p.add_argument("--lr", type=_float(0), default=3e-3, help="peak learning rate [3e-3]")
+    p.add_argument("--epochs", type=integer(1), default=4, help="[4]")
+    p.add_argument("--batch-size", type=integer(1), default=128, help="[128]")
+    p.add_argument("--lr", type=number(0), default=3e-3, help="peak learning rate [3e-3]")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--schedule", choices=["cosine", "step", "none"], default="cosine")
     p.add_argument(
-        "--size", type=_int(_MIN_SIZE), default=None, help="image size (dataset default)"
+        "--size", type=integer(MIN_SIZE), default=None, help="image size (dataset default)"
     )
-    p.add_argument("--n", type=_int(1), default=None, help="PartsWorld training images [20000]")
-    p.add_argument("--width", type=_float(0), default=1.0, help="simplecnn width multiplier")
+    p.add_argument("--n", type=integer(1), default=None, help="PartsWorld training images [20000]")
+    p.add_argument("--width", type=number(0), default=1.0, help="simplecnn width multiplier")
     p.add_argument("--no-batchnorm", action="store_true", help="simplecnn without BatchNorm")
     p.add_argument("--no-augment", action="store_true", help="no random shifts/flips")
     p.add_argument(
@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
         "from:RUN:N[:frozen] (first N convs from another run)",
     )
     p.add_argument(
-        "--snapshots", type=_step_list, default=[], help="steps to snapshot, e.g. 0,100,1000"
+        "--snapshots", type=step_list, default=[], help="steps to snapshot, e.g. 0,100,1000"
     )
     p.add_argument("--download", action="store_true", help="allow dataset downloads")
     add_precision(p, TrainConfig.precision, "of training")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import ATTRIBUTION, RENDER
-from ._common import _int, _load, data_help
+from ._common import data_help, integer, load
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -22,14 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("model", help="model spec or run folder")
     p.add_argument("unit", help="LAYER:CHANNEL, e.g. _blocks.5:12")
     p.add_argument("--data", default="photos", help=data_help("images", "photos"))
-    p.add_argument("--n", type=_int(1), default=300, help="images searched for examples [300]")
-    p.add_argument("--k", type=_int(1), default=6, help="examples on the card [6]")
+    p.add_argument("--n", type=integer(1), default=300, help="images searched for examples [300]")
+    p.add_argument("--k", type=integer(1), default=6, help="examples on the card [6]")
     p.add_argument(
         "--method", choices=["saliency", "ig", "gradcam", "conductance"], default=ATTRIBUTION.method
     )
     p.add_argument("--hierarchy", type=Path, default=None, help="an `interp hierarchy` --out")
     p.add_argument(
-        "--steps", type=_int(1), default=RENDER.steps, help="feature visualization steps [256]"
+        "--steps", type=integer(1), default=RENDER.steps, help="feature visualization steps [256]"
     )
     p.add_argument("--out", type=Path, default=Path("out/units"), help="output folder")
 
@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.card import unit_card
 
-    model = _load(args)
+    model = load(args)
     card = unit_card(
         model,
         args.unit,

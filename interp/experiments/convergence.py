@@ -200,7 +200,7 @@ def _unit_matching(models: list[Any], images: torch.Tensor, match_images: int) -
     for n in CNN_LAYERS:
         matched, best = [], []
         for acc in corr[n]:
-            c = acc.value()
+            c = acc.result()
             _, r = match_units(c)
             matched.append(r[~np.isnan(r)])
             best.append(c.max(axis=1))

@@ -55,8 +55,8 @@ def layer_redundancy(model: Any, images: torch.Tensor, batch: int = 50) -> dict[
                 accs[n].update(flat, flat)
     out = {}
     for conv, p_name, q_name in zip(CONVS, post, pre, strict=True):
-        r_post = _pairs(accs[p_name].value())
-        r_pre = _pairs(accs[q_name].value())
+        r_post = _pairs(accs[p_name].result())
+        r_pre = _pairs(accs[q_name].result())
         w = named[conv].weight.detach().double().flatten(1)
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
         cos = _pairs((w @ w.T).numpy())

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-def _looks_like_path(spec: str) -> bool:
+def looks_like_path(spec: str) -> bool:
     return (
         os.sep in spec
         or spec.startswith(".")
@@ -58,24 +58,24 @@ class LoadOptions:
             return "none"
         if isinstance(w, str) and w.lower() in {"default", "pretrained"}:
             return "default"
-        if isinstance(w, os.PathLike) or (isinstance(w, str) and _looks_like_path(w)):
+        if isinstance(w, os.PathLike) or (isinstance(w, str) and looks_like_path(w)):
             return "path"
         return "named"
 
 
 Loader = Callable[[str, LoadOptions], Model]
-_REGISTRY: dict[str, tuple[Loader, str]] = {}
-_PREFIXES: dict[str, tuple[Loader, Callable[[], list[str]], str]] = {}
+REGISTRY: dict[str, tuple[Loader, str]] = {}
+PREFIXES: dict[str, tuple[Loader, Callable[[], list[str]], str]] = {}
 # a family's library check, run before its names are consulted: a family whose optional
 # library is missing lists no names, and a spec of it gets the check's install message
-_REQUIRES: dict[str, Callable[[], object]] = {}
+REQUIRES: dict[str, Callable[[], object]] = {}
 
 
 def register_model(name: str, description: str = "") -> Callable[[Loader], Loader]:
     """Decorator: register ``loader(name, options) -> Model`` under ``name``."""
 
     def wrap(fn: Loader) -> Loader:
-        _REGISTRY[name] = (fn, description)
+        REGISTRY[name] = (fn, description)
         return fn
 
     return wrap
@@ -91,9 +91,9 @@ def register_prefix(
     given) raises a clear error when the family's optional library is missing."""
 
     def wrap(fn: Loader) -> Loader:
-        _PREFIXES[prefix] = (fn, names, description)
+        PREFIXES[prefix] = (fn, names, description)
         if requires is not None:
-            _REQUIRES[prefix] = requires
+            REQUIRES[prefix] = requires
         return fn
 
     return wrap

@@ -30,14 +30,14 @@ from ..errors import CheckpointError, UnknownModelError
 # Importing the families fills the table: their @register_model decorators run at import.
 from . import small, timm_zoo, zoo  # noqa: F401
 from ._registry import (
-    _PREFIXES,
-    _REGISTRY,
-    _REQUIRES,
+    PREFIXES,
+    REGISTRY,
+    REQUIRES,
     Loader,
     LoadOptions,
-    _looks_like_path,
     apply_weight_path,
     build_random,
+    looks_like_path,
     register_model,
     register_prefix,
 )
@@ -75,8 +75,8 @@ def list_models(pattern: str = "*") -> list[str]:
     (``"resnet1*"`` finds those and, with timm installed, ``timm:resnet10t``, ``timm:resnet18``,
     ``timm:resnet18.a1_in1k`` ...)
     """
-    names = sorted(_REGISTRY)
-    for prefix, (_, lister, _) in sorted(_PREFIXES.items()):
+    names = sorted(REGISTRY)
+    for prefix, (_, lister, _) in sorted(PREFIXES.items()):
         names += [f"{prefix}:{n}" for n in lister()]
     pat = pattern.lower()
     if not any(ch in pat for ch in "*?["):
@@ -92,8 +92,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def describe_models() -> dict[str, str]:
     """Registered names and prefixes with a one-line description each."""
-    out = {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
-    out.update({f"{p}:<name>": desc for p, (_, _, desc) in sorted(_PREFIXES.items())})
+    out = {name: desc for name, (_, desc) in sorted(REGISTRY.items())}
+    out.update({f"{p}:<name>": desc for p, (_, _, desc) in sorted(PREFIXES.items())})
     return out
 
 
@@ -105,7 +105,7 @@ def _unknown(spec: str) -> UnknownModelError:
     # one is), nearest first; at equal distance core families before optional extras (timm
     # has a resnet18 and an efficientnet_lite0 too)
     def optional(name: str) -> bool:
-        return name.split(":", 1)[0] in _REQUIRES
+        return name.split(":", 1)[0] in REQUIRES
 
     exact = sorted(
         (n for n in names if n.split(":", 1)[-1].lower() == bare.lower() and n != spec),
@@ -175,13 +175,13 @@ def load_model(
         kwargs=tuple(sorted(kwargs.items())),
     )
     text = os.fspath(spec)
-    if text in _REGISTRY:
-        model = _REGISTRY[text][0](text, options)
-    elif ":" in text and text.split(":", 1)[0] in _PREFIXES:
+    if text in REGISTRY:
+        model = REGISTRY[text][0](text, options)
+    elif ":" in text and text.split(":", 1)[0] in PREFIXES:
         prefix, name = text.split(":", 1)
-        loader, lister, _ = _PREFIXES[prefix]
-        if prefix in _REQUIRES:
-            _REQUIRES[prefix]()
+        loader, lister, _ = PREFIXES[prefix]
+        if prefix in REQUIRES:
+            REQUIRES[prefix]()
         if name not in lister():
             raise _unknown(text)
         model = loader(name, options)
@@ -190,11 +190,11 @@ def load_model(
         model.name = text
     elif Path(text).exists():
         model = load_checkpoint_model(text, options)
-    elif _looks_like_path(text):
+    elif looks_like_path(text):
         raise CheckpointError(f"checkpoint file {text} does not exist")
     else:
         raise _unknown(text)
-    registered = text in _REGISTRY or (":" in text and text.split(":", 1)[0] in _PREFIXES)
+    registered = text in REGISTRY or (":" in text and text.split(":", 1)[0] in PREFIXES)
     if kwargs and registered:
         # the builder options, so that a random-init control rebuilds the same architecture
         # with its own initialization (not a reset_parameters copy)

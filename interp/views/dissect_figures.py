@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .figures import plt, save_figure
-from .hierarchy_figures import CATEGORY_COLOURS, _short
+from .hierarchy_figures import CATEGORY_COLOURS, short_name
 
 __all__ = ["figures", "plot_dissection", "save_dissection"]
 
@@ -31,7 +31,7 @@ def plot_dissection(dissection: Any, title: str = "") -> plt.Figure:
         bottom += share
     for x, row, top in zip(pos, layers, bottom, strict=True):
         ax.text(x, top + 0.01, f"{row['detectors']}/{row['units']}", ha="center", fontsize=6)
-    names = [_short(row["layer"]) for row in layers]
+    names = [short_name(row["layer"]) for row in layers]
     ax.set_xticks(pos, names, rotation=60, ha="right", fontsize=7)
     ax.set_ylim(0, max(0.1, float(bottom.max(initial=0.0)) * 1.2))
     ax.set_ylabel("fraction of units detecting")

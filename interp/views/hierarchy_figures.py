@@ -37,7 +37,7 @@ CATEGORY_COLOURS = {
 }
 
 
-def _short(name: str, limit: int = 16) -> str:
+def short_name(name: str, limit: int = 16) -> str:
     return name if len(name) <= limit else "…" + name[-(limit - 1) :]
 
 
@@ -53,7 +53,7 @@ def plot_profile(result: Any, doc: dict[str, Any] | None = None) -> plt.Figure:
     the lines); ``doc``: its ``to_dict()`` when the caller has it already."""
     doc = result.to_dict() if doc is None else doc
     rows = doc["layers"]
-    names = [_short(r["layer"]) for r in rows]
+    names = [short_name(r["layer"]) for r in rows]
     lines = {
         key: (EDGE_STYLES[i % len(EDGE_STYLES)], f"edge units ({label})")
         for i, (key, label) in enumerate(result.edge_fractions)
@@ -117,7 +117,7 @@ def plot_osi(result: Any, doc: dict[str, Any] | None = None) -> plt.Figure:
     for patch in b2["boxes"]:
         patch.set_facecolor("#cccccc")
     ax.plot(pos, [thresholds[name] for name in layers], "r_", markersize=14, mew=2)
-    ax.set_xticks(pos, [_short(name) for name in layers], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(pos, [short_name(name) for name in layers], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("orientation selectivity (OSI)")
     ax.set_ylim(0, 1)
     ax.legend(
@@ -201,7 +201,7 @@ def plot_detectors(examples: dict[str, list[dict[str, Any]]], title: str) -> plt
                         e["regions"][c].astype(float), levels=[0.5], colors="white", linewidths=1
                     )
                 if c == 0:
-                    where = f"{_short(e['layer'], 14)} #{e['unit']}"
+                    where = f"{short_name(e['layer'], 14)} #{e['unit']}"
                     ax.set_title(
                         f"{e['concept']}  IoU {e['iou']:.2f}\n{where}",
                         fontsize=7,
@@ -254,7 +254,7 @@ def plot_tuning(examples: list[dict[str, Any]], title: str) -> plt.Figure:
         img_ax.axis("off")
         if e.get("image") is not None:
             img_ax.imshow(np.clip(e["image"], 0, 1))
-        img_ax.set_title(f"{_short(e['layer'], 14)}:{e['unit']}", fontsize=7)
+        img_ax.set_title(f"{short_name(e['layer'], 14)}:{e['unit']}", fontsize=7)
         theta = np.asarray(e["orientations"])
         curve = np.asarray(e["tuning"])
         ax.plot(np.r_[theta, 180.0], np.r_[curve, curve[:1]], "k.-")

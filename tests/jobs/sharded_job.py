@@ -46,7 +46,7 @@ def main(out: str, atlas_out: str) -> None:
         for name in layers:
             r = ex[name]
             arrays[f"{name}/top_items"] = r.top.items.numpy()
-            arrays[f"{name}/top_values"] = r.top.values.numpy()
+            arrays[f"{name}/top_values"] = r.top.result().numpy()
             arrays[f"{name}/top_positions"] = r.top.positions.numpy()
             arrays[f"{name}/bottom_items"] = r.bottom.items.numpy()
             d = dis[name]
