@@ -15,7 +15,8 @@ from torch import nn
 from interp import ChannelError, Model, Preprocessing
 from interp import objectives as obj
 from interp.featvis.param import fft_image, maco_image, make_param
-from interp.featvis.render import _align, evaluate, render, render_channels
+from interp.featvis.render import evaluate, render, render_channels
+from interp.featvis.render_steps import align_images
 from interp.featvis.transforms import LUCENT, NONE, STANDARD, RobustTransform, _affine_grid
 
 
@@ -181,7 +182,7 @@ def test_align_moves_an_image_onto_the_pixel_grid_its_unit_sees():
 
     values = value_of(images)
     assert values.tolist() == [0.0, 0.0]
-    aligned, new_values, shifts = _align(images, values, value_of)
+    aligned, new_values, shifts = align_images(images, values, value_of)
     assert shifts == [(0, 1), (0, 0)]  # the stripes move one column; flat grey has no grid
     assert torch.equal(aligned[0], torch.roll(stripes[0], 1, dims=2))
     assert torch.equal(aligned[1], flat[0])

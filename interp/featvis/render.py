@@ -13,31 +13,38 @@ Differences from lucent's ``render_vis`` that make it faster and safer:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..activations import ActivationCapture, capture, preserved_state, resolve_layer
 from ..checks import check_finite, check_float, check_int
 from ..device import cpu_bf16_fast, keeps_freed_memory, use_bf16
-from ..errors import ChannelError
 from ..inventory import layers as inventory_layers
 from ..models.base import Model
 from ..models.registry import as_model
 from ..settings import RENDER
-from ..utils import load_arrays, save_arrays
-from .fold import fold_batchnorm
 from .objectives import INPUT, LOGITS, Objective, as_objective, channel
 from .param import PARAMS, make_param
 from .redirect import check_mode as check_redirect_mode
 from .redirect import redirect_gradients
+from .render_result import RenderResult
+from .render_steps import (
+    ALIGN_SHIFTS,
+    RESTARTS,
+    Getter,
+    Run,
+    ToInput,
+    adam,
+    check_units,
+    discover_layers,
+    forward_pass,
+    restart_dead_starts,
+    unit_seed,
+)
 from .transforms import NONE, STANDARD, RobustTransform
 
 __all__ = [
@@ -47,169 +54,9 @@ __all__ = [
     "render_defaults",
     "unit_seed",
     "evaluate",
+    "ALIGN_SHIFTS",
+    "RESTARTS",
 ]
-
-
-def unit_seed(seed: int, *key: Any) -> int:
-    """A stable per-unit seed: the same unit gets the same start in any batch or process."""
-    text = "|".join(map(str, (seed, *key)))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**62 - 1)
-
-
-@dataclass
-class RenderResult:
-    """What :func:`render` returns.
-
-    Attributes:
-        images: ``(B, C, H, W)`` float tensor in ``[0, 1]`` on the CPU (with ``align``, each
-            at its best one-pixel translation; ``info["shifts"]`` says which).
-        values: final objective value of each image as returned (evaluated on the
-            untransformed canvas, float32, the true network).
-        history: mean objective value over the batch at each step (with transforms).
-        objective: the objective's name.
-        units: per image, the unit it targets (when the objective says).
-        dead: per image, ``True`` when its objective had zero gradient from every start tried
-            (the start and :data:`RESTARTS` others): the unit is dead on such images (e.g. a
-            ReLU that never turns on) and the image is not a visualization of anything.
-        restarts: per image, how many fresh starts it took to get a non-zero gradient.
-
-    ``to_dict()`` is its JSON (every attribute but the images); ``save(folder)`` writes it
-    and the images and values (``render.json``, ``render.npz``), which
-    ``RenderResult.load(folder)`` reads back.
-    """
-
-    images: torch.Tensor
-    values: torch.Tensor
-    history: list[float]
-    objective: str
-    units: list[dict[str, Any]] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    dead: list[bool] = field(default_factory=list)
-    restarts: list[int] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form: the objective, its units, each image's value, the history,
-        ``info``, dead images and restarts (the images themselves: :meth:`save`)."""
-        return {
-            "objective": self.objective,
-            "units": self.units,
-            "values": [float(v) for v in self.values.flatten()],
-            "history": list(self.history),
-            "info": self.info,
-            "dead": list(self.dead),
-            "restarts": list(self.restarts),
-        }
-
-    def save(self, folder: str | Path, stem: str = "render") -> list[Path]:
-        """``STEM.npz`` (images and values, as computed) and ``STEM.json`` (:meth:`to_dict`)
-        in ``folder``, atomically; returns their paths."""
-        arrays = {"images": self.images.numpy(), "values": self.values.numpy()}
-        return save_arrays(folder, stem, arrays, self.to_dict())
-
-    @classmethod
-    def load(cls, folder: str | Path, stem: str = "render") -> RenderResult:
-        """A result written by :meth:`save`."""
-        arrays, doc = load_arrays(folder, stem)
-        return cls(
-            images=torch.from_numpy(arrays["images"]),
-            values=torch.from_numpy(arrays["values"]),
-            history=doc["history"],
-            objective=doc["objective"],
-            units=doc["units"],
-            info=doc["info"],
-            dead=doc["dead"],
-            restarts=doc["restarts"],
-        )
-
-
-#: fresh starts tried for an image whose objective has zero gradient at its start; fft and
-#: pixel starts are drawn with 10x, 100x and 1000x the default contrast (a unit silent on
-#: near-grey noise may answer to stronger input), maco starts with new phases
-RESTARTS = 3
-
-
-class _Getter:
-    """``T(layer)`` for objectives: activations by (user-given) name, the input, the logits."""
-
-    def __init__(self, model: Model, names: dict[str, str]):
-        self.model = model
-        self.names = names
-        self.acts: dict[str, torch.Tensor] = {}
-        self.image: torch.Tensor | None = None
-        self.output: torch.Tensor | None = None
-
-    def __call__(self, name: str) -> torch.Tensor:
-        return self.native(name).float()
-
-    def native(self, name: str) -> torch.Tensor:
-        """``T(name)`` in the dtype the forward pass computed (bf16 under autocast): for
-        objectives that select a few values and cast only those."""
-        if name == INPUT:
-            assert self.image is not None
-            return self.image
-        if name == LOGITS:
-            if self.output is None:
-                raise RuntimeError("the objective reads the logits but they were not computed")
-            return self.output
-        return self.acts[self.names.get(name, name)]
-
-    def class_index(self, name: str) -> int:
-        return self.model.class_index(name)
-
-
-def _discover_layers(model: Model, objective: Objective, x: torch.Tensor) -> list[str]:
-    """Layers a lucent objective reads: call it once with a recording getter."""
-    seen: list[str] = []
-    getter = _Getter(model, {})
-    getter.image = torch.zeros_like(x)
-
-    def record(name: str) -> torch.Tensor:
-        if name in (INPUT, LOGITS):
-            if name == LOGITS and getter.output is None:
-                with torch.no_grad():
-                    getter.output = model.module(x)
-            seen.append(name)
-            return getter(name)
-        dotted = resolve_layer(model, name)
-        seen.append(name)
-        if dotted not in getter.acts:
-            getter.acts[dotted] = capture(model, x, [dotted])[dotted]
-        getter.names[name] = dotted
-        return getter(name)
-
-    record.class_index = getter.class_index  # type: ignore[attr-defined]
-    with torch.no_grad():
-        objective(record)
-    return list(dict.fromkeys(seen))
-
-
-def _check_units(objective: Objective, getter: _Getter) -> None:
-    """Channel and class indices in range, with a message naming the valid range."""
-    for unit in objective.units or []:
-        if "channel" in unit:
-            name = unit["layer"]
-            acts = getter.acts.get(getter.names.get(name, name))
-            if acts is None or acts.dim() < 2:
-                continue
-            n = acts.shape[1]
-            if not 0 <= unit["channel"] < n:
-                raise ChannelError(
-                    f"channel {unit['channel']} is out of range for layer {name!r}, which has "
-                    f"{n} channels (0..{n - 1})"
-                )
-        if "class" in unit and isinstance(unit["class"], int) and getter.output is not None:
-            n = getter.output.shape[-1]
-            if not 0 <= unit["class"] < n:
-                raise ChannelError(f"class {unit['class']} is out of range (0..{n - 1})")
-
-
-def _forward(
-    model: Model, cap: ActivationCapture | None, x: torch.Tensor, need_logits: bool
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    if cap is None:  # nothing hooked: only the logits (or only the input) are read
-        return {}, model.module(x) if need_logits else None
-    acts = cap.run(x)
-    return acts, cap.output if need_logits else None
 
 
 def render_defaults(
@@ -396,14 +243,14 @@ def render(
         model, obj, param, batch=batch, seed=seed, seeds=seeds, size=size
     )
     generators = [torch.Generator().manual_seed(unit_seed(s, "transforms")) for s in seeds]
-    to_input = _ToInput(model, transforms or NONE, generators, upsample, channels_last)
+    to_input = ToInput(model, transforms or NONE, generators, upsample, channels_last)
     with torch.no_grad():
         probe = to_input(image_fn(), train=False)
-    layer_names = list(obj.layers) or _discover_layers(model, obj, probe)
+    layer_names = list(obj.layers) or discover_layers(model, obj, probe)
     names = {n: resolve_layer(model, n) for n in layer_names if n not in (INPUT, LOGITS)}
     need_logits = LOGITS in layer_names
     hooked = list(dict.fromkeys(names.values()))
-    optimizer = _adam(params, lr)
+    optimizer = adam(params, lr)
     history: list[torch.Tensor] = []
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -419,14 +266,14 @@ def render(
             if hooked
             else None
         )
-        run = _Run(obj, model, cap, need_logits, _Getter(model, names), image_fn, to_input)
+        run = Run(obj, model, cap, need_logits, Getter(model, names), image_fn, to_input)
         redirect_steps = round(redirect * steps)
         with contextlib.ExitStack() as stack:
             if cap is not None:
                 stack.enter_context(cap)
             with torch.no_grad():  # check indices before spending steps
-                run.getter.acts, run.getter.output = _forward(model, cap, probe, need_logits)
-                _check_units(obj, run.getter)
+                run.getter.acts, run.getter.output = forward_pass(model, cap, probe, need_logits)
+                check_units(obj, run.getter)
             # the optimization runs with BatchNorm folded into the convolutions' swapped-in
             # parameters (checked to agree); the final values on the true network below
             folding = contextlib.ExitStack()
@@ -435,7 +282,7 @@ def render(
             switch = folding.enter_context(_redirecting(model, redirect_mode, redirect_steps))
             if switch is not None:  # dead starts are judged on the true gradients
                 switch.on = False
-            restarts = _restart_dead_starts(run, params, param, seeds, size, device)
+            restarts = restart_dead_starts(run, params, param, seeds, size, device)
             for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
                 if switch is not None:
                     switch.on = step < redirect_steps
@@ -528,90 +375,6 @@ def _parametrize(
     return params, image_fn, seeds
 
 
-class _ToInput:
-    """Images to the model's input: the random transforms (per image, when training), the
-    optional upsampling, the preprocessing and the memory format."""
-
-    def __init__(
-        self,
-        model: Model,
-        transform: RobustTransform,
-        generators: list[torch.Generator],
-        upsample: int | None,
-        channels_last: bool,
-    ) -> None:
-        self.model, self.transform, self.generators = model, transform, generators
-        self.upsample, self.channels_last = upsample, channels_last
-
-    def __call__(self, img: torch.Tensor, train: bool) -> torch.Tensor:
-        x = self.transform(img, self.generators) if train else img
-        if self.upsample:
-            size = (self.upsample, self.upsample)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        x = self.model.normalize(x)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-@dataclass
-class _Run:
-    """One optimization's objective, network, hooks and images: what its steps share."""
-
-    obj: Objective
-    model: Model
-    cap: ActivationCapture | None
-    need_logits: bool
-    getter: _Getter
-    image_fn: Callable[[], torch.Tensor]
-    to_input: Callable[[torch.Tensor, bool], torch.Tensor]
-
-    def forward(self, x: torch.Tensor) -> None:
-        """Run the (truncated) network on model input ``x``; the getter holds the result."""
-        self.getter.acts, self.getter.output = _forward(self.model, self.cap, x, self.need_logits)
-
-    def folding(self, probe: torch.Tensor, hooked: list[str]) -> Any:
-        """:func:`fold_batchnorm` of the network, checked on ``probe`` (the hooked layers'
-        activations and the logits must agree), the hooked modules kept unfolded."""
-
-        def compared() -> list[torch.Tensor]:
-            acts, out = _forward(self.model, self.cap, probe, self.need_logits)
-            return [
-                *(v for v in acts.values() if isinstance(v, torch.Tensor)),
-                *([out] if isinstance(out, torch.Tensor) else []),
-            ]
-
-        module = self.model.module
-        return fold_batchnorm(module, compared, keep=[module.get_submodule(n) for n in hooked])
-
-    def step(self, optimizer: torch.optim.Optimizer, autocast: Any) -> torch.Tensor:
-        """One optimization step on transformed images; returns the batch's mean value."""
-        optimizer.zero_grad(set_to_none=True)
-        img = self.image_fn()
-        self.getter.image = img
-        with autocast:
-            self.forward(self.to_input(img, True))
-        values = self.obj(self.getter)
-        (-values.sum()).backward()
-        optimizer.step()
-        return values.detach().float().mean()
-
-    def value_of(self, images: torch.Tensor) -> torch.Tensor:
-        """Each image's value, untransformed (no gradient)."""
-        self.getter.image = images
-        self.forward(self.to_input(images, False))
-        return self.obj(self.getter).detach().float()
-
-    def final(self, align: bool) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-        """The images as optimized, their values and (with ``align``) each image at its best
-        one-pixel translation (:func:`_align`)."""
-        with torch.no_grad():
-            final = self.image_fn().detach()
-            values = self.value_of(final)
-            shifts = [(0, 0)] * final.shape[0]
-            if align and values.dim() == 1 and len(values) == final.shape[0]:
-                final, values, shifts = _align(final, values, self.value_of)
-        return final, values, shifts
-
-
 def _result(
     obj: Objective,
     final: torch.Tensor,
@@ -644,115 +407,6 @@ def _result(
     )
 
 
-#: the one-pixel translations (rows, columns) that :func:`_align` tries besides none
-ALIGN_SHIFTS = ((0, 1), (1, 0), (1, 1))
-
-
-def _align(
-    images: torch.Tensor,
-    values: torch.Tensor,
-    value_of: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-    """Each image at the one-pixel translation (circular) where its value is highest.
-
-    ``values`` are the images' values as they are; ``value_of(batch)`` evaluates a batch. An
-    image moves only when a translation is strictly better; when any moved, the values are
-    evaluated once more on the batch as returned, so that an objective that couples the
-    images of a batch (a diversity term) reports the values of what is returned.
-    """
-    best, best_values = images, values
-    shifts = [(0, 0)] * images.shape[0]
-    for shift in ALIGN_SHIFTS:
-        moved = torch.roll(images, shift, dims=(2, 3))
-        moved_values = value_of(moved)
-        better = moved_values > best_values
-        if bool(better.any()):
-            best = torch.where(better[:, None, None, None].to(best.device), moved, best)
-            best_values = torch.where(better, moved_values, best_values)
-            shifts = [shift if b else s for s, b in zip(shifts, better.tolist(), strict=True)]
-    if any(s != (0, 0) for s in shifts):
-        best_values = value_of(best)
-    return best, best_values, shifts
-
-
-def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """Adam, its fused kernel where every parameter is a float tensor on the CPU or a CUDA
-    GPU (one pass over the parameters instead of about ten elementwise ops; the same update
-    to within float rounding)."""
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    if fused:
-        try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        except (RuntimeError, TypeError, ValueError):  # a build without the fused kernel
-            pass
-    return torch.optim.Adam(params, lr=lr)
-
-
-def _row_gradients(params: list[torch.Tensor], batch: int) -> torch.Tensor | None:
-    """Per image, the summed absolute gradient of its parameters (``None`` when the
-    parametrization is not one tensor row per image)."""
-    total = None
-    for p in params:
-        if p.grad is None:
-            continue
-        if p.dim() == 0 or p.shape[0] != batch:
-            return None
-        row = p.grad.detach().abs().flatten(1).sum(dim=1).float()
-        total = row if total is None else total + row
-    return total
-
-
-def _restart_dead_starts(
-    run: _Run,
-    params: list[torch.Tensor],
-    param: Any,
-    seeds: list[int],
-    size: int,
-    device: torch.device,
-) -> list[int]:
-    """Find images whose objective has zero gradient at their start and draw fresh starts
-    for them (up to :data:`RESTARTS`); returns, per image, the restarts used (``-1``: dead
-    from every start). Leaves no gradient behind; empty list when per-image gradients cannot
-    be told apart (a custom or whole-batch objective)."""
-    batch = params[0].shape[0] if params and params[0].dim() > 0 else 0
-    used: list[int] = []
-    for attempt in range(RESTARTS + 1):
-        for p in params:
-            p.grad = None
-        img = run.image_fn()
-        run.getter.image = img
-        run.forward(run.to_input(img, False))
-        values = run.obj(run.getter)
-        if values.dim() == 0 or values.shape[0] != batch or not values.requires_grad:
-            used = []
-            break
-        (-values.sum()).backward()
-        grads = _row_gradients(params, batch)
-        if grads is None:
-            used = []
-            break
-        alive = (grads > 0) & torch.isfinite(grads)
-        if attempt == 0:
-            used = [0 if bool(a) else -1 for a in alive]
-        else:
-            for i in range(batch):
-                if used[i] < 0 and bool(alive[i]):
-                    used[i] = attempt
-        dead = [i for i in range(batch) if used[i] < 0]
-        if not dead or attempt == RESTARTS or not isinstance(param, str):
-            break
-        contrast = 1.0 if param == "maco" else 10.0 ** (attempt + 1)
-        fresh = [unit_seed(seeds[i], "restart", attempt + 1) for i in dead]
-        channels = run.model.preprocessing.channels
-        new_params, _ = make_param(param, len(dead), channels, size, fresh, device)
-        with torch.no_grad():
-            for p, q in zip(params, new_params, strict=True):
-                p[dead] = q.detach() * contrast
-    for p in params:
-        p.grad = None
-    return used
-
-
 def evaluate(
     model: Model, objective: Objective | str, images: torch.Tensor, *, batch_size: int = 64
 ) -> torch.Tensor:
@@ -773,9 +427,9 @@ def evaluate(
         with cap if cap is not None else contextlib.nullcontext():
             for start in range(0, images.shape[0], batch_size):
                 chunk = images[start : start + batch_size].to(model.device)
-                acts, out = _forward(model, cap, model.normalize(chunk), need_logits)
+                acts, out = forward_pass(model, cap, model.normalize(chunk), need_logits)
                 for n in range(chunk.shape[0]):
-                    getter = _Getter(model, names)
+                    getter = Getter(model, names)
                     getter.acts = {k: v[n : n + 1].expand(b, *v.shape[1:]) for k, v in acts.items()}
                     getter.output = None if out is None else out[n : n + 1].expand(b, -1)
                     getter.image = chunk[n : n + 1].expand(b, *chunk.shape[1:])

@@ -65,8 +65,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,9 +80,19 @@ from ..inventory import LayerInfo, rf_centres, smallest_canvas
 from ..inventory import layers as inventory
 from ..models.base import Model
 from ..models.registry import as_model
-from ..utils import load_arrays, only_stem, result_stem, save_arrays
-from .dissect import StreamingQuantile
-from .rules import AbsoluteRuleWarning, warn_absolute
+from .accumulators import StreamingQuantile
+from .edge_result import DRIVE_MIN, OSI_MIN, EdgeResult, driven, edge_mask, edge_units
+from .edge_tuning import (
+    CONTRASTS,
+    FREQUENCIES,
+    TuningRead,
+    gratings,
+    layer_frequencies,
+    orientation_selectivity,
+    preferred_orientation,
+    read_tuning,
+)
+from .rules import AbsoluteRuleWarning
 
 __all__ = [
     "AbsoluteRuleWarning",
@@ -103,230 +112,11 @@ __all__ = [
     "rf_centres",
 ]
 
-#: contrasts of the series (Michelson contrast of the gratings around grey 0.5)
-CONTRASTS = (0.125, 0.35, 1.0)
 #: the grating instrument's version (in the hierarchy's stage keys: a new reading recomputes):
 #: 3 reads each unit where its own curve touches no bound, with the circular preferred
 #: orientation
 GRATINGS_VERSION = 3
-#: absolute cut-offs, calibrated on planted units (module docstring)
-OSI_MIN = 0.2
-DRIVE_MIN = 0.3
-#: spatial frequencies (cycles per pixel) of the grid: a factor sqrt(2) apart
-FREQUENCIES = tuple(round(0.4 / math.sqrt(2) ** k, 4) for k in range(10))
 _BOUNDED = (nn.Hardtanh, nn.Hardsigmoid)  # ReLU6 is a Hardtanh
-
-
-def gratings(
-    size: int,
-    orientations: Sequence[float],
-    frequencies: Sequence[float],
-    phases: Sequence[float],
-    channels: int = 3,
-    *,
-    contrast: float = 1.0,
-    centre: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """Sinusoidal gratings ``(O * F * P, C, size, size)`` in ``[0, 1]``, orientation-major.
-
-    ``orientations`` are stripe orientations (degrees), ``frequencies`` in cycles per pixel,
-    ``phases`` in radians relative to ``centre`` (``(y, x)`` in pixels; default the canvas
-    centre ``(size - 1) / 2``), ``contrast`` the amplitude around grey 0.5 (1: 0 to 1).
-    """
-    cy, cx = centre if centre is not None else ((size - 1) / 2.0, (size - 1) / 2.0)
-    ys, xs = torch.meshgrid(
-        torch.arange(size, dtype=torch.float64) - cy,
-        torch.arange(size, dtype=torch.float64) - cx,
-        indexing="ij",
-    )
-    ys = -ys  # y up
-    out = []
-    for theta in orientations:
-        wave = math.radians(theta + 90.0)  # the wave vector is perpendicular to the stripes
-        proj = xs * math.cos(wave) + ys * math.sin(wave)
-        for f in frequencies:
-            for phi in phases:
-                out.append(0.5 + 0.5 * contrast * torch.sin(2 * math.pi * f * proj + phi))
-    stack = torch.stack(out).float()[:, None]
-    return stack.expand(-1, channels, -1, -1).contiguous()
-
-
-def orientation_selectivity(responses: np.ndarray, orientations: Sequence[float]) -> np.ndarray:
-    """OSI of ``(..., n_orientations)`` responses, negative parts set to 0:
-    ``|sum r e^{2i theta}| / sum r`` (0 where every response is 0)."""
-    r = np.clip(responses, 0, None)
-    angles = np.radians(np.asarray(orientations, dtype=np.float64))
-    vec = (r * np.exp(2j * angles)).sum(axis=-1)
-    total = r.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        osi = np.where(total > 0, np.abs(vec) / total, 0.0)
-    return osi
-
-
-@dataclass
-class EdgeResult:
-    """Evoked orientation tuning of every unit of one layer (arrays indexed by channel).
-
-    ``to_dict()`` is its JSON (the grids, clipping, ``info`` and :meth:`summary`);
-    ``save(folder)`` writes it and the arrays (``edges-LAYER.json``, ``edges-LAYER.npz``),
-    which ``EdgeResult.load(folder)`` reads back.
-    """
-
-    ARRAYS = (
-        "contrast",
-        "baseline",
-        "tuning",
-        "modulation",
-        "simple",
-        "preferred_orientation",
-        "preferred_frequency",
-        "osi",
-        "drive",
-        "drive_ratio",
-        "unit_clipped",
-    )
-
-    layer: str
-    orientations: list[float]
-    frequencies: list[float]
-    contrasts: list[float]
-    contrast: np.ndarray  # per unit: the contrast its tuning is read at
-    baseline: np.ndarray  # response to the grey field
-    tuning: np.ndarray  # (units, orientations, frequencies): F1 or evoked F0 at ``contrast``
-    modulation: np.ndarray  # F1 / |F0| at the preferred condition
-    simple: np.ndarray  # bool: simple-like (F1 measure) or complex-like (F0)
-    preferred_orientation: np.ndarray
-    preferred_frequency: np.ndarray
-    osi: np.ndarray
-    drive: np.ndarray  # largest evoked response to any grating (any contrast)
-    drive_ratio: np.ndarray  # drive / (natural high percentile - baseline); nan: no reference
-    clipped: list[float]  # per contrast: fraction of upstream bounded elements clipped
-    unit_clipped: np.ndarray  # per unit: clipped fraction at the contrast read
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def units(self) -> int:
-        return len(self.osi)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form: the stimulus grids, the clipped fraction per contrast,
-        ``info`` and the summary."""
-        return {
-            "layer": self.layer,
-            "orientations": list(self.orientations),
-            "frequencies": list(self.frequencies),
-            "contrasts": list(self.contrasts),
-            "clipped": list(self.clipped),
-            "info": self.info,
-            "summary": self.summary(),
-        }
-
-    def save(self, folder: str | Path, stem: str | None = None) -> list[Path]:
-        """``STEM.npz`` (the arrays) and ``STEM.json`` (:meth:`to_dict`) in ``folder``,
-        atomically (``stem`` defaults to ``edges-LAYER``); returns their paths."""
-        arrays = {k: getattr(self, k) for k in self.ARRAYS}
-        return save_arrays(folder, stem or result_stem("edges", self.layer), arrays, self.to_dict())
-
-    @classmethod
-    def load(cls, folder: str | Path, stem: str | None = None) -> EdgeResult:
-        """A result written by :meth:`save` (``stem``: needed when ``folder`` holds several)."""
-        stem = stem or only_stem(folder, "edges-*.npz", "grating results")
-        arrays, doc = load_arrays(folder, stem)
-        fields = ("layer", "orientations", "frequencies", "contrasts", "clipped", "info")
-        return cls(**{k: doc[k] for k in fields}, **arrays)
-
-    def edge_units(
-        self, osi_threshold: float | None = None, *, absolute: bool = False
-    ) -> np.ndarray:
-        """Bool per unit: driven and oriented (:func:`edge_units`: pass the random-init
-        control's ``osi_threshold``, or ``absolute=True`` for the absolute rule alone)."""
-        if osi_threshold is None and not absolute:
-            warn_absolute(
-                "EdgeResult.edge_units()",
-                f"OSI >= {OSI_MIN}, drive ratio >= {DRIVE_MIN}",
-            )
-        return edge_units(self, osi_threshold=osi_threshold, absolute=True)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-friendly summary (OSI and drive quantiles, clipping, the contrast used)."""
-        q = [0.1, 0.25, 0.5, 0.75, 0.9]
-        ratio = self.drive_ratio[np.isfinite(self.drive_ratio)]
-        return {
-            "layer": self.layer,
-            "units": self.units,
-            "osi_quantiles_10_25_50_75_90": np.quantile(self.osi, q).round(4).tolist(),
-            "osi_mean": round(float(self.osi.mean()), 4),
-            "drive_ratio_median": round(float(np.median(ratio)), 4) if len(ratio) else None,
-            "driven_fraction": round(float(driven(self.drive_ratio).mean()), 4),
-            "simple_fraction": round(float(self.simple.mean()), 4),
-            "contrast_median": float(np.median(self.contrast)),
-            "clipped_at_contrast_read_median": round(float(np.median(self.unit_clipped)), 4),
-            "clipped_by_contrast": dict(
-                zip(
-                    [str(c) for c in self.contrasts],
-                    [round(v, 4) for v in self.clipped],
-                    strict=True,
-                )
-            ),
-            "frequencies": [round(f, 4) for f in self.frequencies],
-            **self.info,
-        }
-
-
-def driven(drive_ratio: np.ndarray, drive_min: float = DRIVE_MIN) -> np.ndarray:
-    """Bool per unit: drive ratio >= ``drive_min`` (``nan``, no reference: not driven)."""
-    return np.nan_to_num(np.asarray(drive_ratio, dtype=np.float64), nan=-1.0) >= drive_min
-
-
-def edge_mask(
-    osi: np.ndarray,
-    drive_ratio: np.ndarray,
-    *,
-    osi_threshold: float | None = None,
-    osi_min: float = OSI_MIN,
-    drive_min: float = DRIVE_MIN,
-    absolute: bool = False,
-) -> np.ndarray:
-    """The edge-unit rule on per-unit arrays: driven, OSI >= ``osi_min`` and OSI >
-    ``osi_threshold`` (the random-init control's, e.g. from
-    :func:`~interp.probes.hierarchy.edge_control_thresholds`). Without a threshold (``None``)
-    the absolute rule alone is applied, with an :class:`AbsoluteRuleWarning` unless
-    ``absolute=True``; a ``nan`` threshold (a control that measured nothing) adds no cut."""
-    if osi_threshold is None and not absolute:
-        warn_absolute(
-            "the grating edge-unit rule",
-            f"OSI >= {osi_min}, drive ratio >= {drive_min}",
-        )
-    oriented = osi >= osi_min
-    if osi_threshold is not None and np.isfinite(osi_threshold):
-        oriented &= osi > osi_threshold
-    return driven(drive_ratio, drive_min) & oriented
-
-
-def edge_units(
-    result: EdgeResult,
-    *,
-    osi_threshold: float | None = None,
-    osi_min: float = OSI_MIN,
-    drive_min: float = DRIVE_MIN,
-    absolute: bool = False,
-) -> np.ndarray:
-    """Edge units of ``result`` (:func:`edge_mask`: pass the control's ``osi_threshold``,
-    or ``absolute=True``). Without a natural-image reference (drive ratio ``nan``) no unit
-    passes the drive gate."""
-    if osi_threshold is None and not absolute:
-        warn_absolute(
-            "edge_units()",
-            f"OSI >= {osi_min}, drive ratio >= {drive_min}",
-        )
-    return edge_mask(
-        result.osi,
-        result.drive_ratio,
-        osi_threshold=osi_threshold,
-        osi_min=osi_min,
-        drive_min=drive_min,
-        absolute=True,
-    )
 
 
 # --------------------------------------------------------------- natural-image reference
@@ -380,12 +170,6 @@ def natural_reference(
 
 
 # ----------------------------------------------------------------------------- the probe
-def _frequencies(rf: int, size: int, grid: Sequence[float]) -> list[float]:
-    """The grid's frequencies a layer can see: from half a cycle to 8 cycles across its RF
-    (clipped to the canvas), at most 0.45 cycles/px."""
-    extent = max(2, min(rf, size))
-    keep = [f for f in grid if f <= 0.45 and 0.5 <= f * extent <= 8]
-    return sorted(keep) if keep else [min(grid, key=lambda f: abs(f * extent - 1.0))]
 
 
 class _ClipCounter:
@@ -519,62 +303,6 @@ def _own_saturation(module: nn.Module, raw: np.ndarray, grey: np.ndarray) -> np.
     return at
 
 
-@dataclass
-class _TuningRead:
-    """One contrast's reading of every unit: the tuning measure (F1 for simple-like units,
-    rectified evoked F0 for complex-like), the preferred frequency and the curve there."""
-
-    measure: np.ndarray  # (units, O, F)
-    modulation: np.ndarray  # F1 / |F0| at the preferred condition
-    simple: np.ndarray
-    f_idx: np.ndarray  # preferred frequency (index)
-    curve: np.ndarray  # (units, O): the measure at the preferred frequency
-
-    @staticmethod
-    def pick(reads: Sequence[_TuningRead], index: np.ndarray) -> _TuningRead:
-        """Per unit, the reading of contrast ``index[unit]``."""
-        rows = np.arange(len(index))
-        return _TuningRead(
-            *(
-                np.stack([getattr(r, k) for r in reads], axis=1)[rows, index]
-                for k in ("measure", "modulation", "simple", "f_idx", "curve")
-            )
-        )
-
-
-def _read_tuning(e: np.ndarray, phases: Sequence[float]) -> _TuningRead:
-    """Read ``(units, O, F, P)`` evoked responses at one contrast (module docstring)."""
-    units = e.shape[0]
-    ph = np.exp(1j * np.asarray(phases))
-    f0 = e.mean(axis=-1)
-    f1 = 2.0 * np.abs((e * ph).sum(axis=-1)) / len(phases)
-    best = np.maximum(f1, f0).reshape(units, -1).argmax(axis=1)
-    rows = np.arange(units)
-    f0b, f1b = f0.reshape(units, -1)[rows, best], f1.reshape(units, -1)[rows, best]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        modulation = np.where(np.abs(f0b) > 0, f1b / np.abs(f0b), np.where(f1b > 0, np.inf, 0.0))
-    simple = modulation > 1.0
-    measure = np.where(simple[:, None, None], f1, np.clip(f0, 0, None))
-    # the preferred frequency: where the orientation curve is largest
-    f_idx = measure.max(axis=1).argmax(axis=1)
-    return _TuningRead(measure, modulation, simple, f_idx, measure[rows, :, f_idx])
-
-
-def preferred_orientation(curve: np.ndarray, orientations: Sequence[float]) -> np.ndarray:
-    """Preferred orientation (degrees in ``[0, 180)``) of ``(..., n_orientations)`` tuning
-    curves: half the phase of the second circular harmonic, the vector whose length the OSI
-    measures. It is read from the whole curve, so a peak between grid orientations, or a
-    flat top, is placed where the curve's mass is, not at the first of tied grid points;
-    where the curve has no second harmonic (flat, or all zero), the grid's argmax."""
-    r = np.clip(np.asarray(curve, dtype=np.float64), 0, None)
-    angles = np.radians(np.asarray(orientations, dtype=np.float64))
-    vec = (r * np.exp(2j * angles)).sum(axis=-1)
-    pref = (np.degrees(np.angle(vec)) / 2.0) % 180.0
-    flat = np.abs(vec) <= 1e-9 * np.maximum(r.sum(axis=-1), 1e-300)
-    grid = np.asarray(orientations, dtype=np.float64)[r.argmax(axis=-1)]
-    return np.where(flat, grid, np.round(pref, 2))
-
-
 def edge_probe(
     model: Model | nn.Module,
     layers: str | Sequence[str],
@@ -645,7 +373,9 @@ def edge_probe(
             )
         groups, centres = _plan_canvases(model, names, infos, size)
         layer_freqs = {
-            n: _frequencies((infos[n].rf_size or (size, size))[0], size, sorted(set(frequencies)))
+            n: layer_frequencies(
+                (infos[n].rf_size or (size, size))[0], size, sorted(set(frequencies))
+            )
             for n in names
         }
         for (canvas, *centre_), group in groups.items():
@@ -848,7 +578,7 @@ def _read_layer(
     )
     if own is not None:
         own = own[:, :, :, keep]
-    reads = [_read_tuning(evoked[:, ci], phases) for ci in range(len(contrasts))]
+    reads = [read_tuning(evoked[:, ci], phases) for ci in range(len(contrasts))]
     # per unit, per contrast: the fraction of its tuning curve's responses (the preferred
     # frequency, every orientation and phase) on its own bound, and the layer's upstream
     # clipped fraction; the tuning is read at the highest contrast where the unit's curve
@@ -863,7 +593,7 @@ def _read_layer(
         unit_clip[:, ci] = np.maximum(curve_sat[:, ci], clipped[ci])
     fine = (curve_sat == 0) & (np.asarray(clipped)[None] < clip_limit)
     cidx = np.where(fine.any(axis=1), len(contrasts) - 1 - np.argmax(fine[:, ::-1], axis=1), 0)
-    read = _TuningRead.pick(reads, cidx)
+    read = TuningRead.pick(reads, cidx)
     drive = np.clip(evoked.reshape(units, -1).max(axis=1), 0, None)
     if reference is not None:
         scale = reference.astype(np.float64) - base
