@@ -156,3 +156,89 @@ def test_precision_means_one_thing_in_every_command():
     with pytest.warns(DeprecationWarning, match="precision"):
         m = interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=16)
         render(m, "features.relu1:0", steps=1, size=16, amp=False, progress=False)
+
+
+# ---------------------------------------------------------------- settings as objects
+def _flags(command: str) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in _commands()[command]._actions}
+
+
+#: fields of RenderSettings whose flag is not a render flag: the common --seed, atlas's own
+#: --per-layer; redirect_mode has no flag (it matters only with --redirect)
+NOT_RENDER_FLAGS = {"seed": "seed", "per_layer": "per_layer"}
+
+
+@pytest.mark.parametrize("command", ["visualize", "atlas"])
+def test_every_render_setting_is_a_flag_with_its_default(command):
+    """The render flags are built from RenderSettings' fields: one place for a setting's
+    default and help (it used to live in six: the dataclass, two signatures, the CLI's flags
+    and kwargs, and atlas's list of recorded keys)."""
+    import dataclasses
+
+    flags = _flags(command)
+    for f in dataclasses.fields(RENDER):
+        if f.name == "redirect_mode" or (f.name == "per_layer" and command == "visualize"):
+            continue
+        flag = f.metadata.get("flag")
+        if flag:  # a setting on by default is a --no-X switch, off by default
+            action = flags[flag[2:].replace("-", "_")]
+            assert f.default is True and action.default is False, f.name
+            assert action.help == f.metadata["help"]
+            continue
+        action = flags[NOT_RENDER_FLAGS.get(f.name, f.name)]
+        assert _same(action.default, f.default), f"--{f.name}: {action.default!r} != {f.default!r}"
+        if f.metadata.get("cli", True) and "what" not in f.metadata:
+            assert action.help.startswith(f.metadata["help"]), f.name
+            assert list(action.choices or []) == list(f.metadata.get("choices", [])), f.name
+
+
+def test_the_render_flags_give_the_settings_back():
+    """Parsed with no flags, visualize's and atlas's keyword overrides are RENDER itself."""
+    from interp.cli._common import render_kwargs
+    from interp.settings import with_overrides
+
+    for command, argv in (("visualize", ["m", "--layer", "x"]), ("atlas", ["m"])):
+        kwargs = render_kwargs(_commands()[command].parse_args(argv))
+        kwargs.pop("progress")
+        assert with_overrides(RENDER, **kwargs) == RENDER
+
+
+def test_the_atlas_record_is_its_settings_object(tmp_path):
+    """The record kept with the images (and the resume's key) is the settings object's
+    fields, but per_layer (which units) and redirect_mode (nothing without redirect), after
+    the model's and renderer's identity; the batch as resolved."""
+    import dataclasses
+
+    from interp.pipeline.atlas import RENDERER_VERSION
+    from interp.pipeline.cache import weights_digest
+
+    m = interp.load_model("simplecnn", weights="none", seed=0, width=0.25, input_size=16)
+    kw = dict(steps=1, size=16, per_layer=1, reference="none", batch=2, seed=3)
+    got = interp.atlas(m, tmp_path, layers="features.relu1", progress=False, **kw).settings
+    want = dataclasses.asdict(dataclasses.replace(RENDER, **kw))
+    del want["per_layer"], want["redirect_mode"]
+    identity = {"model": m.name, "weights": weights_digest(m), "renderer": RENDERER_VERSION}
+    assert got == identity | want
+
+
+@pytest.mark.parametrize("job", ["atlas", "visualize", "examples_job", "hierarchy"])
+def test_an_unknown_setting_names_the_settings_class(job):
+    from interp.pipeline.examples import examples_job
+
+    api = {"atlas": interp.atlas, "visualize": interp.visualize, "hierarchy": interp.hierarchy}
+    fn = api.get(job, examples_job)
+    cls = {"examples_job": "ExamplesSettings", "hierarchy": "HierarchySettings"}
+    args = ("m", "x") if job in ("visualize", "examples_job") else ("m",)
+    with pytest.raises(
+        TypeError,
+        match=f"{job}\\(\\) got unknown arguments \\['stpes'\\].*{cls.get(job, 'RenderSettings')}",
+    ):
+        fn(*args, stpes=3)
+
+
+def test_examples_job_records_its_settings_object():
+    """examples_job's stage record is ExamplesSettings' fields (but the data, keyed on its
+    own), in the order the stage keys have always had."""
+    from interp.settings import EXAMPLES, recorded
+
+    assert list(recorded(EXAMPLES)) == ["k", "bottom", "dedup", "n", "size", "seed", "precision"]

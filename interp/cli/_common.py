@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -12,10 +13,9 @@ from ..checks import check_float, check_int
 from ..data.specs import DATASETS
 from ..device import PRECISIONS
 from ..errors import RangeError
-from ..settings import RENDER
+from ..settings import MIN_SIZE, RenderSettings
 
 SEED_MAX = 2**32 - 1
-MIN_SIZE = 8  # the smallest image side any job accepts
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
@@ -137,67 +137,45 @@ def count_or_all(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {text!r}")
 
 
+def _render_flags() -> list[dataclasses.Field]:
+    """The fields of :class:`~interp.settings.RenderSettings` that are render flags here."""
+    return [f for f in dataclasses.fields(RenderSettings) if f.metadata.get("cli", True)]
+
+
+def _flag_type(f: dataclasses.Field) -> Any:
+    """The argparse type of a setting's flag, from its metadata and default."""
+    meta = f.metadata
+    if isinstance(f.default, float):
+        closed = meta.get("closed", False)
+        return number(meta.get("low"), meta.get("high"), open_low=not closed, open_high=not closed)
+    if "low" in meta:
+        return integer(meta["low"], meta.get("high"))
+    return None
+
+
 def render_options() -> argparse.ArgumentParser:
-    """The rendering flags of ``visualize`` and ``atlas`` (a parent parser)."""
+    """The rendering flags of ``visualize`` and ``atlas`` (a parent parser), one per field of
+    :class:`~interp.settings.RenderSettings` (but ``seed``: the common ``--seed``; and
+    ``per_layer``, atlas's own), with its default and help."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("rendering")
-    group.add_argument(
-        "--steps", type=integer(1), default=RENDER.steps, help="optimization steps [256]"
-    )
-    group.add_argument(
-        "--size", type=integer(MIN_SIZE), default=RENDER.size, help="canvas size in pixels [128]"
-    )
-    group.add_argument(
-        "--objective",
-        choices=["channel", "neuron"],
-        default=RENDER.objective,
-        help="channel: mean over positions; neuron: the centre position [channel]",
-    )
-    group.add_argument(
-        "--param",
-        choices=["auto", "fft", "pixel", "maco"],
-        default=RENDER.param,
-        help="auto: pixel where the layer's receptive field is at most a quarter of the "
-        "canvas, fft beyond; fft: lucid's decorrelated Fourier image; pixel; maco: "
-        "phase-only Fourier with a natural magnitude spectrum [auto]",
-    )
-    group.add_argument(
-        "--batch",
-        type=integer(1),
-        default=None,
-        help="units optimized together [16 on CPU, 64 on CUDA; halved on out-of-memory]",
-    )
-    group.add_argument("--lr", type=number(0), default=RENDER.lr, help="Adam learning rate [0.05]")
-    add_precision(group, RENDER.precision, "of the optimization steps")
-    group.add_argument(
-        "--redirect",
-        type=number(0, 1, open_low=False, open_high=False),
-        default=RENDER.redirect,
-        help="fraction of the steps, from the start, with redirected ReLU/ReLU6 gradients "
-        f"(0: off) [{RENDER.redirect}]",
-    )
-    group.add_argument(
-        "--no-align",
-        action="store_true",
-        help="return each image as optimized, not at the one-pixel translation where its "
-        "unit is highest",
-    )
-    group.add_argument("--no-transforms", action="store_true", help="no jitter/scale/rotate")
-    group.add_argument(
-        "--upsample",
-        type=integer(MIN_SIZE),
-        default=None,
-        help="resize the canvas to N px before the model",
-    )
-    group.add_argument(
-        "--reference",
-        default=RENDER.reference,
-        help="natural reference set: 'photos' (random crops of skimage.data photos), a "
-        "folder of images, or 'none' [photos]",
-    )
-    group.add_argument(
-        "--n-reference", type=integer(1), default=RENDER.n_reference, help="reference crops [256]"
-    )
+    for f in _render_flags():
+        meta = f.metadata
+        if "what" in meta:  # --precision, worded as in every command
+            add_precision(group, f.default, meta["what"])
+            continue
+        if "flag" in meta:  # a boolean on by default: its --no-X flag
+            group.add_argument(meta["flag"], action="store_true", help=meta["help"])
+            continue
+        shown = meta.get("default_help", f.default)
+        help_text = f"{meta['help']} [{shown}]" if shown != "" else meta["help"]
+        extra: dict[str, Any] = {"choices": list(meta["choices"])} if "choices" in meta else {}
+        kind = _flag_type(f)
+        if kind is not None:
+            extra["type"] = kind
+        group.add_argument(
+            "--" + f.name.replace("_", "-"), default=f.default, help=help_text, **extra
+        )
     return parent
 
 
@@ -211,23 +189,18 @@ def model_dir(args: argparse.Namespace, what: str) -> Path:
 
 
 def render_kwargs(args: argparse.Namespace) -> dict:
-    return {
-        "steps": args.steps,
-        "size": args.size,
-        "objective": args.objective,
-        "param": args.param,
-        "batch": args.batch,
-        "lr": args.lr,
-        "precision": args.precision,
-        "redirect": args.redirect,
-        "align": not args.no_align,
-        "seed": args.seed,
-        "transforms": not args.no_transforms,
-        "upsample": args.upsample,
-        "reference": None if args.reference == "none" else args.reference,
-        "n_reference": args.n_reference,
-        "progress": not args.quiet,
-    }
+    """The render settings of the parsed flags (:func:`render_options`, and the common
+    ``--seed``) as keyword overrides of :class:`~interp.settings.RenderSettings`, with
+    ``progress``."""
+    kwargs: dict[str, Any] = {}
+    for f in _render_flags():
+        if "flag" in f.metadata:
+            kwargs[f.name] = not getattr(args, f.metadata["flag"][2:].replace("-", "_"))
+            continue
+        value = getattr(args, f.name)
+        # an optional text setting (the reference set) is switched off by the word none
+        kwargs[f.name] = None if "None" in str(f.type) and value == "none" else value
+    return {**kwargs, "seed": args.seed, "progress": not args.quiet}
 
 
 def load(args: argparse.Namespace):  # noqa: ANN202

@@ -42,13 +42,14 @@ from ..checks import check_int
 from ..device import HalveOnOOM, default_batch
 from ..errors import ChannelError, UnknownLayerError
 from ..featvis.objectives import Objective, channel, neuron
+from ..featvis.redirect import check_mode as check_redirect_mode
 from ..featvis.reference import reference_images
 from ..featvis.render import check_render_args, evaluate, render, unit_seed
 from ..featvis.transforms import NONE, STANDARD
 from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model
-from ..settings import RENDER
+from ..settings import RENDER, RenderSettings, recorded, with_overrides
 from ..utils import atomic_write_text, make_dir, prepare_output, save_png, settings_digest
 from ..views.atlas_figures import save_atlas
 from .cache import weights_digest
@@ -173,26 +174,6 @@ def layer_channels(model: Model, layer: str, size: int | None = None) -> int:
         return int(capture(model, x, [layer])[layer].shape[1])
 
 
-# the arguments of visualize/atlas that change what is rendered (recorded, and compared on
-# resume: a different value re-renders)
-_SETTING_KEYS = (
-    "objective",
-    "steps",
-    "size",
-    "param",
-    "batch",
-    "lr",
-    "precision",
-    "redirect",
-    "align",
-    "seed",
-    "transforms",
-    "upsample",
-    "reference",
-    "n_reference",
-)
-
-
 #: bumped when the renderer changes what it draws for the same settings (2: dead starts are
 #: restarted; 3: BatchNorm folded while optimizing, and precision "auto" means bf16 on AMX
 #: CPUs for networks without depthwise convolutions; 4: param "auto", pixel for receptive
@@ -204,17 +185,29 @@ _SETTING_KEYS = (
 RENDERER_VERSION = 7
 
 
-def _check_render_args(arguments: dict[str, Any]) -> None:
-    """Range checks of visualize/atlas arguments, before any work."""
+def _check_render_args(s: RenderSettings) -> None:
+    """Range checks of visualize/atlas settings, before any work."""
+    check_render_args(
+        steps=s.steps,
+        size=s.size,
+        batch=s.batch,
+        upsample=s.upsample,
+        lr=s.lr,
+        redirect=s.redirect,
+        min_size=8,
+    )
+    check_redirect_mode(s.redirect_mode)
+    check_int("n_reference", s.n_reference)
+    check_int("seed", s.seed, low=0)
 
-    keys = ("steps", "size", "batch", "upsample", "lr", "redirect")
-    check_render_args(**{k: arguments[k] for k in keys}, min_size=8)
-    check_int("n_reference", arguments["n_reference"])
-    check_int("seed", arguments["seed"], low=0)
 
-
-def _job_settings(model: Model, arguments: dict[str, Any]) -> dict[str, Any]:
-    values = {k: arguments[k] for k in _SETTING_KEYS}
+def _job_settings(model: Model, s: RenderSettings) -> dict[str, Any]:
+    """The settings record (kept with the images, and compared on resume: a different value
+    re-renders): the identity of the model and renderer, then every recorded field of ``s``
+    (:func:`interp.settings.recorded`; ``redirect_mode`` only while ``redirect`` is on)."""
+    values = recorded(s)
+    if not s.redirect:
+        del values["redirect_mode"]  # no redirected step: the mode changes nothing
     return {
         "model": model.name,
         # the stage cache's identity of the weights: a retrained checkpoint re-renders
@@ -318,6 +311,8 @@ def _render_group(
             lr=settings["lr"],
             precision=settings["precision"],
             redirect=settings["redirect"],
+            # recorded only while redirect is on; off, the mode changes nothing
+            redirect_mode=settings.get("redirect_mode", RENDER.redirect_mode),
             align=settings["align"],
             seeds=[unit_seed(settings["seed"], layer, c) for c in part],
             upsample=settings["upsample"],
@@ -437,42 +432,38 @@ def visualize(
     channels: str | Sequence[int] | None = "0:16",
     out: str | Path = "out/visualize",
     *,
-    steps: int = RENDER.steps,
-    size: int = RENDER.size,
-    objective: str = RENDER.objective,
-    param: str = RENDER.param,
-    batch: int | None = None,
-    lr: float = RENDER.lr,
-    precision: str = RENDER.precision,
-    redirect: float = RENDER.redirect,
-    align: bool = RENDER.align,
-    seed: int = 0,
-    transforms: bool = RENDER.transforms,
-    upsample: int | None = None,
-    reference: str | None = RENDER.reference,
-    n_reference: int = RENDER.n_reference,
+    settings: RenderSettings = RENDER,
     progress: bool = True,
+    **overrides: Any,
 ) -> Atlas:
     """Render chosen units of one layer: a PNG per unit, ``grid.png`` and ``results.json``.
 
     Each unit's record holds the objective value its image reached and, with a reference set
     (``"photos"``: random crops of skimage.data photos; or a folder), the unit's highest value
     over the reference crops of the same size through the same preprocessing.
+
+    ``settings``: a :class:`~interp.settings.RenderSettings` (default ``RENDER``);
+    ``**overrides``: fields of it to replace (``steps=64``, ``seed=1``...; not ``per_layer``,
+    an atlas setting: the units are ``channels``).
     """
-    _check_render_args(locals())
+    if "per_layer" in overrides:
+        raise TypeError("visualize() renders the units in channels; per_layer is atlas's")
+    s = with_overrides(settings, job="visualize", **overrides)
+    _check_render_args(s)
     model = as_model(model)
-    batch = batch or default_batch(model.device, 16, 64)
+    s = with_overrides(s, batch=s.batch or default_batch(model.device, 16, 64))
+    size, upsample = s.size, s.upsample
     dotted = resolve_layer(model, layer)
     chans = parse_channels(channels, layer_channels(model, dotted, upsample or size))
     out = Path(out)
     prepare_output(out)  # writable; no temp files of a killed run
-    settings = _job_settings(model, locals())
-    refs = _reference(model, reference, size, upsample, n_reference)
+    record = _job_settings(model, s)
+    refs = _reference(model, s.reference, size, upsample, s.n_reference)
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     rendered, stats = _render_plan(
         model,
         [(dotted, chans, out)],
-        settings,
+        record,
         refs,
         desc=dotted,
         progress=progress,
@@ -487,7 +478,7 @@ def visualize(
         "units": units,
         **_summary(units),
     }
-    result = Atlas(model.name, settings, [entry], out, stats, index="results.json")
+    result = Atlas(model.name, record, [entry], out, stats, index="results.json")
     if dist.is_main():
         save_atlas(result)
     return result
@@ -512,38 +503,31 @@ def atlas(
     out: str | Path = "out/atlas",
     *,
     layers: str | Sequence[str] = "all",
-    per_layer: int | str = RENDER.per_layer,
-    steps: int = RENDER.steps,
-    size: int = RENDER.size,
-    objective: str = RENDER.objective,
-    param: str = RENDER.param,
-    batch: int | None = None,
-    lr: float = RENDER.lr,
-    precision: str = RENDER.precision,
-    redirect: float = RENDER.redirect,
-    align: bool = RENDER.align,
-    seed: int = 0,
-    transforms: bool = RENDER.transforms,
-    upsample: int | None = None,
-    reference: str | None = RENDER.reference,
-    n_reference: int = RENDER.n_reference,
+    settings: RenderSettings = RENDER,
     progress: bool = True,
+    **overrides: Any,
 ) -> Atlas:
     """Feature visualizations of ``per_layer`` units (a seeded random sample, or ``"all"``)
     of every layer in ``layers`` (``"all"``: :func:`default_layers`; or names / globs).
 
     Writes ``out/<layer>/`` (unit PNGs, ``grid.png``, ``units.json``), ``out/index.json`` and
     ``out/overview.png``. Resumes after an interruption without redoing finished units.
+
+    ``settings``: a :class:`~interp.settings.RenderSettings` (default ``RENDER``; its
+    ``per_layer`` may also be ``"all"``); ``**overrides``: fields of it to replace
+    (``steps=64``, ``per_layer="all"``...).
     """
-    _check_render_args(locals())
+    s = with_overrides(settings, job="atlas", **overrides)
+    _check_render_args(s)
+    per_layer, seed, size, upsample = s.per_layer, s.seed, s.size, s.upsample
     if not (isinstance(per_layer, str) and per_layer == "all"):
         check_int("per_layer", int(per_layer) if str(per_layer).isdigit() else per_layer)
     model = as_model(model)
-    batch = batch or default_batch(model.device, 16, 64)
+    s = with_overrides(s, batch=s.batch or default_batch(model.device, 16, 64))
     chosen = _choose_layers(model, layers)
     out = Path(out)
     prepare_output(out)  # writable; no temp files of a killed run
-    settings = _job_settings(model, locals())
+    record = _job_settings(model, s)
     plan = []
     for layer in chosen:
         n = layer_channels(model, layer, upsample or size)
@@ -553,11 +537,11 @@ def atlas(
             rng = np.random.default_rng(unit_seed(seed, layer, "sample") % (2**32))
             chans = sorted(rng.choice(n, size=min(int(per_layer), n), replace=False).tolist())
         plan.append((layer, n, chans))
-    refs = _reference(model, reference, size, upsample, n_reference)
+    refs = _reference(model, s.reference, size, upsample, s.n_reference)
     log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     folders = [(layer, chans, out / safe_name(layer)) for layer, _, chans in plan]
     rendered, stats = _render_plan(
-        model, folders, settings, refs, desc="atlas", progress=progress, log=log
+        model, folders, record, refs, desc="atlas", progress=progress, log=log
     )
     entries = []
     for (layer, n, _), (_, _, folder) in zip(plan, folders, strict=True):
@@ -572,7 +556,7 @@ def atlas(
                 **_summary(units),
             }
         )
-    result = Atlas(model.name, settings, entries, out, stats)
+    result = Atlas(model.name, record, entries, out, stats)
     if dist.is_main():  # rank 0 writes the merged outputs
         save_atlas(result)
     dist.barrier()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .. import distributed as dist
 from ..activations import resolve_layers
@@ -22,7 +23,7 @@ from ..dataset_examples import examples as find_examples
 from ..inventory import default_layers
 from ..models.base import Model
 from ..models.registry import as_model
-from ..settings import EXAMPLES
+from ..settings import EXAMPLES, ExamplesSettings, recorded, with_overrides
 from ..utils import prepare_output
 from ..views.examples_figures import save_examples
 from .cache import StageCache, stage_key
@@ -34,45 +35,39 @@ __all__ = ["examples_job"]
 def examples_job(
     model: Model,
     out: str | Path,
-    data: str = EXAMPLES.data,
+    data: str | None = None,
     layers: str | Sequence[str] | None = None,
     *,
-    k: int = EXAMPLES.k,
-    bottom: bool = False,
-    dedup: bool = True,
-    n: int | None = None,
-    size: int | None = None,
-    seed: int = 0,
+    settings: ExamplesSettings = EXAMPLES,
     batch_size: int | None = None,
-    precision: str = EXAMPLES.precision,
     units: Sequence[int] | None = None,
     title: str = "",
     force: bool = False,
     progress: bool = True,
+    **overrides: Any,
 ) -> Examples:
-    """Dataset examples of ``model`` on the data spec ``data``, saved in ``out``
-    (``examples.json``, grid PNGs of ``units`` — default all — and ``examples.pt``).
+    """Dataset examples of ``model`` on the data spec ``data`` (default ``settings.data``),
+    saved in ``out`` (``examples.json``, grid PNGs of ``units`` — default all — and
+    ``examples.pt``).
 
-    A finished pass with the same weights, settings and data is reused (``force``: rerun).
+    ``settings``: an :class:`~interp.settings.ExamplesSettings` (k, bottom, dedup, n, size,
+    seed, precision; default ``EXAMPLES``); ``**overrides``: fields of it to replace
+    (``k=5``, ``bottom=True``...). A finished pass with the same weights, settings and data is
+    reused (``force``: rerun).
     """
+    s = with_overrides(settings, job="examples_job", **overrides)
+    data = s.data if data is None else data
     model = as_model(model)
     out = prepare_output(out)
+    size = s.size
     if size is None and data == "photos":
         size = model.input_size[0]
-    dataset = examples_data(data, size=size, n=n, seed=seed)
+    dataset = examples_data(data, size=size, n=s.n, seed=s.seed)
     names = resolve_layers(model, layers) if layers is not None else default_layers(model)
-    settings = {
-        "layers": names,
-        "k": k,
-        "bottom": bottom,
-        "dedup": dedup,
-        "n": len(dataset),
-        "size": size,
-        "seed": seed,
-        "precision": precision,
-    }
+    # the record: every recorded field, the data's count and size as resolved
+    settings_record = {"layers": names, **recorded(s), "n": len(dataset), "size": size}
     cache = StageCache(out, force=force, progress=progress)
-    key = stage_key(model=model, settings=settings, data=data)
+    key = stage_key(model=model, settings=settings_record, data=data)
     found = cache.get("examples", key)
     dist.barrier()  # every rank has looked before rank 0 rewrites anything
     if found is not None and (out / Examples.STATE).is_file():
@@ -84,11 +79,11 @@ def examples_job(
             model,
             dataset,
             names,
-            k=k,
-            bottom=bottom,
-            dedup=dedup,
+            k=s.k,
+            bottom=s.bottom,
+            dedup=s.dedup,
             batch_size=batch_size,
-            precision=precision,
+            precision=s.precision,
             # sharded over ranks; an interrupted pass resumes from OUT (removed when complete)
             stream=RankStream(out, "examples"),
             progress=progress,

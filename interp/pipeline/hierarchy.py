@@ -43,7 +43,7 @@ from ..probes.hierarchy import (
     default_hierarchy_layers,
     measure_hierarchy,
 )
-from ..settings import HIERARCHY, HierarchySettings
+from ..settings import HIERARCHY, HierarchySettings, with_overrides
 from ..utils import prepare_output
 from ..views.hierarchy_figures import save_figures
 from .cache import StageCache, architecture_digest, stage_key, weights_digest
@@ -136,7 +136,7 @@ def hierarchy(
         **overrides: fields of ``settings`` to replace (``control_seeds=(0,)``,
             ``bootstrap=100``...).
     """
-    s = dataclasses.replace(settings, **_fields(overrides))
+    s = with_overrides(settings, job="hierarchy", **overrides)
     _check(s, control)
     check_int("n", n, optional=True)
     check_int("size", size, low=8, optional=True)
@@ -168,17 +168,6 @@ def hierarchy(
         write(result, Path(out), model=model, data=concept_data)
     dist.barrier()
     return result
-
-
-def _fields(overrides: dict[str, Any]) -> dict[str, Any]:
-    known = {f.name for f in dataclasses.fields(HierarchySettings)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise TypeError(
-            f"hierarchy() got unknown arguments {unknown}; its settings are the fields of "
-            f"HierarchySettings: {sorted(known)}"
-        )
-    return overrides
 
 
 def _stage_hook(
