@@ -13,7 +13,7 @@ from ..checks import check_float, check_int
 from ..data.specs import DATASETS
 from ..device import PRECISIONS
 from ..errors import RangeError
-from ..settings import MIN_SIZE, RenderSettings
+from ..settings import RenderSettings
 
 SEED_MAX = 2**32 - 1
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -233,23 +233,3 @@ def data_help(use: str, default: str) -> str:
     concepts); ``interp data list`` explains each."""
     specs = ", ".join(e.usage for e in DATASETS.values() if getattr(e, use))
     return f"{specs} (see `interp data list`) [{default}]"
-
-
-# The names these helpers had before they were public (issue 34), for the command modules
-# that still import them; new code imports the public names.
-_SEED_MAX = SEED_MAX
-_MIN_SIZE = MIN_SIZE
-_ANSI = ANSI
-_one_line = one_line
-_Parser = Parser
-_int = integer
-_float = number
-_seed_list = seed_list
-_step_list = step_list
-_common = common_options
-_count_or_all = count_or_all
-_render_options = render_options
-_layer_list = layer_list
-_model_dir = model_dir
-_render_kwargs = render_kwargs
-_load = load

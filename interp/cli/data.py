@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..data.specs import DATASETS
-from ._common import MIN_SIZE, integer
+from ..settings import MIN_SIZE
+from ._common import integer
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..settings import EXAMPLES
-from ._common import MIN_SIZE, add_precision, data_help, integer, layer_list, load, model_dir
+from ..settings import EXAMPLES, MIN_SIZE
+from ._common import add_precision, data_help, integer, layer_list, load, model_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

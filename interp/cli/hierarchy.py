@@ -7,9 +7,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ..settings import HIERARCHY
+from ..settings import HIERARCHY, MIN_SIZE
 from ._common import (
-    MIN_SIZE,
     add_precision,
     data_help,
     integer,

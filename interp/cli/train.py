@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from ..errors import InterpError
+from ..settings import MIN_SIZE
 from ..train import TrainConfig
-from ._common import MIN_SIZE, add_precision, data_help, integer, number, step_list
+from ._common import add_precision, data_help, integer, number, step_list
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
