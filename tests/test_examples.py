@@ -142,6 +142,10 @@ def test_unit_card_for_a_planted_unit(tmp_path):
     assert doc["rf_size"] == 5 and 0 <= doc["scores"]["osi"] <= 1
     assert (tmp_path / doc["png"]).stat().st_size > 5000
     assert all_hooks(model.module) == 0
+    back = type(card).load(tmp_path)  # every result loads back what it saved
+    assert back.to_dict() == doc and np.array_equal(back.featvis, card.featvis)
+    pairs = zip(back.rows, card.rows, strict=True)
+    assert all(np.array_equal(a["drives"], b["drives"]) for a, b in pairs)
     from interp import ChannelError
 
     with pytest.raises(ChannelError):

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,8 @@ from ..models.registry import as_model
 from ..probes.edges import edge_probe
 from ..probes.hierarchy import Hierarchy
 from ..settings import ATTRIBUTION
-from ..utils import atomic_write_text, make_dir
-from ..views.figures import plt, save_figure
-from ..views.unit_figures import heat_overlay, plot_unit_card
+from ..utils import load_arrays, make_dir, only_stem, save_arrays
+from ..views.unit_figures import heat_overlay, save_unit_card
 
 __all__ = ["UnitCard", "unit_card", "parse_unit"]
 
@@ -74,27 +72,56 @@ class UnitCard:
             "examples": [r["entry"] for r in self.rows],
             "data": self.data,
             "method": self.method,
+            "lines": self.lines,
             **({"png": self.files["png"]} if "png" in self.files else {}),
         }
 
-    def figure(self) -> plt.Figure:
-        """The card (matplotlib)."""
-        return plot_unit_card(
-            {
-                "title": f"{self.model}  {self.layer}:{self.channel}",
-                "featvis": self.featvis,
-                "examples": self.rows,
-                "lines": self.lines,
-            }
-        )
-
     def save(self, folder: str | Path) -> Path:
-        """Write ``card_<layer>_<channel>.png`` and ``.json``; returns the PNG's path."""
-        folder = make_dir(folder)
-        png = save_figure(self.figure(), folder / f"{self.stem}.png")
-        self.files["png"] = png.name
-        atomic_write_text(folder / f"{self.stem}.json", json.dumps(self.to_dict(), indent=1))
-        return png
+        """Write ``card_<layer>_<channel>.json`` and ``.npz`` (the feature visualization and
+        each example's crop, activation and attribution overlays), atomically; the PNG is
+        :func:`interp.views.unit_figures.save_unit_card`'s. Returns the JSON's path."""
+        arrays = {"featvis": self.featvis}
+        for i, row in enumerate(self.rows):
+            arrays |= {f"{k}_{i}": row[k] for k in ("crop", "fires", "drives")}
+        return save_arrays(folder, self.stem, arrays, self.to_dict())[1]
+
+    @classmethod
+    def load(cls, path: str | Path) -> UnitCard:
+        """The card that :meth:`save` wrote (``path``: its JSON or its folder, when it holds
+        one card)."""
+        path = Path(path)
+        folder, stem = (
+            (path, only_stem(path, "card_*.json", "unit card"))
+            if path.is_dir()
+            else (path.parent, path.stem)
+        )
+        arrays, doc = load_arrays(folder, stem)
+        rows = [
+            {
+                "crop": arrays[f"crop_{i}"],
+                "value": entry["value"],
+                "fires": arrays[f"fires_{i}"],
+                "drives": arrays[f"drives_{i}"],
+                "entry": entry,
+            }
+            for i, entry in enumerate(doc["examples"])
+        ]
+        card = cls(
+            model=doc["model"],
+            layer=doc["layer"],
+            channel=int(doc["channel"]),
+            rf_size=int(doc["rf_size"]),
+            featvis=arrays["featvis"],
+            featvis_value=float(doc["featvis_value"]),
+            scores=doc["scores"],
+            rows=rows,
+            lines=list(doc["lines"]),
+            data=doc["data"],
+            method=doc["method"],
+        )
+        if "png" in doc:
+            card.files["png"] = doc["png"]
+        return card
 
 
 def parse_unit(model: Model, unit: str) -> tuple[str, int]:
@@ -292,5 +319,5 @@ def unit_card(
         method=method,
     )
     if folder is not None:
-        card.save(folder)
+        save_unit_card(card, folder)
     return card

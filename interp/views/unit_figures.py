@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -12,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .figures import blank_axis  # noqa: E402
+from .figures import blank_axis, save_figure  # noqa: E402
 
 __all__ = [
     "heat_overlay",
@@ -85,9 +86,17 @@ def plot_attribution(image: np.ndarray, heat: np.ndarray, title: str) -> plt.Fig
     return fig
 
 
-def plot_unit_card(card: dict[str, Any]) -> plt.Figure:
+def plot_unit_card(card: Any) -> plt.Figure:
     """One unit on one card: feature visualization, top dataset examples with where the unit
-    fires (activation) and which pixels drive it (attribution), and its scores and label."""
+    fires (activation) and which pixels drive it (attribution), and its scores and label
+    (``card``: a :class:`~interp.pipeline.card.UnitCard`, or the dict of its parts)."""
+    if not isinstance(card, dict):
+        card = {
+            "title": f"{card.model}  {card.layer}:{card.channel}",
+            "featvis": card.featvis,
+            "examples": card.rows,
+            "lines": card.lines,
+        }
     ex = card["examples"]
     n = len(ex)
     cols = max(n, 3)
@@ -127,3 +136,12 @@ def plot_tuning_curve(tuning: np.ndarray, orientations: Sequence[float], title: 
     ax.set_title(title, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def save_unit_card(card: Any, folder: str | Path) -> Path:
+    """The card's PNG (``card_<layer>_<channel>.png``), then its data (``card.save``: JSON and
+    arrays, recording the PNG's name); returns the PNG's path."""
+    png = save_figure(plot_unit_card(card), Path(folder) / f"{card.stem}.png")
+    card.files["png"] = png.name
+    card.save(folder)
+    return png
