@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 os.environ["INTERP_OFFLINE"] = "1"
+# no test reads or writes the user-level cache unless it points INTERP_CACHE at a tmp folder
+os.environ["INTERP_CACHE"] = "off"
 # under pytest-xdist every worker takes its share of the cores (scripts/test.sh starts one
 # worker per core): more threads than cores slows everything down
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))

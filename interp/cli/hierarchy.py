@@ -99,6 +99,12 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     )
     add_precision(p, HIERARCHY.precision, "of the dissection")
     p.add_argument("--out", type=Path, default=None, help="output folder [out/hierarchy-MODEL]")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither reuse nor keep the random-init controls in the user-level cache "
+        "($INTERP_CACHE, default ~/.cache/interp; INTERP_CACHE=off does the same)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         out=out,
         progress=not args.quiet,
+        user_cache=not args.no_cache,
     )
     from ..distributed import is_main
 

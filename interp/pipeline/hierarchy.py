@@ -48,6 +48,7 @@ from ..utils import prepare_output
 from ..views.hierarchy_figures import save_figures
 from .cache import StageCache, architecture_digest, stage_key, weights_digest
 from .sharding import RankStream
+from .user_cache import ControlCache, control_recipe, user_cache_dir
 
 __all__ = ["detector_examples", "hierarchy", "settings_record", "tuning_examples", "write"]
 
@@ -113,6 +114,7 @@ def hierarchy(
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    user_cache: bool = True,
     **overrides: Any,
 ) -> Hierarchy:
     """Measure the hierarchy of ``model`` against its random-init control (module docstring).
@@ -133,6 +135,10 @@ def hierarchy(
             figures; ``None`` keeps everything in memory.
         device: used when ``model`` is a spec.
         progress: progress bars.
+        user_cache: keep and reuse the random-init controls in the user-level cache
+            (:mod:`interp.pipeline.user_cache`: ``$INTERP_CACHE``, ``~/.cache/interp``), where
+            every model of the same architecture finds them; ``INTERP_CACHE=off`` also turns
+            it off. Not used under torchrun.
         **overrides: fields of ``settings`` to replace (``control_seeds=(0,)``,
             ``bootstrap=100``...).
     """
@@ -152,7 +158,10 @@ def hierarchy(
     record = settings_record(s, names, concept_data, control)
     if out is not None:
         prepare_output(out)  # writable; no temp files of a killed run
-    stage, stage_paths = _stage_hook(model, concept_data, record, out, progress)
+    controls = ControlCache(
+        user_cache_dir() if user_cache and dist.world() == 1 else None, progress=progress
+    )
+    stage, stage_paths = _stage_hook(model, concept_data, record, out, progress, controls)
     result = measure_hierarchy(
         model,
         concept_data,
@@ -176,15 +185,20 @@ def _stage_hook(
     record: dict[str, Any],
     out: str | Path | None,
     progress: bool,
+    controls: ControlCache | None = None,
 ) -> tuple[Any, dict[str, str]]:
     """The stage cache around each network, and the stage files it used (filled as it goes).
 
     A network's stage is keyed by the weights it was measured on: the model's own, or, for
-    a control, the architecture (its weights come from the seed, not from the model)."""
+    a control, the architecture (its weights come from the seed, not from the model). A
+    control missing from the output folder is looked up in the user-level cache
+    (``controls``) before it is measured, and kept there once measured."""
     identity = {k: v for k, v in record.items() if k not in _NOT_IN_STAGE_KEYS}
     cache = StageCache(out, progress=progress)
     model_weights = weights_digest(model)
     architecture = architecture_digest(model)
+    recipe = control_recipe(model)
+    controls = controls or ControlCache(None)
     stage_paths: dict[str, str] = {}
 
     def stage(role: str, seed: int | None, layers: list[str], compute: Compute) -> NetworkProbes:
@@ -200,13 +214,19 @@ def _stage_hook(
             return compute(RankStream())
         stage_paths[tag] = path.name
 
+        shared = ControlCache.key(key, recipe) if role != "model" else None
+
         def run() -> dict[str, Any]:
+            if shared is not None and controls.fetch(tag, shared, path, NetworkProbes.load):
+                return {"probes": path.name, "role": role, "seed": seed, "from": "user cache"}
             partial = path.with_suffix(".partial")  # the dissection's rank checkpoints
             edges_only = role == "control-edges"  # no dissection, nothing to checkpoint
             stream = RankStream(None if edges_only else partial, "dissect", keep_finished=True)
             probes = compute(stream)
             if dist.is_main():  # every rank reads stages, rank 0 writes
                 probes.save(path)
+                if shared is not None:
+                    controls.store(tag, shared, path)
             dist.barrier()  # the stage is saved and no rank reads its checkpoint any more
             if dist.is_main():
                 shutil.rmtree(path.with_suffix(".partial"), ignore_errors=True)
