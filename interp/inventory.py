@@ -480,7 +480,9 @@ def declared_stages(model: Model | nn.Module) -> list[str]:
     return [n for n in model.info.get("feature_layers") or () if n in named]
 
 
-def default_layers(model: Model | nn.Module) -> list[str]:
+def default_layers(
+    model: Model | nn.Module, traced: Sequence[LayerInfo] | None = None
+) -> list[str]:
     """The layers an atlas covers by default: the network's blocks in execution order.
 
     A block is a composite module (it has children) that sits in a ``Sequential`` or
@@ -489,6 +491,9 @@ def default_layers(model: Model | nn.Module) -> list[str]:
     such blocks get the stages they declare (``model.info["feature_layers"]``: timm's
     ``feature_info``, e.g. RegNet's ``s1``..``s4``), else their activation modules that follow
     convolutions.
+
+    ``traced``: the model's inventory without receptive fields (``layers(model,
+    receptive_field=False)``) where the caller has it already: it is not traced again.
     """
     model = as_model(model)
     module = model.module
@@ -504,7 +509,9 @@ def default_layers(model: Model | nn.Module) -> list[str]:
         if any(name.startswith(b + ".") for b in blocks):
             continue
         blocks.append(name)
-    infos = {i.name: i for i in layers(model, receptive_field=False)}
+    if traced is None:
+        traced = layers(model, receptive_field=False)
+    infos = {i.name: i for i in traced}
     spatial = [b for b in blocks if infos[b].output_shape and len(infos[b].output_shape) == 3]
     if spatial:
         return sorted(spatial, key=lambda n: infos[n].order or 0)

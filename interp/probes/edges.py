@@ -76,8 +76,8 @@ from tqdm.auto import tqdm
 from ..activations import ActivationCapture, preserved_state, resolve_layers
 from ..checks import check_finite, check_fraction, check_int
 from ..data.photos import PhotoCrops
-from ..inventory import LayerInfo, rf_centres, smallest_canvas
-from ..inventory import layers as inventory
+from ..inventory import LayerInfo, rf_centres
+from ..layer_geometry import LayerGeometry
 from ..models.base import Model
 from ..models.registry import as_model
 from .accumulators import StreamingQuantile
@@ -317,6 +317,7 @@ def edge_probe(
     batch_size: int = 64,
     reference_images: int = 256,
     progress: bool = False,
+    geometry: LayerGeometry | None = None,
 ) -> dict[str, EdgeResult]:
     """Evoked orientation tuning of every unit of ``layers`` (module docstring).
 
@@ -336,6 +337,9 @@ def edge_probe(
         batch_size: gratings per forward pass.
         reference_images: natural images for the reference percentile.
         progress: progress bars.
+        geometry: the model's :class:`~interp.layer_geometry.LayerGeometry`, shared with the
+            other instruments that probe it (its inventory and smallest canvases are traced
+            once); default a fresh one.
     """
     check_int("n_orientations", n_orientations, low=12)
     check_int("n_phases", n_phases, low=4)
@@ -350,10 +354,11 @@ def edge_probe(
     model = as_model(model)
     names = resolve_layers(model, layers)
     size = int(size or model.input_size[0])
-    infos = {i.name: i for i in inventory(model, names=names, input_size=(size, size))}
-    names = [
-        n for n in names if infos[n].output_shape is not None and len(infos[n].output_shape) == 3
-    ]
+    geometry = LayerGeometry.of(model, geometry)
+    with geometry.pinned():  # the weights are compared once for both questions
+        infos = {i.name: i for i in geometry.layers(names, size)}
+        names = [n for n in names if infos[n].output_shape and len(infos[n].output_shape) == 3]
+        canvases = geometry.canvases([infos[n] for n in names], size)
     if not names:
         return {}
     orientations = [180.0 * k / n_orientations for k in range(n_orientations)]
@@ -371,7 +376,7 @@ def edge_probe(
             ref = natural_reference(
                 model, reference, names, images=reference_images, progress=progress
             )
-        groups, centres = _plan_canvases(model, names, infos, size)
+        groups, centres = _plan_canvases(model, names, infos, canvases, size)
         layer_freqs = {
             n: layer_frequencies(
                 (infos[n].rf_size or (size, size))[0], size, sorted(set(frequencies))
@@ -418,7 +423,11 @@ class _Grid:
 
 
 def _plan_canvases(
-    model: Model, names: list[str], infos: dict[str, LayerInfo], size: int
+    model: Model,
+    names: list[str],
+    infos: dict[str, LayerInfo],
+    canvases: dict[str, int],
+    size: int,
 ) -> tuple[dict[tuple[int, float, float], list[str]], dict[str, tuple[float, float]]]:
     """Which canvas and grating centre each layer is shown: ``({(canvas, cy, cx): layers},
     {layer: RF centre})``.
@@ -430,10 +439,10 @@ def _plan_canvases(
     the deepest exact full-canvas layer before it (deeper maps are coarser grids around the
     same centre; they see low frequencies, where a pixel is a small phase offset, and F1 is
     phase-invariant) or, with none, keeps its centre measured on the full canvas.
+    ``canvases``: each layer's smallest canvas (:meth:`LayerGeometry.canvases`).
     """
     centres = rf_centres(model, names, size)
     full = dict(centres)  # on the full canvas, before small canvases replace some
-    canvases = {name: smallest_canvas(model, infos[name], size) for name in names}
     for c in sorted(set(canvases.values()) - {size}):
         on = [n for n in names if canvases[n] == c]
         centres.update(rf_centres(model, on, c))

@@ -89,8 +89,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..activations import ActivationCapture, preserved_state, resolve_layers
-from ..inventory import layers as inventory
-from ..inventory import smallest_canvas, support_box
+from ..inventory import support_box
+from ..layer_geometry import LayerGeometry
 from ..models.base import Model
 from ..models.registry import as_model
 from ..utils import load_arrays, only_stem, result_stem, save_arrays
@@ -611,6 +611,7 @@ def erf_probe(
     batch_size: int = 64,
     max_gradients: int | None = 384,
     progress: bool = False,
+    geometry: LayerGeometry | None = None,
 ) -> dict[str, ErfResult]:
     """ERF Gabor fits of every unit of ``layers`` (see the module docstring).
 
@@ -631,6 +632,9 @@ def erf_probe(
         max_gradients: at most this many (unit, noise image) gradients per layer: wider
             layers average ``max(2, max_gradients // units)`` images; ``None``: ``n_noise``.
         progress: show a progress bar over the layers.
+        geometry: the model's :class:`~interp.layer_geometry.LayerGeometry`, shared with the
+            other instruments that probe it (its inventory and smallest canvases are traced
+            once); default a fresh one.
 
     Returns:
         ``{layer: ErfResult}`` in request order; skipped layers have ``skipped`` set.
@@ -650,8 +654,9 @@ def erf_probe(
     channels = model.preprocessing.channels
     results: dict[str, ErfResult] = {}
     state: dict[str, bool] = {}
-    with preserved_state(model.module, eval_mode=True):
-        infos = {i.name: i for i in inventory(model, names=names, input_size=(size, size))}
+    geometry = LayerGeometry.of(model, geometry)
+    with preserved_state(model.module, eval_mode=True), geometry.pinned():
+        infos = {i.name: i for i in geometry.layers(names, size)}
         for name in tqdm(names, desc="ERF", unit="layer", disable=not progress):
             info = infos[name]
             rf = max(info.rf_size) if info.rf_size else 0
@@ -679,7 +684,7 @@ def erf_probe(
             n = n_noise
             if max_gradients is not None and units * n > max_gradients:
                 n = max(min(2, n_noise), max_gradients // units)
-            canvas = smallest_canvas(model, info, size)
+            canvas = geometry.canvas(info, size)
             pixels = _noise(n, channels, canvas, noise_std, seed)
             started = time.perf_counter()
             mean_grad = _layer_gradients(model, name, pixels, batch_size, state)

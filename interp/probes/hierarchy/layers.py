@@ -30,8 +30,9 @@ def default_hierarchy_layers(model: Model | nn.Module) -> list[str]:
     the stages the model declares (``model.info["feature_layers"]``: timm's ``feature_info``)
     where it declares them, else :func:`~interp.inventory.default_layers`."""
     model = as_model(model)
-    blocks = declared_stages(model) or default_layers(model)
-    infos = [i for i in inventory(model, receptive_field=False) if i.order is not None]
+    traced = inventory(model, receptive_field=False)  # one trace for both
+    blocks = declared_stages(model) or default_layers(model, traced)
+    infos = [i for i in traced if i.order is not None]
     infos.sort(key=lambda i: i.order or 0)
     modules = dict(model.module.named_modules())
     first = next((i for i in infos if isinstance(modules[i.name], nn.Conv2d)), None)

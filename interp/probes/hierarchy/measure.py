@@ -15,6 +15,7 @@ from torch import nn
 from ...data.concepts import ConceptData, PartsWorldConcepts
 from ...data.photos import PhotoCrops
 from ...device import keeps_freed_memory
+from ...layer_geometry import LayerGeometry
 from ...models.base import Model
 from ...models.registry import as_model
 from ...settings import HIERARCHY, HierarchySettings
@@ -71,14 +72,23 @@ def probe_network(
 ) -> NetworkProbes:
     """Every edge instrument, the dissection (with selectivity) and the filter analysis of
     one network; ``dissect_kwargs=None`` measures the edge instruments only (an edge-only
-    control: no dissection, so no instrument that needs one)."""
+    control: no dissection, so no instrument that needs one). The instruments share one
+    :class:`~interp.layer_geometry.LayerGeometry` of the network (``ProbeContext.geometry``):
+    its layers' inventory and smallest canvases are traced once, not once per instrument."""
     insts = list(EDGE_INSTRUMENTS if instruments is None else instruments)
     dis = None
     kept = list(layers)
     if dissect_kwargs is not None:
         dis = dissect(net, data, layers, progress=progress, **dissect_kwargs)
         kept = [name for name in layers if name in dis]
-    ctx = ProbeContext(size=data.image_size, reference=reference, dissection=dis, progress=progress)
+    # the instruments share one trace of the layers' inventory and smallest canvases
+    ctx = ProbeContext(
+        size=data.image_size,
+        reference=reference,
+        dissection=dis,
+        progress=progress,
+        geometry=LayerGeometry(net),
+    )
     edges: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     info: dict[str, dict[str, Any]] = {}
     for inst in insts:

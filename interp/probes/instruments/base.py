@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...layer_geometry import LayerGeometry
 from ..dissect import Dissection
 
 __all__ = [
@@ -46,12 +47,16 @@ Arrays = Mapping[str, np.ndarray]  # one layer's per-unit arrays of one instrume
 class ProbeContext:
     """What an instrument's probe may use besides the network and its layers: the probe
     images' size, the natural reference crops (drive ratios), the network's dissection
-    (``None`` for an edge-only control) and whether to show progress."""
+    (``None`` for an edge-only control), whether to show progress, and the network's layer
+    geometry (:class:`~interp.layer_geometry.LayerGeometry`: its inventory and smallest
+    canvases, traced once for every instrument that probes it; ``None``: each traces its
+    own)."""
 
     size: int
     reference: torch.Tensor
     dissection: Dissection | None = None
     progress: bool = False
+    geometry: LayerGeometry | None = None
 
 
 @dataclass

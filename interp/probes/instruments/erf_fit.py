@@ -21,7 +21,9 @@ KEYS = ("r2", "orientedness", "orientation", "edge")
 
 
 def _probe(net: Any, layers: Sequence[str], ctx: ProbeContext) -> Probed:
-    found = erf_probe(net, list(layers), size=ctx.size, progress=ctx.progress)
+    found = erf_probe(
+        net, list(layers), size=ctx.size, progress=ctx.progress, geometry=ctx.geometry
+    )
     out = Probed({})
     for name in layers:
         er = found.get(name)

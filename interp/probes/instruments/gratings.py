@@ -36,6 +36,7 @@ def _probe(net: Any, layers: Sequence[str], ctx: ProbeContext) -> Probed:
         reference_images=len(ctx.reference),
         size=ctx.size,
         progress=ctx.progress,
+        geometry=ctx.geometry,
     )
     out = Probed({})
     for name in layers:
