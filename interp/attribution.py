@@ -28,6 +28,7 @@ from torch import nn
 from .activations import ActivationCapture, get_module, preserved_state, resolve_layer
 from .checks import check_int
 from .data.images import to_input
+from .device import default_batch
 from .errors import ChannelError, InterpError
 from .inventory import default_layers
 from .models.base import Model
@@ -35,7 +36,7 @@ from .models.registry import as_model
 from .settings import ATTRIBUTION
 from .utils import atomic_path, atomic_write_text, prepare_output
 
-__all__ = ["METHODS", "Attribution", "attribute", "parse_target"]
+__all__ = ["METHODS", "Attribution", "attribute", "attribute_units", "parse_target"]
 
 METHODS = ("saliency", "ig", "gradcam", "conductance")
 
@@ -318,3 +319,113 @@ def attribute(
         image=shown,
         info=info,
     )
+
+
+class _UnitsForward(nn.Module):
+    """``x -> (N, C*H*W + C)``: every value of ``layer``'s map, then every channel's spatial
+    mean, by one truncated forward; a per-sample target picks one column, so each image of
+    a batch can be attributed to another unit (and position) of the layer."""
+
+    def __init__(self, module: nn.Module, layer: str) -> None:
+        super().__init__()
+        self.inner = module
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with ActivationCapture(self.inner, [self.layer], eval_mode=False, detach=False) as cap:
+            act = cap.run(x)[self.layer]
+        return torch.cat([act.flatten(1), act.flatten(2).mean(dim=2)], dim=1)
+
+
+def attribute_units(
+    model: Model | nn.Module,
+    images: torch.Tensor,
+    targets: list[tuple[str, int, tuple[int, int] | None]],
+    *,
+    n_steps: int = ATTRIBUTION.n_steps,
+    internal_batch_size: int | None = None,
+    baseline: float = 0.0,
+) -> list[np.ndarray]:
+    """Integrated gradients (captum) of many units at once: image ``i`` (``(N, C, H, W)``
+    in [0, 1]) attributed to unit ``targets[i] = (layer, channel, position)`` (``position``:
+    ``(y, x)`` in the layer's map, or ``None`` for the channel's spatial mean), from a
+    ``baseline`` pixel value; returns each image's map ``(H, W)`` (summed over colour
+    channels), what :func:`attribute` with ``method="ig"`` returns one image at a time.
+
+    The images of one layer go through captum together with per-sample targets (each image's
+    gradient comes from its own target: eval mode, no coupling across the batch), in chunks
+    of about ``internal_batch_size`` forward images (default 16 on the CPU, 256 on CUDA);
+    the forward pass stops after the layer. On the CPU a batch of 16 images at 224 px is
+    already the fastest (measured on EfficientNet-Lite0 ``_blocks.8``: chunks of 128 forward
+    images took 4-5x longer than chunks of 16), so there the batching saves only the calls'
+    overhead; on a GPU it fills the device.
+    """
+    import captum.attr as ca
+
+    check_int("n_steps", n_steps)
+    check_int("internal_batch_size", internal_batch_size, optional=True)
+    model = as_model(model)
+    internal_batch_size = internal_batch_size or default_batch(model.device, 16, 256)
+    if images.dim() != 4 or images.shape[0] != len(targets):
+        raise AttributionError(
+            f"attribute_units needs (N, C, H, W) images and N targets; got {tuple(images.shape)} "
+            f"and {len(targets)} targets"
+        )
+    maps: list[np.ndarray | None] = [None] * len(targets)
+    by_layer: dict[str, list[int]] = {}
+    for i, (layer, _, _) in enumerate(targets):
+        by_layer.setdefault(resolve_layer(model, layer), []).append(i)
+    with preserved_state(model.module, eval_mode=True, freeze=True):
+        for layer, all_rows in by_layer.items():
+            forward = _UnitsForward(model.module, layer)
+            shape = None
+            # at most internal_batch_size images per captum call, each call in chunks of
+            # about internal_batch_size forward images (whole steps of every image)
+            for start in range(0, len(all_rows), internal_batch_size):
+                rows = all_rows[start : start + internal_batch_size]
+                x = _as_input(model, images[rows]).to(model.device)
+                base = model.normalize(torch.full_like(images[rows], float(baseline)))
+                if shape is None:
+                    with torch.no_grad():
+                        shape = ActivationShape.of(model, layer, x[:1])
+                columns = [shape.column(*targets[i][1:], layer=layer) for i in rows]
+                n = len(rows)
+                raw = ca.IntegratedGradients(forward).attribute(
+                    x.clone().requires_grad_(True),
+                    baselines=base.to(model.device),
+                    target=columns,
+                    n_steps=n_steps,
+                    internal_batch_size=max(1, internal_batch_size // n) * n,
+                )
+                heat = raw.detach().sum(dim=1).float().cpu().numpy()
+                for k, i in enumerate(rows):
+                    maps[i] = heat[k]
+    return [m for m in maps if m is not None]
+
+
+@dataclass(frozen=True)
+class ActivationShape:
+    """``(C, H, W)`` of a layer's map: the columns of :class:`_UnitsForward`'s output."""
+
+    channels: int
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, model: Model, layer: str, x: torch.Tensor) -> ActivationShape:
+        with ActivationCapture(model.module, [layer]) as cap:
+            act = cap.run(x)[layer]
+        if not (isinstance(act, torch.Tensor) and act.dim() == 4):
+            raise AttributionError(f"layer {layer} has no (C, H, W) map to target")
+        return cls(*act.shape[1:])
+
+    def column(self, channel: int, position: tuple[int, int] | None, *, layer: str) -> int:
+        c, h, w = self.channels, self.height, self.width
+        if not 0 <= channel < c:
+            raise ChannelError(f"channel {channel} is out of range for {layer} ({c} channels)")
+        if position is None:
+            return c * h * w + channel
+        y, x = (int(v) for v in position)
+        if not (0 <= y < h and 0 <= x < w):
+            raise AttributionError(f"position {(y, x)} is outside {layer}'s {h}x{w} map")
+        return channel * h * w + y * w + x

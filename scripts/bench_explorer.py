@@ -6,6 +6,8 @@ time for every unit from the measured per-unit cost.
 
 It runs the report into ``--out`` (default: a fresh temp folder, so nothing is reused) and
 reads the stage times it records (``report.json``) and the site it wrote (``site.json``).
+Each stage's seconds are also given per rendered unit, and the rendering stages (atlas,
+explorer units) say how many render calls they made and their mean batch (images per call).
 The per-unit cost is what grows with the number of rendered units: the atlas stage (one
 feature visualization per unit) and the explorer's units stage (more starts, a diversity
 set, crops and attributions), divided by the units rendered. The projection for every unit
@@ -37,6 +39,15 @@ def main() -> None:
     ap.add_argument("--layers", default=None, help="comma-separated layers [the report's]")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--side-by-side",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then time the explorer's extras of N rendered units both ways in this process: "
+        "one unit at a time (starts as a batch of 2, the diversity set as one of 3, each "
+        "attribution alone: the path before issue 35) and packed (explorer_units)",
+    )
     args = ap.parse_args()
     per_layer = args.per_layer if args.per_layer == "all" else int(args.per_layer)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-explorer-"))
@@ -46,6 +57,13 @@ def main() -> None:
     quiet = args.quiet
     report(model, out, quick=args.quick, layers=layers, per_layer=per_layer, progress=not quiet)
     wall = time.perf_counter() - t0
+    report_and_site(model, out, per_layer, wall)
+    if args.side_by_side:
+        side_by_side(model, out, args.side_by_side, quiet)
+
+
+def report_and_site(model: interp.Model, out: Path, per_layer: object, wall: float) -> None:
+    """The report's stage times, render batches, site size and projection for every unit."""
     doc = json.loads((out / "report.json").read_text())
     site = json.loads((out / "site.json").read_text())
     secs = {k: v for k, v in doc["seconds"].items() if isinstance(v, int | float)}
@@ -60,18 +78,27 @@ def main() -> None:
         if p.is_file() and p.name != "unit.json"
     )
     other_bytes = site["bytes"] - unit_bytes
-    print(f"model {args.model} on {model.device}, per layer {per_layer}, out {out}")
+    print(f"model {model.name} on {model.device}, per layer {per_layer}, out {out}")
     if reused:
         print(f"(reused stages, not timed: {', '.join(reused)})")
-    print(f"{'stage':<14} {'seconds':>9}")
+    batches = doc.get("render_batches") or {}
+    print(f"{'stage':<14} {'seconds':>9} {'s/unit':>8}  render calls (mean images per call)")
     for k, v in doc["seconds"].items():
-        print(f"{k:<14} {v if isinstance(v, str) else f'{v:9.1f}':>9}")
+        per = f"{v / max(1, rendered):8.2f}" if isinstance(v, int | float) else f"{'':8}"
+        calls = batches.get(k) if k in ("atlas", "units") else None
+        where = f"  {calls['calls']} ({calls['mean_batch']:.1f})" if calls else ""
+        print(f"{k:<14} {v if isinstance(v, str) else f'{v:9.1f}':>9} {per}{where}")
     print(f"{'site (pages)':<14} {wall - sum(secs.values()):9.1f}")
     print(f"{'total':<14} {wall:9.1f}")
     print(
         f"site: {site['layers']} layer pages, {rendered} unit pages, {tiles} tiles; "
         f"{site['files']} files, {site['bytes'] / 1e6:.2f} MB"
     )
+    counted = [b for k, b in batches.items() if b and doc["seconds"].get(k) != "reused"]
+    calls = sum(b["calls"] for b in counted)
+    if calls:
+        images = sum(b["images"] for b in counted)
+        print(f"render calls: {calls}, {images} images, mean batch {images / calls:.1f}")
     print(
         f"per rendered unit: {per_unit:.2f} s (atlas + explorer units), "
         f"{unit_bytes / max(1, rendered) / 1e3:.1f} kB"
@@ -79,6 +106,101 @@ def main() -> None:
     print(
         f"projected for every unit ({tiles}): {(fixed + per_unit * tiles) / 60:.1f} min, "
         f"{(other_bytes + unit_bytes / max(1, rendered) * tiles) / 1e6:.1f} MB"
+    )
+
+
+def side_by_side(model: interp.Model, out: Path, n: int, quiet: bool) -> None:
+    """The explorer's extras for ``n`` of the report's rendered units (spread over its
+    layers), one unit at a time and packed, side by side in this process."""
+    from interp.attribution import attribute
+    from interp.data.specs import data_images
+    from interp.dataset_examples import Examples
+    from interp.featvis import objectives as obj
+    from interp.featvis.render import render, unit_seed
+    from interp.pipeline.atlas import Atlas
+    from interp.pipeline.explorer import explorer_units
+    from interp.pipeline.report import FULL, QUICK
+
+    doc = json.loads((out / "report.json").read_text())
+    cfg = doc["settings"]
+    extra = cfg["explorer"]
+    full = Atlas.load(out / "atlas")
+    ex_data = cfg["examples_data"]
+    size = model.input_size[0] if ex_data == "photos" else None
+    found = Examples.load(
+        out / "examples", data=data_images(ex_data, size=size, n=cfg["examples_n"])
+    )
+    picked = [(e["layer"], u) for e in full.layers if e["layer"] in found for u in e["units"]]
+    step = max(1, len(picked) // n)
+    picked = picked[::step][:n]
+    layers: dict[str, list] = {}
+    for layer, u in picked:
+        layers.setdefault(layer, []).append(u)
+    subset = Atlas(
+        full.model,
+        full.settings,
+        [{**e, "units": layers[e["layer"]]} for e in full.layers if e["layer"] in layers],
+        full.folder,
+    )
+    assert cfg["steps"] in (FULL["steps"], QUICK["steps"])
+    t = time.perf_counter()
+    for layer, u in picked:
+        c, value = int(u["channel"]), float(u.get("value") or 0.0)
+        starts, n_div = extra["starts"], extra["diversity"]
+        if starts:
+            seeds = [unit_seed(1000 + i, layer, c) for i in range(starts)]
+            render(
+                model,
+                obj.channel(layer, [c] * starts),
+                batch=starts,
+                seeds=seeds,
+                steps=cfg["steps"],
+                size=cfg["size"],
+                progress=False,
+            )
+        if n_div >= 2:
+            weight = 0.25 * max(abs(value), 1e-3)
+            objective = obj.channel(layer, [c] * n_div) + weight * obj.diversity(layer)
+            seeds = [unit_seed(2000 + i, layer, c) for i in range(n_div)]
+            render(
+                model,
+                objective,
+                batch=n_div,
+                seeds=seeds,
+                steps=cfg["steps"],
+                size=cfg["size"],
+                progress=False,
+            )
+        for e in found[layer].unit(c, "top")[: extra["attributions"]]:
+            attribute(
+                model,
+                found.data[e["item"]][0],
+                "ig",
+                target=f"{layer}:{c}",
+                n_steps=extra["n_steps"],
+                position=tuple(e["position"]),
+            )
+    alone = time.perf_counter() - t
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-units-") as tmp:
+        result = explorer_units(
+            model,
+            Path(tmp),
+            subset,
+            found,
+            steps=cfg["steps"],
+            size=cfg["size"],
+            progress=not quiet,
+            **extra,
+        )
+    packed = time.perf_counter() - t
+    m = len(picked)
+    print(f"explorer extras, {m} units over {len(layers)} layers, side by side in one run:")
+    print(f"  one unit at a time: {alone:8.1f} s  {alone / m:6.2f} s/unit")
+    print(
+        f"  packed:             {packed:8.1f} s  {packed / m:6.2f} s/unit  "
+        f"(render calls {result['render']['calls']}, mean batch "
+        f"{result['render']['mean_batch']:.1f}); {alone / packed:.2f}x faster"
     )
 
 

@@ -8,11 +8,11 @@ import pytest
 import torchvision
 
 import interp
+import interp.featvis.batches as batches_mod
 from interp import ChannelError
 from interp.cli import main
 from interp.inventory import default_layers
 from interp.models.registry import as_model
-from interp.pipeline import atlas as atlas_mod
 from interp.pipeline.atlas import atlas, parse_channels
 
 
@@ -82,7 +82,7 @@ def test_visualize_cli_writes_pngs_grid_and_results(tmp_path, capsys):
 
 def test_atlas_resumes_without_redoing_finished_units(tmp_path, monkeypatch, resnet18):
     calls = []
-    real = atlas_mod.render
+    real = batches_mod.render
 
     def flaky(*args, **kwargs):
         calls.append(kwargs["seeds"])
@@ -90,7 +90,7 @@ def test_atlas_resumes_without_redoing_finished_units(tmp_path, monkeypatch, res
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(atlas_mod, "render", flaky)
+    monkeypatch.setattr(batches_mod, "render", flaky)
     kwargs = dict(
         layers="layer1.0,layer2.0",
         per_layer=4,
@@ -108,12 +108,12 @@ def test_atlas_resumes_without_redoing_finished_units(tmp_path, monkeypatch, res
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name or ".png." in p.name]
 
     calls.clear()
-    monkeypatch.setattr(atlas_mod, "render", real)
+    monkeypatch.setattr(batches_mod, "render", real)
     counted = []
-    monkeypatch.setattr(atlas_mod, "render", lambda *a, **k: counted.append(1) or real(*a, **k))
+    monkeypatch.setattr(batches_mod, "render", lambda *a, **k: counted.append(1) or real(*a, **k))
     doc = atlas(resnet18, tmp_path, **kwargs)
     assert len(counted) == 2  # only layer2.0's two batches
-    assert doc.this_run == {"reused": 4, "rendered": 4}
+    assert {k: doc.this_run[k] for k in ("reused", "rendered")} == {"reused": 4, "rendered": 4}
     assert [len(e["units"]) for e in doc.layers] == [4, 4]
     index = json.loads((tmp_path / "index.json").read_text())
     assert [e["layer"] for e in index["layers"]] == ["layer1.0", "layer2.0"]

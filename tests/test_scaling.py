@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import interp
+import interp.featvis.batches as batches_mod
 from interp import distributed as dist
 from interp.activations import ActivationCapture
 from interp.data.concepts import PartsWorldConcepts
@@ -18,7 +19,6 @@ from interp.data.partsworld import PartsWorld
 from interp.dataset_examples import examples
 from interp.device import HalveOnOOM, is_out_of_memory
 from interp.errors import DeviceError
-from interp.pipeline import atlas as jobs
 from interp.pipeline.atlas import atlas
 from interp.pipeline.sharding import RankStream
 from interp.probes.dissect import dissect
@@ -107,14 +107,14 @@ def test_examples_and_dissection_survive_oom_with_the_same_results(monkeypatch, 
 
 def test_atlas_survives_oom(monkeypatch, tmp_path, capsys, one_thread):
     model = _small()
-    real = jobs.render
+    real = batches_mod.render
 
     def render(*a, **k):
         if len(k["seeds"]) > 1:
             raise OOM("CUDA out of memory (simulated)")
         return real(*a, **k)
 
-    monkeypatch.setattr(jobs, "render", render)
+    monkeypatch.setattr(batches_mod, "render", render)
     kw = dict(layers="features.relu2", per_layer=3, batch=4, steps=2, size=24, reference=None)
     doc = atlas(model, tmp_path, progress=False, **kw)
     assert [u["channel"] for u in doc.layers[0]["units"]] == sorted(
@@ -146,10 +146,15 @@ def test_a_sharded_atlas_resumes_with_another_number_of_ranks(monkeypatch, tmp_p
     assert not (tmp_path / "run" / "index.json").exists()  # only rank 0 writes it
     monkeypatch.undo()
     calls = []
-    real = jobs.render
-    monkeypatch.setattr(jobs, "render", lambda *a, **k: calls.append(k["seeds"]) or real(*a, **k))
+    real = batches_mod.render
+    monkeypatch.setattr(
+        batches_mod, "render", lambda *a, **k: calls.append(k["seeds"]) or real(*a, **k)
+    )
     doc = atlas(model, tmp_path / "run", **kw)  # one process picks up what is left
-    assert doc.this_run == {"reused": 4, "rendered": 4} and len(calls) == 2
+    assert {k: doc.this_run[k] for k in ("reused", "rendered")} == {
+        "reused": 4,
+        "rendered": 4,
+    } and len(calls) == 2
     assert not list((tmp_path / "run").rglob("units.rank*"))
     for entry, want in zip(doc.layers, fresh.layers, strict=True):
         assert entry["units"] == want["units"]  # same seeds, same batches: same values

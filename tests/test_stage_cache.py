@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import interp
+import interp.featvis.batches as batches_mod
 from interp.data.concepts import PartsWorldConcepts
 from interp.pipeline import atlas as atlas_mod
 from interp.pipeline import examples as examples_mod
@@ -74,14 +75,17 @@ def test_stage_cache_reuse_recompute_force_and_exclusive(tmp_path):
 def test_atlas_reuses_same_settings_and_rerenders_new_weights(tmp_path, monkeypatch):
     model = _tiny()
     calls = []
-    real = atlas_mod.render
-    monkeypatch.setattr(atlas_mod, "render", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = batches_mod.render
+    monkeypatch.setattr(batches_mod, "render", lambda *a, **k: calls.append(1) or real(*a, **k))
     kw = dict(layers="features.relu2", per_layer=2, steps=2, size=16, reference=None)
     first = atlas_mod.atlas(model, tmp_path, progress=False, **kw)
     assert calls and first.this_run["rendered"] == 2
     calls.clear()
     again = atlas_mod.atlas(model, tmp_path, progress=False, **kw)
-    assert not calls and again.this_run == {"reused": 2, "rendered": 0}
+    assert not calls and {k: again.this_run[k] for k in ("reused", "rendered")} == {
+        "reused": 2,
+        "rendered": 0,
+    }
     _nudge(model)  # same name, other weights: the old images are not this model's
     third = atlas_mod.atlas(model, tmp_path, progress=False, **kw)
     assert calls and third.this_run["rendered"] == 2

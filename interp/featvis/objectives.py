@@ -35,6 +35,7 @@ __all__ = [
     "diversity",
     "l2",
     "total_variation",
+    "stack",
 ]
 
 #: Pseudo-layer: the image being optimized (``(B, C, H, W)`` in ``[0, 1]``, untransformed).
@@ -291,6 +292,76 @@ def total_variation() -> Objective:
         return dx + dy
 
     return Objective(fn, "total_variation", [INPUT])
+
+
+class _Rows:
+    """The getter of one part of a stacked batch: rows ``[start, stop)`` of everything the
+    full batch's getter returns (activations, the input, the logits)."""
+
+    def __init__(self, T: Getter, start: int, stop: int) -> None:
+        self.T, self.start, self.stop = T, start, stop
+
+    def __call__(self, name: str) -> torch.Tensor:
+        return self.T(name)[self.start : self.stop]
+
+    def native(self, name: str) -> torch.Tensor:
+        return _native(self.T, name)[self.start : self.stop]
+
+    def class_index(self, name: str) -> int:
+        return self.T.class_index(name)  # type: ignore[attr-defined]
+
+
+def stack(parts: Sequence[Objective | tuple[Objective, int]]) -> Objective:
+    """One objective for a batch made of several objectives' images, in order: part ``k``
+    owns the next ``n_k`` images (its ``batch``, or the ``n`` of an ``(objective, n)``
+    pair) and reads only their rows of every activation. A term that couples the images of
+    a batch (:func:`diversity`) couples only those of its own part, so each image depends
+    on its own part alone, never on its batch neighbours::
+
+        stack([channel("_blocks.3", [5, 5]),                      # two starts of unit 5
+               channel("_blocks.3", [9] * 3) + 0.1 * diversity("_blocks.3"),  # a set of 3
+               channel("_blocks.4", 2)])                          # another layer's unit
+
+    The renderer runs every image to the deepest layer any part reads.
+    """
+    sized: list[tuple[Objective, int]] = []
+    for part in parts:
+        obj, n = part if isinstance(part, tuple) else (part, part.batch or 1)
+        obj = as_objective(obj)
+        if obj.batch is not None and obj.batch != n:
+            raise ValueError(f"objective {obj.name} defines {obj.batch} images, not {n}")
+        if int(n) < 1:
+            raise ValueError(f"a stacked part needs at least one image, got {n} for {obj.name}")
+        sized.append((obj, int(n)))
+    if not sized:
+        raise ValueError("stack() needs at least one objective")
+    bounds = []
+    start = 0
+    for _, n in sized:
+        bounds.append((start, start + n))
+        start += n
+    total = start
+
+    def fn(T: Getter) -> torch.Tensor:
+        values = []
+        for (obj, n), (a, b) in zip(sized, bounds, strict=True):
+            v = obj(_Rows(T, a, b))
+            values.append(v.float().reshape(-1).expand(n) if v.numel() == 1 else v.float())
+        return torch.cat(values)
+
+    units: list[dict[str, Any]] = []
+    for obj, n in sized:
+        units += (
+            list(obj.units)
+            if obj.units is not None and len(obj.units) == n
+            else (
+                [dict(obj.units[0]) for _ in range(n)]
+                if obj.units
+                else [{"objective": obj.name} for _ in range(n)]
+            )
+        )
+    layers = [name for obj, _ in sized for name in obj.layers]
+    return Objective(fn, f"stack({len(sized)} objectives, {total} images)", layers, total, units)
 
 
 class _LucentObjective(Objective):

@@ -39,12 +39,13 @@ from tqdm.auto import tqdm
 from .. import distributed as dist
 from ..activations import capture, layer_names, resolve_layer, resolve_layers
 from ..checks import check_int
-from ..device import HalveOnOOM, default_batch
+from ..device import default_batch
 from ..errors import ChannelError, UnknownLayerError
-from ..featvis.objectives import Objective, channel, neuron
+from ..featvis.batches import RenderJob, RenderStats, pack, render_jobs
+from ..featvis.objectives import Objective, channel, neuron, stack
 from ..featvis.redirect import check_mode as check_redirect_mode
 from ..featvis.reference import reference_images
-from ..featvis.render import check_render_args, evaluate, render, unit_seed
+from ..featvis.render import check_render_args, evaluate, unit_seed
 from ..featvis.transforms import NONE, STANDARD
 from ..inventory import default_layers
 from ..models.base import Model
@@ -68,7 +69,9 @@ class Atlas:
             ``units`` (per unit: ``channel``, ``value`` reached, ``png``, ``seed``, ``dead``,
             ``restarts`` and, with a reference set, ``natural_max``/``exceeds_natural``).
         folder: where the unit PNGs, grids and ``index.json`` are.
-        this_run: ``{"rendered": n, "reused": m}`` units of this call.
+        this_run: ``{"rendered": n, "reused": m}`` units of this call, and its render
+            calls over every rank: ``render_calls`` and ``render_images`` (the units are packed
+            into full batches across neighbouring layers: ``interp.featvis.batches.pack``).
     """
 
     model: str
@@ -285,64 +288,69 @@ def _write_record(
     atomic_write_text(path, json.dumps(doc, indent=1))
 
 
+def _unit_job(settings: dict[str, Any], layer: str, c: int) -> RenderJob:
+    obj = _objective(settings["objective"], layer, [c])
+    return RenderJob(obj, [unit_seed(settings["seed"], layer, c)], (layer, c))
+
+
 def _render_group(
     model: Model,
-    layer: str,
-    group: list[int],
-    folder: Path,
+    group: list[tuple[str, int]],
     settings: dict[str, Any],
     refs: torch.Tensor | None,
+    folders: dict[str, Path],
+    stats: RenderStats,
 ) -> list[dict[str, Any]]:
-    """Render one batch of units of ``layer`` (halving the batch on out-of-memory) and write
-    their PNGs; returns their records."""
-    halver = HalveOnOOM(len(group), f"render batch ({layer})")  # said even with --quiet
+    """Render one batch of units (of one layer or of neighbouring ones, packed by
+    :func:`interp.featvis.batches.pack`; halved on out-of-memory) and write their PNGs;
+    returns their records."""
+    jobs = [_unit_job(settings, layer, c) for layer, c in group]
+    rendered = render_jobs(
+        model,
+        jobs,
+        batch_size=len(jobs),
+        size=settings["size"],
+        upsample=settings["upsample"],
+        param=settings["param"],
+        precision=settings["precision"],
+        stats=stats,
+        steps=settings["steps"],
+        transforms=STANDARD if settings["transforms"] else NONE,
+        lr=settings["lr"],
+        redirect=settings["redirect"],
+        # recorded only while redirect is on; off, the mode changes nothing
+        redirect_mode=settings.get("redirect_mode", RENDER.redirect_mode),
+        align=settings["align"],
+    )
+    results = {job.tag: r for job, r in rendered}  # every job's rows
+    natural = None
+    if refs is not None:
+        natural = evaluate(model, stack([(j.objective, 1) for j in jobs]), refs)
     units: list[dict[str, Any]] = []
-
-    def work(a: int, b: int) -> tuple[Any, torch.Tensor | None]:
-        part = group[a:b]
-        obj = _objective(settings["objective"], layer, part)
-        result = render(
-            model,
-            obj,
-            steps=settings["steps"],
-            size=settings["size"],
-            param=settings["param"],
-            transforms=STANDARD if settings["transforms"] else NONE,
-            lr=settings["lr"],
-            precision=settings["precision"],
-            redirect=settings["redirect"],
-            # recorded only while redirect is on; off, the mode changes nothing
-            redirect_mode=settings.get("redirect_mode", RENDER.redirect_mode),
-            align=settings["align"],
-            seeds=[unit_seed(settings["seed"], layer, c) for c in part],
-            upsample=settings["upsample"],
-            progress=False,
-        )
-        return result, (evaluate(model, obj, refs) if refs is not None else None)
-
-    for a, b, (result, natural) in halver.chunks(len(group), work):
-        for i, c in enumerate(group[a:b]):
-            png = f"{safe_name(layer)}_c{c:04d}.png"
-            save_png(result.images[i], folder / png)
-            unit = {
-                "layer": layer,
-                "channel": c,
-                "objective": settings["objective"],
-                "value": round(float(result.values[i]), 5),
-                "png": png,
-                "seed": unit_seed(settings["seed"], layer, c),
-                # the parametrization used ("auto" resolves per layer: render_defaults)
-                "param": result.info["param"],
-                # dead: zero gradient from every start tried; the image shows nothing
-                "dead": bool(result.dead[i]) if result.dead else False,
-                "restarts": int(result.restarts[i]) if result.restarts else 0,
-            }
-            if natural is not None:
-                col = natural[:, i]
-                unit["natural_max"] = round(float(col.max()), 5)
-                unit["natural_best"] = int(col.argmax())
-                unit["exceeds_natural"] = bool(result.values[i] > col.max())
-            units.append(unit)
+    for i, job in enumerate(jobs):
+        layer, c = job.tag
+        result = results[job.tag]
+        png = f"{safe_name(layer)}_c{c:04d}.png"
+        save_png(result.images[0], folders[layer] / png)
+        unit = {
+            "layer": layer,
+            "channel": c,
+            "objective": settings["objective"],
+            "value": round(float(result.values[0]), 5),
+            "png": png,
+            "seed": job.seeds[0],
+            # the parametrization used ("auto" resolves per layer: render_defaults)
+            "param": result.info["param"],
+            # dead: zero gradient from every start tried; the image shows nothing
+            "dead": bool(result.dead[0]) if result.dead else False,
+            "restarts": int(result.restarts[0]) if result.restarts else 0,
+        }
+        if natural is not None:
+            col = natural[:, i]
+            unit["natural_max"] = round(float(col.max()), 5)
+            unit["natural_best"] = int(col.argmax())
+            unit["exceeds_natural"] = bool(result.values[0] > col.max())
+        units.append(unit)
     return units
 
 
@@ -370,7 +378,7 @@ def _render_plan(
     rank, world = dist.rank(), dist.world()
     own = "units.json" if world == 1 else f"units.rank{rank}of{world}.json"
     done: dict[str, dict[int, dict[str, Any]]] = {}
-    groups: list[tuple[str, list[int]]] = []
+    todo_units: list[tuple[str, int]] = []
     batch = max(1, int(settings["batch"]))
     for layer, chans, folder in plan:
         make_dir(folder)
@@ -383,27 +391,46 @@ def _render_plan(
             _drop_stale(
                 folder, digest, layer, settings, [done[layer][c] for c in sorted(done[layer])]
             )
-        todo = [c for c in chans if c not in done[layer]]
-        groups += [(layer, todo[i : i + batch]) for i in range(0, len(todo), batch)]
+        todo_units += [(layer, c) for c in chans if c not in done[layer]]
+    # batches across neighbouring layers where render would choose the same parametrization
+    # and precision for each unit alone (featvis.batches.pack): full batches even with a few
+    # units per layer
+    jobs = [_unit_job(settings, layer, c) for layer, c in todo_units]
+    packed = pack(
+        model,
+        jobs,
+        batch,
+        canvas=settings["upsample"] or settings["size"],
+        param=settings["param"],
+        precision=settings["precision"],
+    )
+    groups = [[todo_units[i] for i in idx] for idx, _ in packed]
     dist.barrier()  # every rank has read the records before any rank writes one
     stats = {
         "reused": sum(sum(c in done[layer] for c in chans) for layer, chans, _ in plan),
-        "rendered": sum(len(g) for _, g in groups),
+        "rendered": sum(len(g) for g in groups),
     }
     mine = groups[rank::world]
     folders = {layer: folder for layer, _, folder in plan}
     order = {layer: chans for layer, chans, _ in plan}
-    total = sum(len(g) for _, g in mine) + stats["reused"]
+    total = sum(len(g) for g in mine) + stats["reused"]
     label = desc if world == 1 else f"{desc} (rank {rank} of {world})"
+    renders = RenderStats()
     with tqdm(total=total, desc=label, unit="unit", disable=not progress) as bar:
         bar.update(stats["reused"])
-        for layer, group in mine:
-            for unit in _render_group(model, layer, group, folders[layer], settings, refs):
-                done[layer][unit["channel"]] = unit
-            units = [done[layer][c] for c in order[layer] if c in done[layer]]
-            _write_record(folders[layer] / own, layer, settings, units)
+        for group in mine:
+            for unit in _render_group(model, group, settings, refs, folders, renders):
+                done[unit["layer"]][unit["channel"]] = unit
+            for layer in dict.fromkeys(layer for layer, _ in group):
+                units = [done[layer][c] for c in order[layer] if c in done[layer]]
+                _write_record(folders[layer] / own, layer, settings, units)
             bar.update(len(group))
-    dist.barrier()  # every rank's units are recorded
+    # every rank's render calls, summed (waits for every rank: its units are recorded)
+    counts = dist.all_gather((renders.calls, renders.images))
+    stats |= {
+        "render_calls": sum(c[0] for c in counts),
+        "render_images": sum(c[1] for c in counts),
+    }
     if dist.is_main():
         for layer, chans, folder in plan:
             merged, _ = _load_done(folder, digest)

@@ -35,10 +35,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import distributed as dist
-from ..attribution import attribute
+from ..attribution import attribute_units
 from ..dataset_examples import Examples, crop
+from ..device import default_batch
 from ..featvis import objectives as obj
-from ..featvis.render import render, unit_seed
+from ..featvis.batches import RenderJob, RenderStats, render_jobs
+from ..featvis.render import unit_seed
+from ..featvis.render_result import RenderResult
 from ..models.base import Model
 from ..probes.hierarchy import Hierarchy, UnitScore
 from ..utils import atomic_path, atomic_write_text, make_dir
@@ -95,10 +98,20 @@ def explorer_units(
     attributions: int = 3,
     n_steps: int = 16,
     data: str = "",
+    batch: int | None = None,
     progress: bool = True,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Each rendered unit's extra images (module docstring), skipping finished records;
-    returns ``{"done": N, "reused": M}`` over every rank's units."""
+    returns ``{"done": N, "reused": M, "render": {"calls", "images", "mean_batch"}}`` over
+    every rank's units.
+
+    The units' renders are packed into full batches (:func:`interp.featvis.batches.render_jobs`:
+    ``batch`` images, default 32 on the CPU and 256 on CUDA), across units and neighbouring
+    layers; each image depends only on its own unit and seed. Their top examples'
+    integrated gradients are computed for several units at once
+    (:func:`interp.attribution.attribute_units`). A unit's record is written once its images
+    and attributions are done, so an interrupted run redoes at most the units in flight.
+    """
     settings = {
         "steps": steps,
         "size": size,
@@ -118,102 +131,180 @@ def explorer_units(
         for u in entry["units"]
     ]
     mine = todo[dist.rank() :: dist.world()]
-    done = reused = 0
-    cache: dict[int, Any] = {}
-    for layer, c, value in tqdm(mine, desc="explorer units", disable=not progress):
-        folder = _unit_dir(out, layer, c)
-        record = folder / "unit.json"
-        if record.is_file():
-            try:
-                if json.loads(record.read_text()).get("key") == key:
-                    reused += 1
-                    continue
-            except (OSError, ValueError):
-                pass  # a damaged record is redone
-        doc = _one_unit(
-            model, folder, layer, c, value, found, settings, cache=cache, progress=progress
-        )
-        atomic_write_text(record, json.dumps({**doc, "key": key}, indent=1))
-        done += 1
-    counts = dist.all_gather((done, reused))  # every rank's, summed; waits for all of them
-    return {"done": sum(c[0] for c in counts), "reused": sum(c[1] for c in counts)}
+    pending = [u for u in mine if not _finished(_unit_dir(out, u[0], u[1]) / "unit.json", key)]
+    reused = len(mine) - len(pending)
+    stats = RenderStats()
+    batch = batch or default_batch(model.device, 32, 256)
+    writer = _UnitWriter(model, out, found, settings, key)
+    with tqdm(total=len(mine), initial=reused, desc="explorer units", disable=not progress) as bar:
+        jobs = _unit_jobs(pending, settings)
+        expected = [0] * len(pending)
+        for job in jobs:
+            expected[job.tag[0]] += 1
+        got: list[dict[str, RenderResult]] = [{} for _ in pending]
+        ready = [k for k, n in enumerate(expected) if n == 0]  # nothing to render
+        for job, result in render_jobs(
+            model, jobs, batch_size=batch, size=size, steps=steps, stats=stats
+        ):
+            k, kind = job.tag
+            got[k][kind] = result
+            if len(got[k]) == expected[k]:
+                ready.append(k)
+            if writer.targets(pending, ready) >= writer.ig_batch:
+                bar.update(writer.finish(pending, ready, got))
+                ready = []
+        bar.update(writer.finish(pending, ready, got))
+    # every rank's, summed; waits for all of them
+    counts = dist.all_gather((len(pending), reused, stats.calls, stats.images))
+    calls, images = sum(c[2] for c in counts), sum(c[3] for c in counts)
+    return {
+        "done": sum(c[0] for c in counts),
+        "reused": sum(c[1] for c in counts),
+        "render": {
+            "calls": calls,
+            "images": images,
+            "mean_batch": round(images / calls, 2) if calls else 0.0,
+        },
+    }
 
 
-def _one_unit(
-    model: Model,
-    folder: Path,
-    layer: str,
-    c: int,
-    value: float,
-    found: Examples,
-    settings: dict[str, Any],
-    *,
-    cache: dict[int, Any],
-    progress: bool,
-) -> dict[str, Any]:
-    """Render, crop and attribute one unit into ``folder``; its record (without the key)."""
-    make_dir(folder)
-    doc: dict[str, Any] = {"layer": layer, "channel": c, "featvis": [], "top": [], "bottom": []}
-    steps, size = settings["steps"], settings["size"]
-    starts = settings["starts"]
+def _finished(record: Path, key: str) -> bool:
+    """Whether ``record`` is a complete unit record under ``key`` (a damaged one is redone)."""
+    if not record.is_file():
+        return False
+    try:
+        return json.loads(record.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
 
-    def render_set(objective: obj.Objective, n: int, base: int, stem: str, caption: str) -> None:
-        res = render(
-            model,
-            objective,
-            batch=n,
-            seeds=[unit_seed(base + i, layer, c) for i in range(n)],
-            steps=steps,
-            size=size,
-            progress=False,
-        )
-        for i in range(n):
-            name = f"{stem}{i + 1}.webp"
-            _webp(folder / name, res.images[i].permute(1, 2, 0).numpy())
-            text = caption.format(i=i + 1, j=i + 2, v=float(res.values[i]))
-            doc["featvis"].append({"file": name, "caption": text})
 
-    if starts:
-        render_set(obj.channel(layer, [c] * starts), starts, 1000, "start", "start {j}: {v:.3g}")
-    n_div = settings["diversity"]
-    if n_div >= 2:
-        # the diversity term (in [-1, 0]) at a quarter of the scale of the unit's value
-        weight = 0.25 * max(abs(value), 1e-3)
-        objective = obj.channel(layer, [c] * n_div) + weight * obj.diversity(layer)
-        render_set(objective, n_div, 2000, "diverse", "diversity set {i}")
-    layer_ex = found[layer]
-    for which in ("top", "bottom"):
+def _unit_jobs(
+    pending: Sequence[tuple[str, int, float]], settings: dict[str, Any]
+) -> list[RenderJob]:
+    """Per unit, in order: its extra starts and its diversity set (tag: unit index, kind)."""
+    jobs = []
+    starts, n_div = settings["starts"], settings["diversity"]
+    for k, (layer, c, value) in enumerate(pending):
+        if starts:
+            seeds = [unit_seed(1000 + i, layer, c) for i in range(starts)]
+            jobs.append(RenderJob(obj.channel(layer, [c] * starts), seeds, (k, "start")))
+        if n_div >= 2:
+            # the diversity term (in [-1, 0]) at a quarter of the scale of the unit's value
+            weight = 0.25 * max(abs(value), 1e-3)
+            objective = obj.channel(layer, [c] * n_div) + weight * obj.diversity(layer)
+            seeds = [unit_seed(2000 + i, layer, c) for i in range(n_div)]
+            jobs.append(RenderJob(objective, seeds, (k, "diverse")))
+    return jobs
+
+
+class _UnitWriter:
+    """Attributes and writes finished units: their images, crops, attributions and record."""
+
+    def __init__(
+        self, model: Model, out: Path, found: Examples, settings: dict[str, Any], key: str
+    ) -> None:
+        self.model, self.out, self.found, self.settings, self.key = model, out, found, settings, key
+        self.cache: dict[int, Any] = {}
+        # attributions computed together: what one captum call takes on the device
+        self.ig_batch = default_batch(model.device, 16, 256)
+
+    def _entries(self, layer: str, c: int, which: str) -> list[dict[str, Any]]:
+        layer_ex = self.found[layer]
         if which == "bottom" and layer_ex.bottom is None:
-            continue
+            return []
         entries = layer_ex.unit(c, which)
         if which == "bottom":  # a rectified unit's minimum is 0 on most images: no order
             entries = [e for e in entries if e["value"] < 0]
-        for j, e in enumerate(entries):
-            item = e["item"]
-            if item not in cache:
-                cache[item] = found.data[item][0]
-            img = cache[item]
-            name = f"{which}{j + 1}.webp"
-            _webp(folder / name, crop(img, e["box"], CROP))
-            entry = {"file": name, "caption": f"{e['value']:.3g} (image {item})", **e}
-            if which == "top" and j < settings["attributions"]:
-                attr = attribute(
-                    model,
-                    img,
-                    "ig",
-                    target=f"{layer}:{c}",
-                    n_steps=settings["n_steps"],
-                    position=tuple(e["position"]),
+        return entries
+
+    def _image(self, item: int) -> torch.Tensor:
+        if item not in self.cache:
+            self.cache[item] = self.found.data[item][0]
+        return self.cache[item]
+
+    def _attributed(self, layer: str, c: int) -> list[dict[str, Any]]:
+        return self._entries(layer, c, "top")[: self.settings["attributions"]]
+
+    def targets(self, pending: Sequence[tuple[str, int, float]], ready: list[int]) -> int:
+        """The attributions the ``ready`` units need."""
+        return sum(len(self._attributed(*pending[k][:2])) for k in ready)
+
+    def finish(
+        self,
+        pending: Sequence[tuple[str, int, float]],
+        ready: list[int],
+        got: list[dict[str, RenderResult]],
+    ) -> int:
+        """Attribute the ``ready`` units' top examples together, write each unit; returns
+        how many were written."""
+        wanted = [(k, j, e) for k in ready for j, e in enumerate(self._attributed(*pending[k][:2]))]
+        maps: dict[tuple[int, int], np.ndarray] = {}
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for n, (_, _, e) in enumerate(wanted):
+            by_shape.setdefault(tuple(self._image(e["item"]).shape), []).append(n)
+        for rows in by_shape.values():
+            images = torch.stack([self._image(wanted[n][2]["item"]) for n in rows])
+            targets = [
+                (
+                    pending[wanted[n][0]][0],
+                    pending[wanted[n][0]][1],
+                    tuple(wanted[n][2]["position"]),
                 )
-                shown = img.permute(1, 2, 0).numpy()
-                shown = np.repeat(shown, 3, axis=2) if shown.shape[2] == 1 else shown
-                heat = heat_overlay(shown, attr.map, attribution=True)  # (H, W, 3)
-                drive = f"{which}{j + 1}_ig.webp"  # the same receptive-field box as the crop
-                box = torch.from_numpy(np.ascontiguousarray(heat)).permute(2, 0, 1).float()
-                _webp(folder / drive, crop(box, e["box"], CROP))
-                entry["attribution"] = drive
-            doc[which].append(entry)
-    return doc
+                for n in rows
+            ]
+            heat = attribute_units(self.model, images, targets, n_steps=self.settings["n_steps"])
+            for n, h in zip(rows, heat, strict=True):
+                maps[wanted[n][0], wanted[n][1]] = h
+        for k in ready:
+            layer, c, _ = pending[k]
+            folder = _unit_dir(self.out, layer, c)
+            doc = self._write(
+                folder, layer, c, got[k], {j: m for (u, j), m in maps.items() if u == k}
+            )
+            atomic_write_text(folder / "unit.json", json.dumps({**doc, "key": self.key}, indent=1))
+            got[k] = {}  # the images are written: free them
+        return len(ready)
+
+    def _write(
+        self,
+        folder: Path,
+        layer: str,
+        c: int,
+        renders: dict[str, RenderResult],
+        maps: dict[int, np.ndarray],
+    ) -> dict[str, Any]:
+        """One unit's files into ``folder``; its record (without the key)."""
+        make_dir(folder)
+        doc: dict[str, Any] = {"layer": layer, "channel": c, "featvis": [], "top": [], "bottom": []}
+        sets = (
+            ("start", "start", "start {j}: {v:.3g}"),
+            ("diverse", "diverse", "diversity set {i}"),
+        )
+        for kind, stem, caption in sets:
+            res = renders.get(kind)
+            if res is None:
+                continue
+            for i in range(res.images.shape[0]):
+                name = f"{stem}{i + 1}.webp"
+                _webp(folder / name, res.images[i].permute(1, 2, 0).numpy())
+                text = caption.format(i=i + 1, j=i + 2, v=float(res.values[i]))
+                doc["featvis"].append({"file": name, "caption": text})
+        for which in ("top", "bottom"):
+            for j, e in enumerate(self._entries(layer, c, which)):
+                img = self._image(e["item"])
+                name = f"{which}{j + 1}.webp"
+                _webp(folder / name, crop(img, e["box"], CROP))
+                entry = {"file": name, "caption": f"{e['value']:.3g} (image {e['item']})", **e}
+                if which == "top" and j in maps:
+                    shown = img.permute(1, 2, 0).numpy()
+                    shown = np.repeat(shown, 3, axis=2) if shown.shape[2] == 1 else shown
+                    heat = heat_overlay(shown, maps[j], attribution=True)  # (H, W, 3)
+                    drive = f"{which}{j + 1}_ig.webp"  # the same receptive-field box as the crop
+                    box = torch.from_numpy(np.ascontiguousarray(heat)).permute(2, 0, 1).float()
+                    _webp(folder / drive, crop(box, e["box"], CROP))
+                    entry["attribution"] = drive
+                doc[which].append(entry)
+        return doc
 
 
 def _examples_strip(found: Examples, layer: str, c: int, cache: dict[int, Any]) -> np.ndarray:

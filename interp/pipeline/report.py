@@ -187,6 +187,8 @@ def report(
         "examples": {**ex_stage, "json": "examples/examples.json"},
         "experiments": exp_doc,
         "seconds": run.timings,
+        # the render calls of the atlas and the explorer's units (full batches: issue 35)
+        "render_batches": run.renders,
     }
     atomic_write_text(out / "report.json", json.dumps(report_doc, indent=1, default=str))
     site = write_site(
@@ -242,6 +244,8 @@ class _Run:
     progress: bool
     weights: str
     timings: dict[str, float | str] = field(default_factory=dict)
+    #: per rendering stage, its render calls: ``calls``, ``images``, ``mean_batch``
+    renders: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def stage(self, name: str, fn: Any, spec: str | None = None) -> dict[str, Any]:
         # under torchrun every rank runs every stage (atlas, examples and hierarchy split
@@ -284,9 +288,19 @@ def _measure(run: _Run, data: str, ex_data: str) -> tuple[dict[str, list[int]], 
             reference=None,
             progress=progress,
         )
-        return {"units": {e["layer"]: [u["channel"] for u in e["units"]] for e in result.layers}}
+        calls, images = result.this_run["render_calls"], result.this_run["render_images"]
+        return {
+            "units": {e["layer"]: [u["channel"] for u in e["units"]] for e in result.layers},
+            "render": {
+                "calls": calls,
+                "images": images,
+                "mean_batch": round(images / calls, 2) if calls else 0.0,
+            },
+        }
 
-    units = run.stage("atlas", do_atlas)["units"]
+    atlas_stage = run.stage("atlas", do_atlas)
+    run.renders["atlas"] = atlas_stage.get("render")
+    units = atlas_stage["units"]
     chosen = sorted({c for cs in units.values() for c in cs})
 
     def do_examples() -> dict[str, Any]:
@@ -367,7 +381,7 @@ def _explore(
             **cfg["explorer"],
         )
 
-    run.stage("units", do_units, f"{data}|{ex_data}")
+    run.renders["units"] = run.stage("units", do_units, f"{data}|{ex_data}").get("render")
     return cards
 
 
