@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import interp  # noqa: E402
@@ -40,6 +42,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument(
+        "--analyze",
+        action="store_true",
+        help="do not run: read the report already in --out (its stage times, files, site)",
+    )
+    ap.add_argument(
         "--side-by-side",
         type=int,
         default=0,
@@ -55,8 +62,14 @@ def main() -> None:
     t0 = time.perf_counter()
     layers = args.layers.split(",") if args.layers else None
     quiet = args.quiet
-    report(model, out, quick=args.quick, layers=layers, per_layer=per_layer, progress=not quiet)
-    wall = time.perf_counter() - t0
+    if args.analyze:
+        if args.out is None:
+            ap.error("--analyze reads the report in --out: give it")
+        secs = json.loads((out / "report.json").read_text())["seconds"].values()
+        wall = sum(v for v in secs if isinstance(v, int | float))
+    else:
+        report(model, out, quick=args.quick, layers=layers, per_layer=per_layer, progress=not quiet)
+        wall = time.perf_counter() - t0
     report_and_site(model, out, per_layer, wall)
     if args.side_by_side:
         side_by_side(model, out, args.side_by_side, quiet)
@@ -106,6 +119,58 @@ def report_and_site(model: interp.Model, out: Path, per_layer: object, wall: flo
     print(
         f"projected for every unit ({tiles}): {(fixed + per_unit * tiles) / 60:.1f} min, "
         f"{(other_bytes + unit_bytes / max(1, rendered) * tiles) / 1e6:.1f} MB"
+    )
+    whole_model(model, doc, fixed)
+
+
+def per_layer_costs(doc: dict) -> dict[str, tuple[int, float, float]]:
+    """Per layer of the report: ``(units rendered, atlas s/unit, explorer-units s/unit)``,
+    from the seconds the rendering stages charged to each layer (``report.json``'s
+    ``render_batches``: each render call's time shared out by its images' layers, plus the
+    explorer's attributions and files); empty where a stage was reused."""
+    batches = doc.get("render_batches") or {}
+    atlas_s = (batches.get("atlas") or {}).get("seconds_by_layer") or {}
+    units_s = (batches.get("units") or {}).get("seconds_by_layer") or {}
+    counts = {row: len(units) for row, units in doc["units"].items()}
+    return {
+        name: (counts[name], atlas_s[name] / counts[name], units_s[name] / counts[name])
+        for name in doc["settings"]["layers"]
+        if counts.get(name) and name in atlas_s and name in units_s
+    }
+
+
+def whole_model(model: interp.Model, doc: dict, fixed: float) -> None:
+    """Every unit of every default layer of the model, each layer at the per-unit cost of
+    the nearest measured layer (ties: the deeper one), plus the fixed stages measured here
+    scaled by the number of layers."""
+    from interp.activations import capture
+    from interp.probes.hierarchy import default_hierarchy_layers
+
+    costs = per_layer_costs(doc)
+    if not costs:
+        return
+    print("per layer (the seconds each rendering stage charged to it):")
+    for name, (n, a, u) in costs.items():
+        print(f"  {name:<20} {n:5d} units  atlas {a:6.2f} s/unit  explorer {u:6.2f} s/unit")
+    names = default_hierarchy_layers(model)
+    if all(n in costs for n in names):
+        return
+    x = model.normalize(torch.rand(1, model.preprocessing.channels, *model.input_size))
+    with torch.no_grad():
+        widths = {n: a.shape[1] for n, a in capture(model, x.to(model.device), names).items()}
+    measured = [names.index(n) for n in costs if n in names]
+    total_units, growing = 0, 0.0
+    for i, name in enumerate(names):
+        nearest = min(measured, key=lambda j: (abs(j - i), -j))
+        _, a, u = costs[names[nearest]]
+        total_units += widths[name]
+        growing += widths[name] * (a + u)
+    scaled = fixed * len(names) / len(costs)
+    print(
+        f"projected for every unit of the model ({total_units} units, {len(names)} layers): "
+        f"{(growing + scaled) / 3600:.2f} h ({growing / 3600:.2f} h of atlas and explorer "
+        f"units, each layer at its nearest measured layer's s/unit; {scaled / 60:.0f} min of "
+        f"the other stages, measured here on {len(costs)} layers and scaled to {len(names)})"
     )
 
 

@@ -21,6 +21,7 @@ scale): the same picture, not the same bits. On ``_blocks.2`` (pixel) they were 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,23 +58,48 @@ class RenderJob:
 
 @dataclass
 class RenderStats:
-    """The render calls of a job: their number and images (mean batch: images / calls)."""
+    """The render calls of a job: their number and images (mean batch: images / calls),
+    and the seconds spent per layer (each call's time shared out by its images' layers)."""
 
     calls: int = 0
     images: int = 0
     sizes: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
-    def add(self, n: int) -> None:
+    def add(self, n: int, seconds: float = 0.0, layers: dict[str, int] | None = None) -> None:
         self.calls += 1
         self.images += n
         self.sizes.append(n)
+        for layer, k in (layers or {}).items():
+            self.charge(layer, seconds * k / max(1, n))
+
+    def charge(self, layer: str, seconds: float) -> None:
+        """Add ``seconds`` of work to ``layer``'s account."""
+        self.seconds[layer] = self.seconds.get(layer, 0.0) + seconds
 
     @property
     def mean_batch(self) -> float:
         return self.images / self.calls if self.calls else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "images": self.images, "mean_batch": round(self.mean_batch, 2)}
+        return {
+            "calls": self.calls,
+            "images": self.images,
+            "mean_batch": round(self.mean_batch, 2),
+            "seconds_by_layer": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+
+    @classmethod
+    def merged(cls, docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`to_dict` of several ranks' stats, summed."""
+        calls = sum(d["calls"] for d in docs)
+        images = sum(d["images"] for d in docs)
+        seconds: dict[str, float] = {}
+        for d in docs:
+            for k, v in d["seconds_by_layer"].items():
+                seconds[k] = round(seconds.get(k, 0.0) + v, 2)
+        mean = round(images / calls, 2) if calls else 0.0
+        return {"calls": calls, "images": images, "mean_batch": mean, "seconds_by_layer": seconds}
 
 
 def _choice(
@@ -179,6 +205,7 @@ def render_jobs(
             part = group[a:b]
             n = sum(j.size for j in part)
             objective = stack([(j.objective, j.size) for j in part])
+            t = time.perf_counter()
             result = render(
                 model,
                 objective,
@@ -191,7 +218,11 @@ def render_jobs(
                 **kwargs,
             )
             if stats is not None:
-                stats.add(n)
+                layers: dict[str, int] = {}
+                for j in part:
+                    name = j.layer() or j.objective.name
+                    layers[name] = layers.get(name, 0) + j.size
+                stats.add(n, time.perf_counter() - t, layers)
             return result
 
         for a, b, result in halver.chunks(len(group), work):

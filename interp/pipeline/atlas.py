@@ -70,8 +70,9 @@ class Atlas:
             ``restarts`` and, with a reference set, ``natural_max``/``exceeds_natural``).
         folder: where the unit PNGs, grids and ``index.json`` are.
         this_run: ``{"rendered": n, "reused": m}`` units of this call, and its render
-            calls over every rank: ``render_calls`` and ``render_images`` (the units are packed
-            into full batches across neighbouring layers: ``interp.featvis.batches.pack``).
+            calls over every rank: ``render_calls``, ``render_images`` and
+            ``render_seconds_by_layer`` (the units are packed into full batches across
+            neighbouring layers: ``interp.featvis.batches.pack``).
     """
 
     model: str
@@ -426,10 +427,11 @@ def _render_plan(
                 _write_record(folders[layer] / own, layer, settings, units)
             bar.update(len(group))
     # every rank's render calls, summed (waits for every rank: its units are recorded)
-    counts = dist.all_gather((renders.calls, renders.images))
+    merged = RenderStats.merged(dist.all_gather(renders.to_dict()))
     stats |= {
-        "render_calls": sum(c[0] for c in counts),
-        "render_images": sum(c[1] for c in counts),
+        "render_calls": merged["calls"],
+        "render_images": merged["images"],
+        "render_seconds_by_layer": merged["seconds_by_layer"],
     }
     if dist.is_main():
         for layer, chans, folder in plan:

@@ -25,6 +25,7 @@ unit on CUDA by default); every unit has a tile and a search entry.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ def explorer_units(
     reused = len(mine) - len(pending)
     stats = RenderStats()
     batch = batch or default_batch(model.device, 32, 256)
-    writer = _UnitWriter(model, out, found, settings, key)
+    writer = _UnitWriter(model, out, found, settings, key, stats)
     with tqdm(total=len(mine), initial=reused, desc="explorer units", disable=not progress) as bar:
         jobs = _unit_jobs(pending, settings)
         expected = [0] * len(pending)
@@ -155,16 +156,12 @@ def explorer_units(
                 ready = []
         bar.update(writer.finish(pending, ready, got))
     # every rank's, summed; waits for all of them
-    counts = dist.all_gather((len(pending), reused, stats.calls, stats.images))
-    calls, images = sum(c[2] for c in counts), sum(c[3] for c in counts)
+    counts = dist.all_gather((len(pending), reused, stats.to_dict()))
     return {
         "done": sum(c[0] for c in counts),
         "reused": sum(c[1] for c in counts),
-        "render": {
-            "calls": calls,
-            "images": images,
-            "mean_batch": round(images / calls, 2) if calls else 0.0,
-        },
+        # render calls; seconds_by_layer: rendering, attributions and files per layer
+        "render": RenderStats.merged([c[2] for c in counts]),
     }
 
 
@@ -201,9 +198,16 @@ class _UnitWriter:
     """Attributes and writes finished units: their images, crops, attributions and record."""
 
     def __init__(
-        self, model: Model, out: Path, found: Examples, settings: dict[str, Any], key: str
+        self,
+        model: Model,
+        out: Path,
+        found: Examples,
+        settings: dict[str, Any],
+        key: str,
+        stats: RenderStats,
     ) -> None:
         self.model, self.out, self.found, self.settings, self.key = model, out, found, settings, key
+        self.stats = stats  # the attributions' and files' seconds go to their layer's account
         self.cache: dict[int, Any] = {}
         # attributions computed together: what one captum call takes on the device
         self.ig_batch = default_batch(model.device, 16, 256)
@@ -239,10 +243,12 @@ class _UnitWriter:
         how many were written."""
         wanted = [(k, j, e) for k in ready for j, e in enumerate(self._attributed(*pending[k][:2]))]
         maps: dict[tuple[int, int], np.ndarray] = {}
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for n, (_, _, e) in enumerate(wanted):
-            by_shape.setdefault(tuple(self._image(e["item"]).shape), []).append(n)
-        for rows in by_shape.values():
+        by_shape: dict[tuple[Any, ...], list[int]] = {}
+        for n, (k, _, e) in enumerate(wanted):
+            group = (pending[k][0], *self._image(e["item"]).shape)  # layer, image shape
+            by_shape.setdefault(group, []).append(n)
+        for group, rows in by_shape.items():
+            t = time.perf_counter()
             images = torch.stack([self._image(wanted[n][2]["item"]) for n in rows])
             targets = [
                 (
@@ -255,7 +261,9 @@ class _UnitWriter:
             heat = attribute_units(self.model, images, targets, n_steps=self.settings["n_steps"])
             for n, h in zip(rows, heat, strict=True):
                 maps[wanted[n][0], wanted[n][1]] = h
+            self.stats.charge(group[0], time.perf_counter() - t)
         for k in ready:
+            t = time.perf_counter()
             layer, c, _ = pending[k]
             folder = _unit_dir(self.out, layer, c)
             doc = self._write(
@@ -263,6 +271,7 @@ class _UnitWriter:
             )
             atomic_write_text(folder / "unit.json", json.dumps({**doc, "key": self.key}, indent=1))
             got[k] = {}  # the images are written: free them
+            self.stats.charge(layer, time.perf_counter() - t)
         return len(ready)
 
     def _write(

@@ -295,6 +295,7 @@ def _measure(run: _Run, data: str, ex_data: str) -> tuple[dict[str, list[int]], 
                 "calls": calls,
                 "images": images,
                 "mean_batch": round(images / calls, 2) if calls else 0.0,
+                "seconds_by_layer": result.this_run["render_seconds_by_layer"],
             },
         }
 
