@@ -108,3 +108,21 @@ def test_registration_is_checked():
         register(Experiment("bad", toy, dict))  # type: ignore[arg-type]
     with pytest.raises(suite.InterpError, match="unknown experiment 'nope'"):
         suite.registry.get("nope")
+
+
+def test_every_registered_experiment_runs_without_an_output_folder():
+    """``run_experiment`` (and so ``interp experiment all``) calls ``run(None, runs=...)``:
+    every registered experiment takes ``out=None`` (it writes nothing then), and one that
+    trains networks without ``out`` or ``runs`` says which it needs, before any training."""
+    import inspect
+
+    import interp.experiments  # noqa: F401  (registers the shipped experiments)
+    from interp.experiments.convergence import convergence
+    from interp.experiments.registry import EXPERIMENTS
+
+    assert len(EXPERIMENTS) >= 6
+    for name, exp in EXPERIMENTS.items():
+        first = next(iter(inspect.signature(exp.run).parameters.values()))
+        assert first.name == "out" and first.default is None, name
+    with pytest.raises(ValueError, match="needs out= or runs="):
+        convergence(None)

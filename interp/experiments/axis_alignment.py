@@ -82,7 +82,7 @@ def rotate_layer(model: Model, layer: str, next_conv: str, q: torch.Tensor) -> M
 
 
 def axis_alignment(
-    out: str | Path,
+    out: str | Path | None = None,
     *,
     spec: RunSpec | None = None,
     seed: int = 0,
@@ -99,9 +99,13 @@ def axis_alignment(
     writes ``axis_alignment.json`` to ``out`` (``interp experiment axis-alignment`` draws
     ``axis_alignment.png`` too)."""
     spec = spec or RunSpec()
-    out = Path(out)
-    make_dir(out)
-    runs_dir = Path(runs) if runs is not None else out / "runs"
+    if out is None and runs is None:
+        raise ValueError(
+            f"{__name__.rsplit('.', 1)[-1]}() needs out= or runs= (where its networks train)"
+        )
+    if out is not None:
+        out = make_dir(Path(out))
+    runs_dir = Path(runs) if runs is not None else Path(out) / "runs"  # type: ignore[arg-type]
     folder = spec.folder(runs_dir, seed)
     ensure_run(folder, spec.config(seed))
     model = load_model(str(folder), device="cpu")
@@ -170,7 +174,8 @@ def axis_alignment(
             f"{perm} unique concepts (control)."
         )
     result = AxisAlignmentResult(summary)
-    result.save(out)
+    if out is not None:
+        result.save(out)
     return result
 
 

@@ -79,7 +79,7 @@ def _grams(model: Any, images: torch.Tensor, batch: int) -> dict[str, np.ndarray
 
 
 def convergence(
-    out: str | Path,
+    out: str | Path | None = None,
     *,
     seeds: int = 5,
     spec: RunSpec | None = None,
@@ -97,9 +97,13 @@ def convergence(
     if seeds < 2:
         raise ValueError("convergence needs at least two seeds")
     spec = spec or RunSpec()
-    out = Path(out)
-    make_dir(out)
-    runs_dir = Path(runs) if runs is not None else out / "runs"
+    if out is None and runs is None:
+        raise ValueError(
+            f"{__name__.rsplit('.', 1)[-1]}() needs out= or runs= (where its networks train)"
+        )
+    if out is not None:
+        out = make_dir(Path(out))
+    runs_dir = Path(runs) if runs is not None else Path(out) / "runs"  # type: ignore[arg-type]
     accs = []
     for s in tqdm(range(seeds), desc="training seeds", disable=not progress):
         accs.append(ensure_run(spec.folder(runs_dir, s), spec.config(s))["test_acc"])
@@ -172,7 +176,8 @@ def convergence(
         f"{len(detectors[last]['concepts_in_some_seed'])}).",
     ]
     result = ConvergenceResult(summary, cka_linear=cross_lin, cka_minibatch=cross_mb)
-    result.save(out)
+    if out is not None:
+        result.save(out)
     return result
 
 

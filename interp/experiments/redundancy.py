@@ -77,7 +77,7 @@ def layer_redundancy(model: Any, images: torch.Tensor, batch: int = 50) -> dict[
 
 
 def redundancy(
-    out: str | Path,
+    out: str | Path | None = None,
     *,
     spec: RunSpec | None = None,
     widths: tuple[float, ...] = (0.25, 0.5, 1.0),
@@ -90,9 +90,13 @@ def redundancy(
     ``redundancy.json`` to ``out`` (``interp experiment redundancy`` draws
     ``redundancy.png`` too)."""
     spec = spec or RunSpec()
-    out = Path(out)
-    make_dir(out)
-    runs_dir = Path(runs) if runs is not None else out / "runs"
+    if out is None and runs is None:
+        raise ValueError(
+            f"{__name__.rsplit('.', 1)[-1]}() needs out= or runs= (where its networks train)"
+        )
+    if out is not None:
+        out = make_dir(Path(out))
+    runs_dir = Path(runs) if runs is not None else Path(out) / "runs"  # type: ignore[arg-type]
     images, _ = partsworld_tensors(probe_images, spec.size, 777_002)
 
     by_width = {}
@@ -161,7 +165,8 @@ def redundancy(
         f"{narrow['features.conv3']['mean_abs_r']:.2f}.",
     ]
     result = RedundancyResult(summary)
-    result.save(out)
+    if out is not None:
+        result.save(out)
     return result
 
 
