@@ -10,10 +10,10 @@
 #      with the experiments' answers on its page.
 # Every stage is cached: a rerun reuses finished work. Creates .venv on a fresh clone.
 #   ./scripts/demo.sh [--quick] [--device auto|cpu|cuda] [--quiet]     (output: out/demo/)
-# Default: last measured at 100 minutes wall on 2 CPU cores shared with other checks
-# (2026-12-07, before the explorer rendered in full batches: its units are now measured 2.3x
-# faster; the hierarchy's controls are cached per architecture in ~/.cache/interp, so a second
-# run of the same architecture skips them); --quick (tiny settings, a smoke test): 2-4 minutes.
+# Default: 22 minutes on 2 CPU cores once installed (measured 2026-12-07, empty output folder
+# and control cache: Lite0 report 11.7 min, experiments 8.3, PartsWorld report 1.9; the
+# hierarchy's controls are then cached per architecture in ~/.cache/interp);
+# --quick (tiny settings, a smoke test): 2-4 minutes.
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$root"
