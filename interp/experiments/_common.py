@@ -16,8 +16,10 @@ import torch
 from ..models.base import Preprocessing
 from ..models.registry import load_model
 from ..train import TrainConfig, train
+from ..utils import make_dir
 
 __all__ = [
+    "runs_folder",
     "CNN_LAYERS",
     "RunSpec",
     "ensure_run",
@@ -62,6 +64,16 @@ class RunSpec:
         kw.update(self.extra)
         kw.update(overrides)
         return TrainConfig(**kw)
+
+
+def runs_folder(name: str, out: str | Path | None, runs: str | Path | None) -> Path:
+    """Where an experiment's networks train: ``runs``, else ``out/runs`` (``out`` is made);
+    with neither, a ``ValueError`` that says which to give, before any training."""
+    if out is None and runs is None:
+        raise ValueError(f"{name}() needs out= or runs= (where its networks train)")
+    if out is not None:
+        out = make_dir(Path(out))
+    return Path(runs) if runs is not None else Path(out) / "runs"  # type: ignore[arg-type]
 
 
 def ensure_run(folder: Path, config: Any, progress: bool = False) -> dict[str, Any]:

@@ -27,8 +27,7 @@ from ..data.concepts import PartsWorldConcepts
 from ..models.base import Model
 from ..models.registry import load_model
 from ..probes.dissect import dissect
-from ..utils import make_dir
-from ._common import RunSpec, ensure_run
+from ._common import RunSpec, ensure_run, runs_folder
 from .registry import OWN_NICHE, Experiment, register
 from .results import ExperimentResult
 
@@ -99,13 +98,7 @@ def axis_alignment(
     writes ``axis_alignment.json`` to ``out`` (``interp experiment axis-alignment`` draws
     ``axis_alignment.png`` too)."""
     spec = spec or RunSpec()
-    if out is None and runs is None:
-        raise ValueError(
-            f"{__name__.rsplit('.', 1)[-1]}() needs out= or runs= (where its networks train)"
-        )
-    if out is not None:
-        out = make_dir(Path(out))
-    runs_dir = Path(runs) if runs is not None else Path(out) / "runs"  # type: ignore[arg-type]
+    runs_dir = runs_folder("axis_alignment", out, runs)
     folder = spec.folder(runs_dir, seed)
     ensure_run(folder, spec.config(seed))
     model = load_model(str(folder), device="cpu")

@@ -38,8 +38,7 @@ from ..similarity import (
     match_units,
     minibatch_cka_from_grams,
 )
-from ..utils import make_dir
-from ._common import CNN_LAYERS, RunSpec, ensure_run
+from ._common import CNN_LAYERS, RunSpec, ensure_run, runs_folder
 from .registry import OWN_NICHE, Experiment, register
 from .results import ExperimentResult
 
@@ -97,13 +96,7 @@ def convergence(
     if seeds < 2:
         raise ValueError("convergence needs at least two seeds")
     spec = spec or RunSpec()
-    if out is None and runs is None:
-        raise ValueError(
-            f"{__name__.rsplit('.', 1)[-1]}() needs out= or runs= (where its networks train)"
-        )
-    if out is not None:
-        out = make_dir(Path(out))
-    runs_dir = Path(runs) if runs is not None else Path(out) / "runs"  # type: ignore[arg-type]
+    runs_dir = runs_folder("convergence", out, runs)
     accs = []
     for s in tqdm(range(seeds), desc="training seeds", disable=not progress):
         accs.append(ensure_run(spec.folder(runs_dir, s), spec.config(s))["test_acc"])

@@ -26,8 +26,7 @@ from ..activations import ActivationCapture
 from ..data.partsworld import partsworld_tensors
 from ..models.registry import load_model
 from ..similarity import CorrelationAccumulator
-from ..utils import make_dir
-from ._common import RunSpec, ensure_run
+from ._common import RunSpec, ensure_run, runs_folder
 from .registry import OWN_NICHE, Experiment, register
 from .results import ExperimentResult
 
@@ -90,13 +89,7 @@ def redundancy(
     ``redundancy.json`` to ``out`` (``interp experiment redundancy`` draws
     ``redundancy.png`` too)."""
     spec = spec or RunSpec()
-    if out is None and runs is None:
-        raise ValueError(
-            f"{__name__.rsplit('.', 1)[-1]}() needs out= or runs= (where its networks train)"
-        )
-    if out is not None:
-        out = make_dir(Path(out))
-    runs_dir = Path(runs) if runs is not None else Path(out) / "runs"  # type: ignore[arg-type]
+    runs_dir = runs_folder("redundancy", out, runs)
     images, _ = partsworld_tensors(probe_images, spec.size, 777_002)
 
     by_width = {}
