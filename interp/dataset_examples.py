@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +46,15 @@ __all__ = [
     "Examples",
     "LayerExamples",
     "RunningTopK",
+    "Units",
     "crop",
     "examples",
     "examples_data",
 ]
+
+#: which units a grid or a JSON record shows: all (``None``), the same channels in every
+#: layer, or each layer its own (``{layer: channels}``)
+Units = Sequence[int] | Mapping[str, Sequence[int]] | None
 
 
 class RunningTopK:
@@ -406,19 +411,25 @@ class Examples(dict):
         self.data = data
         self.data_name = data_name
 
-    def unit_indices(self, layer: str, units: Sequence[int] | None = None) -> list[int]:
-        """The units of ``layer`` among ``units`` (all of them for ``None``)."""
+    def unit_indices(self, layer: str, units: Units = None) -> list[int]:
+        """The units of ``layer`` among ``units``: all of them for ``None``; for a mapping,
+        those it gives ``layer`` (none when it names other layers only)."""
         n = self[layer].units
-        return list(range(n)) if units is None else [u for u in units if u < n]
+        if units is None:
+            return list(range(n))
+        if isinstance(units, Mapping):
+            units = units.get(layer, ())
+        return [u for u in units if u < n]
 
     def to_dict(
         self,
-        units: Sequence[int] | None = None,
+        units: Units = None,
         *,
         figures: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
         """Per layer: grid, receptive-field size and, per unit (all, or ``units``), its top
-        (and bottom) examples: item, source, value, position and box; with ``figures``
+        (and bottom) examples: item, source, value, position and box (``units``: as
+        :meth:`unit_indices` takes them); with ``figures``
         (``{layer: [grid PNG paths]}``), each layer's ``figures``."""
         doc: dict[str, Any] = {"data": self.data_name, "layers": []}
         for name, r in self.items():
@@ -459,7 +470,7 @@ class Examples(dict):
         self,
         folder: str | Path,
         *,
-        units: Sequence[int] | None = None,
+        units: Units = None,
         figures: dict[str, list[str]] | None = None,
     ) -> Path:
         """Write ``examples.json`` (``units``: only those; ``figures``: each layer's grid

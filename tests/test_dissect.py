@@ -132,6 +132,28 @@ def test_planted_colour_detector_end_to_end():
         assert ((pix - red).abs().sum(dim=0) < 0.15).sum() > 10
 
 
+def test_partsworld_concepts_memo_returns_what_a_fresh_draw_does():
+    """Scenes kept in memory are the scenes drawn anew, with or without masks, in either
+    order; a caller's in-place edit changes no later item; the byte budget is kept."""
+    kept, fresh = PartsWorldConcepts(n=12, size=32), PartsWorldConcepts(n=12, size=32)
+    fresh.memo_bytes = 0
+    for i, masks in [(3, False), (3, True), (3, False), (5, True), (5, True), (5, False)]:
+        a, b = kept.item(i, masks=masks), fresh.item(i, masks=masks)
+        assert a.label == b.label and torch.equal(a.image, b.image)
+        assert torch.equal(a.masks, b.masks) and torch.equal(a.concepts, b.concepts)
+        assert (a.masks.shape[0] > 0) == masks
+        a.image.zero_()
+        a.masks.zero_()
+    assert torch.equal(kept.item(5).masks, fresh.item(5).masks) and kept.item(5).image.max() > 0
+    assert not fresh._memo
+    small = PartsWorldConcepts(n=12, size=32)
+    one = sum(t.nbytes for t in (small.item(0).image, small.item(0).masks, small.item(0).concepts))
+    small.memo_bytes = int(2.5 * one)  # room for about two scenes
+    for i in range(12):
+        small.item(i)
+    assert 1 <= len(small._memo) <= 3 and small._memo_used <= small.memo_bytes
+
+
 def test_a_dissection_saves_loads_and_draws(tmp_path):
     """The result object: save() writes the arrays, the JSON and the figure; load() gives back
     the same arrays and summaries (the planted red unit still detects red)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,24 @@ def test_planted_patch_detector_finds_the_patch(tmp_path):
     assert (
         json.loads((tmp_path / "data" / "examples.json").read_text())["layers"][0]["figures"] == []
     )
+
+
+def test_grids_show_each_layer_its_own_units(tmp_path):
+    """A ``{layer: channels}`` mapping (the report's: each layer's atlas units) gives each
+    layer the grids and JSON records of its own channels, none of another layer's."""
+    dataset, patch, _ = _patch_world(n=20)
+    model = _matched(patch)
+    model.module.add_module("relu", nn.ReLU())
+    res = examples(model, dataset, ["conv", "relu"], k=3, progress=False)
+    assert res.unit_indices("conv", {"conv": [1], "relu": [0]}) == [1]
+    assert res.unit_indices("relu", {"conv": [1]}) == []
+    assert res.unit_indices("relu", [0, 1, 5]) == [0, 1]  # a sequence: every layer
+    doc = json.loads(save_examples(res, tmp_path, units={"conv": [1], "relu": [0]}).read_text())
+    by_layer = {e["layer"]: e for e in doc["layers"]}
+    assert list(by_layer["conv"]["units"]) == ["1"] and list(by_layer["relu"]["units"]) == ["0"]
+    assert [Path(f).name for f in by_layer["conv"]["figures"]] == ["units_0001-0001.png"]
+    assert [Path(f).name for f in by_layer["relu"]["figures"]] == ["units_0000-0000.png"]
+    assert sorted(p.name for p in (tmp_path / "conv").iterdir()) == ["units_0001-0001.png"]
 
 
 def test_examples_restore_state_and_hooks_on_error():

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import distributed as dist
 from ..activations import resolve_layers
-from ..dataset_examples import Examples, examples_data
+from ..dataset_examples import Examples, Units, examples_data
 from ..dataset_examples import examples as find_examples
 from ..inventory import default_layers
 from ..models.base import Model
@@ -40,15 +40,15 @@ def examples_job(
     *,
     settings: ExamplesSettings = EXAMPLES,
     batch_size: int | None = None,
-    units: Sequence[int] | None = None,
+    units: Units = None,
     title: str = "",
     force: bool = False,
     progress: bool = True,
     **overrides: Any,
 ) -> Examples:
     """Dataset examples of ``model`` on the data spec ``data`` (default ``settings.data``),
-    saved in ``out`` (``examples.json``, grid PNGs of ``units`` — default all — and
-    ``examples.pt``).
+    saved in ``out`` (``examples.json``, grid PNGs of ``units`` — default all; a
+    ``{layer: channels}`` mapping gives each layer its own — and ``examples.pt``).
 
     ``settings``: an :class:`~interp.settings.ExamplesSettings` (k, bottom, dedup, n, size,
     seed, precision; default ``EXAMPLES``); ``**overrides``: fields of it to replace

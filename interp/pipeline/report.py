@@ -302,7 +302,6 @@ def _measure(run: _Run, data: str, ex_data: str) -> tuple[dict[str, list[int]], 
     atlas_stage = run.stage("atlas", do_atlas)
     run.renders["atlas"] = atlas_stage.get("render")
     units = atlas_stage["units"]
-    chosen = sorted({c for cs in units.values() for c in cs})
 
     def do_examples() -> dict[str, Any]:
         result = examples_job(
@@ -314,7 +313,7 @@ def _measure(run: _Run, data: str, ex_data: str) -> tuple[dict[str, list[int]], 
             bottom=True,  # the explorer's unit pages show the most negative examples too
             n=cfg["examples_n"],
             size=model.input_size[0] if ex_data == "photos" else None,
-            units=chosen,
+            units=units,  # each layer's grids: its own atlas units
             force=True,  # the report's own stage decides
             progress=progress,
         )

@@ -3,10 +3,11 @@ per layer, grids of units, a row per unit with its top receptive-field crops."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..dataset_examples import Units
 from ..utils import make_dir, prepare_output
 from .figures import plt, save_figure
 from .unit_figures import plot_examples_grid
@@ -17,13 +18,14 @@ __all__ = ["figures", "layer_figures", "save_examples"]
 def layer_figures(
     examples: Any,
     layer: str,
-    units: Sequence[int] | None = None,
+    units: Units = None,
     *,
     per_figure: int = 16,
     title: str = "",
 ) -> Iterator[tuple[list[int], plt.Figure]]:
     """``(units, figure)`` for each grid of ``per_figure`` units of ``layer`` (all its
-    units, or those of ``units``); the examples need their dataset (``examples.data``)."""
+    units, or those ``units`` gives it: :meth:`~interp.dataset_examples.Examples.unit_indices`);
+    the examples need their dataset (``examples.data``)."""
     chosen = examples.unit_indices(layer, units)
     rf = examples[layer].rf_size
     cache: dict[int, Any] = {}  # images already read, by item
@@ -34,7 +36,7 @@ def layer_figures(
 
 
 def figures(
-    examples: Any, units: Sequence[int] | None = None, *, per_figure: int = 16, title: str = ""
+    examples: Any, units: Units = None, *, per_figure: int = 16, title: str = ""
 ) -> dict[str, list[plt.Figure]]:
     """Per layer, its grids (:func:`layer_figures`)."""
     return {
@@ -50,7 +52,7 @@ def save_examples(
     examples: Any,
     folder: str | Path,
     *,
-    units: Sequence[int] | None = None,
+    units: Units = None,
     per_figure: int = 16,
     title: str = "",
 ) -> Path:
