@@ -3,16 +3,19 @@ per layer, grids of units, a row per unit with its top receptive-field crops."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..dataset_examples import Units
 from ..utils import make_dir, prepare_output
 from .figures import plt, save_figure
 from .unit_figures import plot_examples_grid
 
 __all__ = ["figures", "layer_figures", "save_examples"]
+
+#: all units (``None``), the same channels in every layer, or each layer its own (the
+#: ``Units`` of :mod:`interp.dataset_examples`, which the figures do not import)
+Units = Sequence[int] | Mapping[str, Sequence[int]] | None
 
 
 def layer_figures(
