@@ -11,6 +11,7 @@ The public API::
     result = interp.render_channels(model, "_blocks.5", range(16))   # feature visualizations
     h = interp.hierarchy(model, data="partsworld", control="random-init")  # edges -> parts?
     interp.report(model, "out/report")                        # all of it on one static page
+    interp.study("out/study")                 # the check across a panel, and during training
 """
 
 from . import objectives
@@ -36,6 +37,7 @@ from .pipeline.atlas import Atlas, atlas, visualize
 from .pipeline.card import unit_card
 from .pipeline.hierarchy import hierarchy
 from .pipeline.report import report
+from .pipeline.study import Study, study
 from .predictions import Prediction, classify
 from .probes import Dissection, Hierarchy, Verdict, dissect, edge_probe
 
@@ -59,6 +61,7 @@ __all__ = [
     "Prediction",
     "RenderResult",
     "Preprocessing",
+    "Study",
     "UnknownClassError",
     "UnknownLayerError",
     "UnknownModelError",
@@ -78,6 +81,7 @@ __all__ = [
     "objectives",
     "render",
     "render_channels",
+    "study",
     "report",
     "resolve_device",
     "resolve_layer",

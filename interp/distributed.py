@@ -40,8 +40,11 @@ sees (ranks read each other's records and stage files).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +61,11 @@ __all__ = [
     "all_sum",
     "barrier",
     "checkpoint_interval",
+    "group_rank",
+    "group_world",
     "is_distributed",
     "is_main",
+    "local",
     "object_state",
     "rank",
     "restore_object",
@@ -70,9 +76,43 @@ __all__ = [
 ]
 
 
+_LOCAL = threading.local()
+
+
 def is_distributed() -> bool:
-    """Whether a process group with more than one rank is active."""
+    """Whether a process group with more than one rank is active (and this thread is not
+    inside :func:`local`)."""
+    if getattr(_LOCAL, "depth", 0):
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def local() -> Iterator[None]:
+    """Inside, this rank works alone: one shard, its own writes, no barrier or collective.
+
+    For work items dealt to ranks whole (a study's networks): each rank runs its own items
+    with the single-process code path, and the ranks meet again after the block. The
+    process group's rank stays available as :func:`group_rank`."""
+    _LOCAL.depth = getattr(_LOCAL, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _LOCAL.depth -= 1
+
+
+def group_rank() -> int:
+    """This process's rank in the process group, also inside :func:`local` (0 without one)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def group_world() -> int:
+    """The process group's size, also inside :func:`local` (1 without one)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
 
 
 def rank() -> int:

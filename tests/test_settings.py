@@ -113,8 +113,9 @@ def test_experiment_names_come_from_the_registry():
     assert list(name.choices) == [*EXPERIMENTS, "all"]
 
 
-#: commands none of whose flags has a setting (they take a model, files or a run folder)
-NO_SETTINGS = {"models", "layers", "classify", "data", "train", "report", "experiment"}
+#: commands none of whose flags has a setting (they take a model, files, a run folder or a
+#: preset: the study's are its StudySettings)
+NO_SETTINGS = {"models", "layers", "classify", "data", "train", "report", "experiment", "study"}
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:

