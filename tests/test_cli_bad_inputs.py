@@ -139,6 +139,7 @@ def table(f) -> dict[str, list[tuple[list[str], str]]]:
         "study": [
             (["study", "--quick", "--out", img, "--quiet"], "text.png"),
             (["study", "--quick", "--device", "cuda:7", "--quiet", "--out", str(f / "s")], "cuda"),
+            (["study", "--quick", "--families", "Nope", "--out", str(f / "s2")], "SimpleCNN"),
         ],
         "report": [
             (["report", *M, "--layers", "features.conv9"], "features.conv"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import integer
+
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``interp study`` and its flags to ``subparsers``."""
@@ -32,6 +34,19 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
         help="neither reuse nor keep the random-init controls in the user-level cache "
         "($INTERP_CACHE, default ~/.cache/interp; INTERP_CACHE=off does the same)",
     )
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        help="comma-separated embedded or pretrained specs of the panel "
+        "[efficientnet_lite0,efficientnet_lite1,efficientnet_lite2]; 'none' for none",
+    )
+    p.add_argument(
+        "--families",
+        default=None,
+        help="comma-separated PartsWorld-trained families [SimpleCNN,ResNet,MobileNet,RegNet]; "
+        "'none' for none",
+    )
+    p.add_argument("--seeds", type=integer(1), default=None, help="seeds per family [3]")
     p.add_argument("--out", type=Path, default=None, help="output folder [out/study]")
 
 
@@ -43,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
     settings = QUICK if args.quick else STUDY
     if args.no_emergence:
         settings = replace(settings, emergence=False)
+    for flag in ("pretrained", "families"):
+        value = getattr(args, flag)
+        if value is not None:
+            names = () if value == "none" else tuple(v for v in value.split(",") if v)
+            settings = replace(settings, **{flag: names})
+    if args.seeds is not None:
+        settings = replace(settings, seeds=args.seeds)
     out = args.out or Path("out/study-quick" if args.quick else "out/study")
     result = study(
         out,
