@@ -625,7 +625,7 @@ def _findings(doc: dict[str, Any]) -> list[str]:
                 if c is not None
             ]
             out.append(
-                f"{fam}, {len(f['networks'])} seeds: depth centroids " + "; ".join(parts) + "."
+                f"{fam}, {len(f['networks'])} networks: depth centroids " + "; ".join(parts) + "."
             )
     for name, e in doc["emergence"].items():
         hs = e["half_step"]
@@ -641,9 +641,7 @@ def _findings(doc: dict[str, Any]) -> list[str]:
                 else "; no edge instrument before parts"
             )
         rho = e.get("settle_depth_spearman")
-        settle = ", ".join(
-            f"{n.split('.')[-1]} {s}" for n, s in zip(e["layers"], e["settle_step"], strict=True)
-        )
+        settle = ", ".join(f"{n} {st}" for n, st in zip(e["layers"], e["settle_step"], strict=True))
         line += f". Layers settle (CKA to final >= 0.9) at steps {settle}"
         if rho is not None:
             line += f" (Spearman rho of depth and settling step {rho:+.2f})"
