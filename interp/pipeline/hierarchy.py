@@ -42,11 +42,13 @@ from ..probes.hierarchy import (
     NetworkProbes,
     compare,
     default_hierarchy_layers,
+    dissect_settings,
     measure_hierarchy,
     probe_network,
     reference_crops,
 )
 from ..settings import HIERARCHY, HierarchySettings, with_overrides
+from ..streaming import Stream
 from ..utils import prepare_output
 from ..views.hierarchy_figures import save_figures
 from .cache import StageCache, architecture_digest, stage_key, weights_digest
@@ -197,28 +199,31 @@ def against_controls(
     *,
     batch_size: int | None = None,
     bootstrap: int | None = None,
-    cache: StageCache | None = None,
+    out: str | Path | None = None,
     progress: bool = False,
 ) -> Hierarchy:
     """``model`` (another network of ``result``'s architecture: a checkpoint of the same
     training, another seed) probed in ``result``'s layers as ``result``'s model was
-    (``data`` and ``settings``: the ones ``result`` was measured with) and compared with
-    ``result``'s own random-init controls: the same thresholds, so profiles of many
-    checkpoints share one baseline. ``cache``: a stage cache keeping each network's probes
-    by its weights (a rerun reuses them); ``bootstrap``: default ``settings.bootstrap``."""
-    if result.settings.get("data") not in (None, data.name):
+    (``data`` and ``settings``: the ones ``result`` was measured with, which is checked) and
+    compared with ``result``'s own random-init controls: the same thresholds, so profiles of
+    many checkpoints share one baseline. ``out``: a folder whose stage cache keeps each
+    network's probes by its weights, as :func:`hierarchy` keeps them (a rerun reuses them);
+    ``bootstrap``: default ``settings.bootstrap``."""
+    record = settings_record(settings, result.layers, data, "random-init")
+    differ = sorted(
+        k
+        for k, v in record.items()
+        if k not in _NOT_IN_STAGE_KEYS and k in result.settings and result.settings[k] != v
+    )
+    if differ:
         raise InterpError(
-            f"the controls were measured on {result.settings['data']}, not {data.name}: "
-            "give the concept data the hierarchy used"
+            f"the controls were measured with other settings ({', '.join(differ)}): give the "
+            "concept data and settings the hierarchy used"
         )
-    kwargs: dict[str, Any] = {
-        "quantile": settings.quantile,
-        "iou_threshold": settings.iou_threshold,
-        "batch_size": batch_size or default_batch(model.device, 32, 128),
-        "precision": settings.precision,
-    }
+    kwargs = dissect_settings(settings, batch_size or default_batch(model.device, 32, 128))
+    reference = reference_crops(settings.reference_images, data.image_size)
 
-    def compute() -> NetworkProbes:
+    def compute(stream: Stream | None) -> NetworkProbes:
         return probe_network(
             model,
             data,
@@ -226,36 +231,15 @@ def against_controls(
             role="model",
             seed=None,
             notes=["a network of the hierarchy's architecture, against its controls"],
-            dissect_kwargs=kwargs,
-            reference=reference_crops(settings.reference_images, data.image_size),
+            dissect_kwargs=kwargs if stream is None else {**kwargs, "stream": stream},
+            reference=reference,
             progress=progress,
         )
 
-    if cache is None:
-        probes = compute()
-    else:
-        key = stage_key(
-            model=weights_digest(model),
-            settings={
-                **{k: v for k, v in kwargs.items() if k != "batch_size"},
-                "layers": result.layers,
-                "reference_images": settings.reference_images,
-            },
-            data=data.name,
-        )
-        path = cache.path("probes", key, ".npz")
-
-        def run() -> dict[str, Any]:
-            compute().save(path)
-            return {"probes": path.name}
-
-        if path is not None:
-            if not path.is_file():
-                cache.forget("probes", key)  # a marker whose probes were deleted
-            cache.run("probes", key, run)
-            probes = NetworkProbes.load(path)
-        else:
-            probes = compute()
+    if out is not None:
+        prepare_output(out)
+    stage, _ = _stage_hook(model, data, record, out, progress)
+    probes = stage("model", None, list(result.layers), compute)
     return compare(
         probes,
         result.controls,

@@ -58,7 +58,7 @@ from ..settings import HIERARCHY, HierarchySettings
 from ..similarity import cka_from_grams, gram
 from ..train import TrainConfig, ensure_trained
 from ..utils import atomic_write_text, make_dir, prepare_output
-from .cache import StageCache, stage_key
+from .cache import stage_key
 from .hierarchy import against_controls, hierarchy
 
 __all__ = [
@@ -401,7 +401,7 @@ def _measure_member(
             h,
             data,
             settings,
-            cache=StageCache(folder / "emergence", progress=False),
+            out=folder / "emergence",
             progress=progress,
         )
     doc["seconds"] = round(time.perf_counter() - started, 1)
@@ -414,7 +414,7 @@ def emergence(
     data: ConceptData,
     settings: StudySettings = STUDY,
     *,
-    cache: StageCache | None = None,
+    out: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """How the hierarchy forms during a training: each checkpoint ``(step, network)`` (a
@@ -423,7 +423,8 @@ def emergence(
     layers against ``result``'s own controls, and each layer's linear CKA to the final
     network on ``settings.cka_images`` PartsWorld images no run trained on. Returns the
     steps, the layers, each category's excess per layer at every step, each step's verdict
-    and the CKA (checkpoints x layers); :func:`study` adds the half and settling steps."""
+    and the CKA (checkpoints x layers); :func:`study` adds the half and settling steps.
+    ``out``: where each checkpoint's probes are kept as a stage (a rerun reuses them)."""
     steps = [int(s) for s, _ in checkpoints]
     if steps != sorted(set(steps)):
         raise InterpError(f"checkpoint steps must increase, got {steps}")
@@ -446,7 +447,7 @@ def emergence(
             data,
             settings.hierarchy,
             bootstrap=settings.checkpoint_bootstrap,
-            cache=cache,
+            out=out,
             progress=progress,
         )
         for k, v in _excess(hh).items():

@@ -33,6 +33,7 @@ __all__ = [
     "Compute",
     "StageHook",
     "compare",
+    "dissect_settings",
     "edge_control_thresholds",
     "measure_hierarchy",
     "probe_network",
@@ -169,6 +170,17 @@ def edge_control_thresholds(
     }
 
 
+def dissect_settings(s: HierarchySettings, batch_size: int) -> dict[str, Any]:
+    """The keyword arguments of :func:`~interp.probes.dissect.dissect` in a hierarchy check
+    under ``s`` (the model and the dissected controls are all dissected so)."""
+    return {
+        "quantile": s.quantile,
+        "iou_threshold": s.iou_threshold,
+        "batch_size": batch_size,
+        "precision": s.precision,
+    }
+
+
 def _settings(settings: HierarchySettings | None, overrides: dict[str, Any]) -> HierarchySettings:
     """``settings`` (default :data:`~interp.settings.HIERARCHY`) with keyword overrides."""
     base = HIERARCHY if settings is None else settings
@@ -205,8 +217,7 @@ def measure_hierarchy(
     s = _settings(settings, overrides)
     stage = stage or _no_stage
     names = list(layers)
-    kwargs = {"quantile": s.quantile, "iou_threshold": s.iou_threshold, "batch_size": batch_size}
-    kwargs["precision"] = s.precision
+    kwargs = dissect_settings(s, batch_size)
     reference = reference_crops(s.reference_images, data.image_size)
 
     def run(role: str, seed: int | None, upto: list[str] | None = None) -> NetworkProbes:
