@@ -98,6 +98,33 @@ def test_random_control_same_architecture_fresh_weights_bn_reestimated():
     assert not c1.module.training
 
 
+def test_an_initialization_is_probed_exactly_as_its_control():
+    """A network whose BatchNorm never saw a batch (a training's step-0 checkpoint) is probed
+    with its statistics re-estimated as a control's: the same seed's init then equals that
+    control exactly, weights and statistics; the caller's model is untouched, and a trained
+    network is probed as loaded."""
+    from interp.probes.hierarchy import untouched_batchnorm, with_settled_batchnorm
+
+    init = interp.load_model("simplecnn", weights="none", seed=0, width=0.25)
+    before = {k: v.clone() for k, v in init.module.state_dict().items()}
+    data = PartsWorldConcepts(n=24, size=64)
+    assert untouched_batchnorm(init)
+    twin, notes = with_settled_batchnorm(init, data, bn_images=24, batch_size=8)
+    control, _ = random_control(init, 0, data, bn_images=24, batch_size=8)
+    a, b = twin.module.state_dict(), control.module.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "re-estimated on 24 probe images" in notes[0] and not twin.module.training
+    assert all(torch.equal(v, init.module.state_dict()[k]) for k, v in before.items())
+    init.module.train()
+    init.module(torch.rand(4, 3, 64, 64))  # one training batch: its own statistics now
+    init.module.eval()
+    assert not untouched_batchnorm(init)
+    same, notes = with_settled_batchnorm(init, data, bn_images=24, batch_size=8)
+    assert same is init and notes == ["the model as loaded"]
+    plain = interp.load_model("torchvision:alexnet", weights="none", seed=0)  # no BatchNorm
+    assert not untouched_batchnorm(plain)
+
+
 def test_default_layers_start_with_the_first_conv_activation(lite0):
     names = default_hierarchy_layers(lite0)
     assert names[0] == "_act_stem" and names[1] == "_blocks.0" and names[-1] == "_blocks.15"

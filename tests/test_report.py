@@ -49,6 +49,34 @@ def test_quick_report_is_complete_and_escaped(quick_report):
     assert not list(out.rglob("*.tmp"))
 
 
+def test_report_shows_a_study_as_its_panel_section(quick_report, tmp_path):
+    """``report(study=DIR)``: the study's findings, table and figures in a section of the
+    page, its files copied so that every link resolves; the report's stages are reused."""
+    from interp.pipeline.study import QUICK, Member, study
+    from interp.probes.hierarchy import Hierarchy
+
+    model, out, _ = quick_report
+    h = Hierarchy.load(out / "hierarchy")
+    members = [Member("tiny-net", "tiny", measure=lambda: h, accuracy=0.5)]
+    result = study(tmp_path / "study", settings=QUICK, members=members, progress=False)
+    page = report(model, out, quick=True, progress=False, study=tmp_path / "study")
+    text = page.read_text()
+    assert 'id="study"' in text and "tiny-net" in text
+    assert result.findings[0].split("(")[0].replace("'", "&#x27;") in text
+    parser = _Images()
+    parser.feed(text)
+    study_files = [s for s in parser.srcs + parser.links if s.startswith("study/")]
+    assert "study/centroids.png" in study_files and "study/study.json" in study_files
+    assert "study/networks/tiny-net/hierarchy/verdict.json" in study_files
+    for src in parser.srcs + parser.links:
+        assert (out / src.split("#")[0]).is_file(), src
+    doc = json.loads((out / "report.json").read_text())
+    assert set(doc["seconds"].values()) == {"reused"} and doc["study"]
+    assert "index.html#study" in parser.links  # the site bar
+    with pytest.raises(interp.InterpError):
+        report(model, out, quick=True, progress=False, study=tmp_path / "nothing")
+
+
 def test_killed_report_resumes_without_redoing_stages(tmp_path, monkeypatch):
     model = interp.load_model("simplecnn", weights="none", seed=1, width=0.25, input_size=32)
 

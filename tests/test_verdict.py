@@ -92,3 +92,26 @@ def test_control_threshold_needs_enough_units():
     assert abs(many["value"] - 0.95) < 0.02
     lo, hi = many["interval_90"]
     assert lo <= many["value"] <= hi and hi - lo < 0.03
+
+
+def test_an_instrument_without_excess_says_so_instead_of_zero_support():
+    """An edge instrument whose model has no more edge units than the control in any layer
+    has no centroid: its verdict is "no excess", named in the text, not "does not hold at 0%";
+    beside an instrument that holds the overall verdict is inconclusive, alone it does not
+    hold."""
+    from interp.probes.verdict import NO_EXCESS
+
+    edges, parts = _planted(True, 3)
+    rng = np.random.default_rng(3)
+    n = len(SIZES)
+    none = _profile([0.0] * n, rng)  # no edge unit anywhere, controls at 4%
+    both = {"gratings": edges["gratings"], "dissection": (none, edges["gratings"][1])}
+    v = centroid_verdict(both, parts, LAYERS, bootstrap=300)
+    assert v["instruments"]["dissection"]["verdict"] == NO_EXCESS
+    assert v["instruments"]["dissection"]["edges"]["centroid"] is None
+    assert v["verdict"] == "inconclusive"
+    assert "dissection finds no edge units beyond the control" in v["text"]
+    assert "at 0%" not in v["text"] and "gratings holds" in v["text"]
+    alone = centroid_verdict({"dissection": both["dissection"]}, parts, LAYERS, bootstrap=300)
+    assert alone["verdict"] == "does not hold"
+    assert "none of 1 edge instruments puts edges before parts" in alone["text"]

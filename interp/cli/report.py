@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     )
     p.add_argument("--layers", default=None, help="comma-separated layers [first conv + blocks]")
     p.add_argument("--experiments", type=Path, default=None, help="an `experiment all` --out")
+    p.add_argument(
+        "--study", type=Path, default=None, help="an `interp study` --out (the panel section)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny settings (a few minutes)")
     p.add_argument(
         "--per-layer",
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         force=args.force,
         experiments=args.experiments,
+        study=args.study,
         per_layer=args.per_layer,
         progress=not args.quiet,
     )

@@ -336,12 +336,14 @@ def write_site(
     correlations: dict[str, np.ndarray],
     experiments: bool = False,
     progress: bool = True,
+    study: bool = False,
 ) -> dict[str, Any]:
     """The pages, thumbnails and assets (rank 0); returns what was written."""
     rendered = {e["layer"]: {int(u["channel"]): u for u in e["units"]} for e in atlas_result.layers}
     probes = hier.model
     layers = [n for n in names if n in found]
     extra = ' <a href="index.html#experiments">experiments</a>' if experiments else ""
+    extra += ' <a href="index.html#study">study</a>' if study else ""
     search_units: list[dict[str, Any]] = []
     concepts: dict[str, list[dict[str, Any]]] = {}
     pages = 0

@@ -46,6 +46,7 @@ from ..probes.hierarchy import (
     measure_hierarchy,
     probe_network,
     reference_crops,
+    untouched_batchnorm,
 )
 from ..settings import HIERARCHY, HierarchySettings, with_overrides
 from ..streaming import Stream
@@ -275,11 +276,15 @@ def _stage_hook(
     controls = controls or ControlCache(None)
     stage_paths: dict[str, str] = {}
 
+    # an initialization is probed with its BatchNorm statistics re-estimated as its controls'
+    settled = {"batchnorm": "re-estimated"} if untouched_batchnorm(model) else {}
+
     def stage(role: str, seed: int | None, layers: list[str], compute: Compute) -> NetworkProbes:
         weights = model_weights if role == "model" else architecture
+        extra = settled if role == "model" else {}
         key = stage_key(
             model=weights,
-            settings={**identity, "role": role, "seed": seed, "layers": layers},
+            settings={**identity, "role": role, "seed": seed, "layers": layers, **extra},
             data=data.name,
         )
         tag = f"{role}{'' if seed is None else f'-seed{seed}'}"

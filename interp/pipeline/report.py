@@ -62,6 +62,7 @@ from .explorer import (
 )
 from .hierarchy import hierarchy
 from .sharding import RankStream
+from .study import Study
 from .suite import SuiteResult
 
 __all__ = ["report", "QUICK", "FULL"]
@@ -113,13 +114,17 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _check_inputs(data: str, examples_data_spec: str | None, experiments: Any) -> None:
-    """The data specs and the experiments folder, checked before hours of stages."""
+def _check_inputs(
+    data: str, examples_data_spec: str | None, experiments: Any, study: Any = None
+) -> None:
+    """The data specs, the experiments and study folders, checked before hours of stages."""
     load_concepts(data, size=16, n=1)  # raises on an unknown spec or a missing Broden folder
     if examples_data_spec is not None:
         data_images(examples_data_spec, size=16, n=1)
     if experiments is not None:
         SuiteResult.load(experiments)  # raises when the folder holds no finished suite
+    if study is not None:
+        Study.load(study)  # raises when the folder holds no finished study
 
 
 def report(
@@ -135,6 +140,7 @@ def report(
     per_layer: int | str | None = None,
     device: str = "auto",
     progress: bool = True,
+    study: str | Path | None = None,
 ) -> Path:
     """Build the report of ``model`` in ``out`` and return the path of ``index.html``.
 
@@ -148,12 +154,13 @@ def report(
         quick: tiny settings (a smoke test of the whole pipeline in a few minutes).
         force: redo every stage.
         experiments: folder of an ``interp experiment all`` run to include.
+        study: folder of an ``interp study`` run to include (the panel section).
         per_layer: units rendered per layer, each with a unit page in the explorer (an int
             or ``"all"``; default: the preset's sample on the CPU, every unit on CUDA).
         device: used when ``model`` is a spec.
         progress: progress bars.
     """
-    _check_inputs(data, examples_data, experiments)  # before any stage runs
+    _check_inputs(data, examples_data, experiments, study)  # before any stage runs
     if isinstance(model, str):
         model = load_model(model, device=device)
     model = as_model(model)
@@ -178,6 +185,7 @@ def report(
     if not dist.is_main():  # rank 0 writes the page
         return out / "index.html"
     exp_doc = _experiments(experiments, out)
+    study_doc = _study(study, out)
     report_doc = {
         "model": model.summary(),
         "settings": {**cfg, "data": data, "examples_data": ex_data, "layers": names},
@@ -186,6 +194,7 @@ def report(
         "edge_units": {n: hier.edge_counts(n) for n in names if n in hier.layers},
         "examples": {**ex_stage, "json": "examples/examples.json"},
         "experiments": exp_doc,
+        "study": None if study_doc is None else {"json": "study/study.json"},
         "seconds": run.timings,
         # the render calls of the atlas and the explorer's units (full batches: issue 35)
         "render_batches": run.renders,
@@ -194,7 +203,7 @@ def report(
     site = write_site(
         model,
         out,
-        index_html=page_html(report_doc, cards, exp_doc, hier),
+        index_html=page_html(report_doc, cards, exp_doc, hier, study=study_doc),
         names=names,
         atlas_result=atlas_result,
         found=found,
@@ -203,6 +212,7 @@ def report(
         correlations=load_correlations(out / "explorer_correlations.npz"),
         experiments=exp_doc is not None,
         progress=progress,
+        study=study_doc is not None,
     )
     files, size = site_size(out)
     site |= {"files": files, "bytes": size}
@@ -396,6 +406,26 @@ def _experiments(experiments: str | Path | None, out: Path) -> dict[str, Any] | 
         (target / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(exp_dir / f, target / f)
     return suite.to_dict()
+
+
+def _study(study: str | Path | None, out: Path) -> tuple[dict[str, Any], list[str]] | None:
+    """A study's document and figures, its files copied under ``out/study`` (the figures,
+    ``study.json``, ``study.md``, its page and each network's hierarchy file)."""
+    if study is None:
+        return None
+    src = Path(study)
+    result = Study.load(src)
+    target = make_dir(out / "study")
+    figures = sorted(p.name for p in src.glob("*.png"))
+    for name in [*figures, "study.json", "study.md", "index.html"]:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, target / name)
+    for row in result.rows:
+        name = Path("networks") / row["name"] / row.get("file", "hierarchy/hierarchy.json")
+        if (src / name).is_file():
+            make_dir((target / name).parent)
+            shutil.copyfile(src / name, target / name)
+    return result.doc, figures
 
 
 def _unit_scores(

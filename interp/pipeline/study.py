@@ -368,7 +368,10 @@ def _measure_member(
     steps: list[int] = []
     if member.measure is not None:
         h = member.measure()
-        doc = {"row": _row(member, h, member.accuracy, "given")}
+        # a given result need not carry what hierarchy.json holds: its verdict is linked
+        h.verdict.save(make_dir(folder / "hierarchy") / "verdict.json")
+        row = {**_row(member, h, member.accuracy, "given"), "file": "hierarchy/verdict.json"}
+        doc = {"row": row}
         return {**doc, "seconds": round(time.perf_counter() - started, 1)}
     if member.model is not None:
         model, accuracy, what = member.model(), member.accuracy, "given"

@@ -15,7 +15,9 @@ layer's relative depth (0 first, 1 last, in execution order). "Early edges, late
 (and both have some excess). Uncertainty: ``bootstrap`` resamples, each drawing the model's
 units of every layer with replacement and the control seeds with replacement (then their
 units): *holds* when >= 95% of resamples satisfy the rule, *does not hold* when <= 5%,
-*inconclusive* in between.
+*inconclusive* in between. An instrument that finds more edge units than the control in no
+layer has no edge centroid: its verdict is *no excess* ("finds no edge units beyond the
+control"), which counts against the claim like *does not hold*.
 
 Why not the argmax of each profile (the earlier rule): with 16-24 units in a layer the
 argmax of a part profile over 17 layers jumps between neighbours, so even a correct edge
@@ -31,7 +33,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["call", "centroid_verdict", "control_threshold", "depth_centroids"]
+__all__ = ["NO_EXCESS", "call", "centroid_verdict", "control_threshold", "depth_centroids"]
+
+#: an edge instrument's verdict when no layer has more edge units than the control
+NO_EXCESS = "no excess"
 
 RULE = (
     "per layer, excess = model fraction - pooled random-init control fraction; depth "
@@ -149,23 +154,37 @@ def centroid_verdict(
     for name, pair in edges.items():
         e = profile(pair)
         instruments[name] = {**judge(e, part, before=True), "edges": describe(e)}
+        if not np.isfinite(e["centroid"]):
+            # nowhere more edge units than the control: there is no edge centroid to place
+            # before or after the parts (not "edges after parts" at 0% support)
+            instruments[name]["verdict"] = NO_EXCESS
     verdicts = [v["verdict"] for v in instruments.values()]
     n = len(verdicts)
     holds = sum(v == "holds" for v in verdicts)
-    fails = sum(v == "does not hold" for v in verdicts)
+    fails = sum(v in ("does not hold", NO_EXCESS) for v in verdicts)
+
+    def said(k: str, v: dict[str, Any]) -> str:
+        if v["verdict"] == NO_EXCESS:
+            return f"{k} finds no edge units beyond the control"
+        return f"{k} {v['verdict']} at {v['bootstrap_support']:.0%}"
+
     if n and holds == n:
         overall, head = "holds", f"holds: {holds} of {n} edge instruments put edges before parts"
-    elif n and fails == n:
+    elif n and fails == n and NO_EXCESS not in verdicts:
         overall = "does not hold"
         head = f"does not hold: {fails} of {n} edge instruments put edges at or after parts"
+    elif n and fails == n:
+        overall = "does not hold"
+        head = (
+            f"does not hold: none of {n} edge instruments puts edges before parts ("
+            + ", ".join(said(k, v) for k, v in instruments.items())
+            + ")"
+        )
     else:
         overall = "inconclusive"
         head = (
             f"inconclusive: {holds} of {n} edge instruments put edges before parts ("
-            + ", ".join(
-                f"{k} {v['verdict']} at {v['bootstrap_support']:.0%}"
-                for k, v in instruments.items()
-            )
+            + ", ".join(said(k, v) for k, v in instruments.items())
             + ")"
         )
     pc = part["centroid"]

@@ -6,6 +6,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from .study_figures import study_html
+
 __all__ = ["page_html"]
 
 
@@ -14,11 +16,13 @@ def page_html(
     cards: dict[str, str],
     exp: dict[str, Any] | None,
     hierarchy: Any = None,
+    study: tuple[dict[str, Any], list[str]] | None = None,
 ) -> str:
     """The page: the verdict and profile, a section per layer (its card PNG, its edge-unit
-    counts and unit table), the experiments' answers when given, the model. ``hierarchy``:
-    the :class:`~interp.probes.hierarchy.Hierarchy` behind ``doc["hierarchy"]`` (its edge
-    instruments name the table's columns). Every link is relative."""
+        counts and unit table), the experiments' answers when given, the model. ``hierarchy``:
+        the :class:`~interp.probes.hierarchy.Hierarchy` behind ``doc["hierarchy"]`` (its edge
+        instruments name the table's columns); ``study``: a study's document and figure files (under
+    ``study/``), shown as the panel section. Every link is relative."""
     esc = html.escape
     h = doc["hierarchy"]
     v = h["verdict"]
@@ -65,6 +69,12 @@ def page_html(
         exp_html = '<h2 id="experiments">Why units specialize: the experiments</h2>' + "".join(
             parts
         )
+    study_section = ""
+    if study is not None:
+        study_section = (
+            '<h2 id="study">Across a panel of CNNs: <code>interp study</code></h2>'
+            + study_html(study[0], study[1], prefix="study/")
+        )
     notes = "".join(f"<li>{esc(n)}</li>" for n in h["control"]["notes"])
     rules = "".join(f"<li><b>{esc(k)}</b>: {esc(r)}</li>" for k, r in h["rules"].items())
     return f"""<!doctype html>
@@ -100,6 +110,7 @@ An edge unit is one by at least one edge instrument that measured its layer, aga
 random-init control (the instruments that say so in brackets).</p>
 {"".join(sections)}
 {exp_html}
+{study_section}
 <h2>Model</h2>
 <img src="layers.png" alt="receptive fields and widths by depth">
 <p>All numbers: <a href="report.json">report.json</a>; hierarchy:

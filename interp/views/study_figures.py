@@ -15,7 +15,14 @@ import numpy as np
 from ..utils import atomic_write_text
 from .figures import plt, save_figure
 
-__all__ = ["figures", "plot_centroids", "plot_emergence", "save_figures", "write_page"]
+__all__ = [
+    "figures",
+    "plot_centroids",
+    "plot_emergence",
+    "save_figures",
+    "study_html",
+    "write_page",
+]
 
 _COLOURS = {
     "edge_gratings": "#4c78a8",
@@ -126,11 +133,11 @@ def save_figures(result: Any, folder: str | Path) -> dict[str, Path]:
     return {n: save_figure(f, Path(folder) / f"{n}.png") for n, f in figures(result).items()}
 
 
-def write_page(result: Any, folder: str | Path) -> Path:
-    """``folder/index.html``: the findings, the table, the figures; links to each network's
-    hierarchy page files."""
+def study_html(doc: dict[str, Any], figures: Sequence[str], prefix: str = "") -> str:
+    """The study's findings, table and figures as HTML (no page around them): the study's
+    own ``index.html`` and the report's panel section (``prefix``: where the study's files
+    are, relative to the page)."""
     esc = html.escape
-    doc = result.doc
     rows = []
     for r in doc["rows"]:
         cents = "; ".join(
@@ -144,23 +151,35 @@ def write_page(result: Any, folder: str | Path) -> Path:
             if c.get("centroid") is not None
         )
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        link = f"{prefix}networks/{r['name']}/{r.get('file', 'hierarchy/hierarchy.json')}"
         rows.append(
             f"<tr><td>{esc(r['name'])}</td><td>{esc(r['family'])}</td>"
             f"<td title='{esc(r['accuracy_of'])}'>{acc}</td><td>{esc(r['verdict'])}</td>"
-            f"<td>{cents}</td>"
-            f"<td><a href='networks/{esc(r['name'])}/hierarchy/hierarchy.json'>json</a></td></tr>"
+            f"<td>{cents}</td><td><a href='{esc(link)}'>json</a></td></tr>"
         )
+    return (
+        f"<ul>{''.join(f'<li>{esc(f)}</li>' for f in doc.get('findings', []))}</ul>"
+        "<table><tr><th>network</th><th>family</th><th>accuracy</th><th>verdict</th>"
+        f"<th>depth centroids [90%]</th><th>hierarchy</th></tr>{''.join(rows)}</table>"
+        + "".join(
+            f'<h3>{esc(f[:-4])}</h3><img src="{esc(prefix + f)}" alt="{esc(f[:-4])}">'
+            for f in figures
+        )
+        + f'<p>Data: <a href="{esc(prefix)}study.json">study.json</a>, '
+        f'<a href="{esc(prefix)}study.md">study.md</a>.</p>'
+    )
+
+
+def write_page(result: Any, folder: str | Path) -> Path:
+    """``folder/index.html``: the findings, the table, the figures; links to each network's
+    hierarchy file."""
     figs = sorted(p.name for p in Path(folder).glob("*.png"))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>interp study</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}
 img{{max-width:100%}}</style></head><body>
 <h1>Across a panel of CNNs: does "early edges, later parts" hold?</h1>
-<ul>{"".join(f"<li>{esc(f)}</li>" for f in doc.get("findings", []))}</ul>
-<table><tr><th>network</th><th>family</th><th>accuracy</th><th>verdict</th>
-<th>depth centroids [90%]</th><th>hierarchy</th></tr>{"".join(rows)}</table>
-{"".join(f'<h2>{esc(f[:-4])}</h2><img src="{esc(f)}" alt="{esc(f[:-4])}">' for f in figs)}
-<p>Data: <a href="study.json">study.json</a>, <a href="study.md">study.md</a>.</p>
+{study_html(result.doc, figs)}
 </body></html>
 """
     return atomic_write_text(Path(folder) / "index.html", page)

@@ -48,7 +48,7 @@ import warnings
 from typing import Any
 
 from ..instruments import EDGE_INSTRUMENTS, EdgeInstrument, register_edge_instrument
-from .control import random_control
+from .control import random_control, untouched_batchnorm, with_settled_batchnorm
 from .layers import default_hierarchy_layers
 from .measure import (
     Compute,
@@ -83,6 +83,8 @@ __all__ = [
     "network_file",
     "probe_network",
     "random_control",
+    "untouched_batchnorm",
+    "with_settled_batchnorm",
     "reference_crops",
     "register_edge_instrument",
 ]

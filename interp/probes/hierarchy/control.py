@@ -5,6 +5,7 @@ handicapped by statistics that belong to other weights."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from ...data.concepts import ConceptData
 from ...models.base import Model, reestimate_batchnorm
 from ...models.registry import build_random, list_models, load_model
 
-__all__ = ["random_control"]
+__all__ = ["random_control", "untouched_batchnorm", "with_settled_batchnorm"]
 
 
 def _rebuild(model: Model, seed: int) -> tuple[Model, str]:
@@ -120,3 +121,35 @@ def random_control(
         if n:
             notes.append(f"BatchNorm statistics re-estimated on {n} probe images")
     return control, notes
+
+
+def untouched_batchnorm(model: Model) -> bool:
+    """Whether the model has BatchNorm layers that never saw a batch (``num_batches_tracked``
+    0 in every one): a network at its initialization, whose running statistics are the
+    defaults (mean 0, variance 1) rather than anything its weights produce."""
+    bns = [m for m in model.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracked = [b.num_batches_tracked for b in bns if b.num_batches_tracked is not None]
+    return bool(tracked) and all(int(t) == 0 for t in tracked)
+
+
+def with_settled_batchnorm(
+    model: Model,
+    data: ConceptData,
+    *,
+    bn_images: int = 512,
+    batch_size: int = 32,
+    upto: str | None = None,
+) -> tuple[Model, list[str]]:
+    """``model`` probed as its controls are: when its BatchNorm never saw a batch (an
+    initialization, e.g. a training's step-0 checkpoint), a copy with the statistics
+    re-estimated on the probe images exactly as :func:`random_control` does, so that the
+    network and its controls differ in their weights only; otherwise the model itself."""
+    if not untouched_batchnorm(model):
+        return model, ["the model as loaded"]
+    twin = dataclasses.replace(model, module=copy.deepcopy(model.module), info=dict(model.info))
+    twin.module.eval()
+    n = _reestimate_batchnorm(twin, data, bn_images, batch_size, False, upto)
+    return twin, [
+        "the model as loaded, its BatchNorm never trained: statistics re-estimated on "
+        f"{n} probe images as its controls' are"
+    ]

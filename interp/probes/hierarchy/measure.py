@@ -24,7 +24,7 @@ from ..dissect import dissect
 from ..filters import FilterAnalysis, analyse_filters
 from ..instruments import EDGE_INSTRUMENTS, EdgeInstrument, ProbeContext
 from ..verdict import centroid_verdict
-from .control import random_control
+from .control import random_control, with_settled_batchnorm
 from .network import NetworkProbes
 from .result import Hierarchy, Verdict, category_units
 from .thresholds import control_thresholds
@@ -225,7 +225,10 @@ def measure_hierarchy(
 
         def compute(stream: Stream | None) -> NetworkProbes:
             if role == "model":
-                net, notes = model, ["the model as loaded"]
+                # an initialization (BatchNorm never saw a batch) is probed as its controls
+                net, notes = with_settled_batchnorm(
+                    model, data, bn_images=s.bn_images, batch_size=batch_size
+                )
             else:
                 net, notes = random_control(
                     model,
