@@ -53,6 +53,13 @@ class TrainConfig:
     size: int | None = None
     n: int | None = None  # PartsWorld training images
     width: float = 1.0
+    #: the stem's stride (None: the architecture's own; 1 keeps 2x the resolution, the usual
+    #: adaptation of an ImageNet CNN to small images)
+    stem_stride: int | None = None
+    #: every BatchNorm's running-average momentum while training (None: the architecture's
+    #: own; torchvision's MobileNetV3 uses 0.01, whose running statistics trail the weights
+    #: of a short training)
+    bn_momentum: float | None = None
     batchnorm: bool = True
     augment: bool = True
     init: str = "default"  # "constant" or "from:RUN:N[:frozen]"
@@ -69,6 +76,9 @@ class TrainConfig:
         check_int("size", self.size, low=8, optional=True)
         check_int("n", self.n, optional=True)
         check_float("width", self.width, low=0, open_low=True)
+        check_int("stem_stride", self.stem_stride, low=1, optional=True)
+        if self.bn_momentum is not None:
+            check_float("bn_momentum", self.bn_momentum, low=0, high=1, open_low=True)
         for step in self.snapshots:
             check_int("snapshot step", step, low=0)
 
@@ -119,7 +129,13 @@ def _build(config: TrainConfig, splits: DataSplits) -> Model:
             batchnorm=config.batchnorm,
             input_size=splits.size,
         )
+    if config.stem_stride is not None:
+        kwargs["stem_stride"] = config.stem_stride
     model = load_model(config.arch, device="cpu", weights="none", seed=config.seed, **kwargs)
+    if config.bn_momentum is not None:
+        for m in model.module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = config.bn_momentum
     if config.arch != "simplecnn":  # torchvision architectures: 3 channels, data-sized input
         model.preprocessing = Preprocessing(
             mean=IMAGENET_MEAN,

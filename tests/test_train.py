@@ -82,3 +82,34 @@ def test_snapshots_and_init_from_another_run(tmp_path):
     train(config, tmp_path / "b", progress=False)
     got = load_model(str(tmp_path / "b"), device="cpu").module.features.conv1.weight
     assert torch.equal(donor, got)  # frozen: copied and never updated
+
+
+def test_stem_stride_and_bn_momentum_are_part_of_the_run(tmp_path):
+    """``stem_stride`` changes the architecture (its first convolution's stride), so the
+    checkpoint, its reload and its random-init controls all keep it; ``bn_momentum`` is the
+    training's alone. A torchvision MobileNet at stride 1 keeps 2x the resolution."""
+
+    from interp.errors import RangeError
+    from interp.probes.hierarchy import random_control
+
+    config = TrainConfig(**{**TINY, "epochs": 1, "stem_stride": 2, "bn_momentum": 0.5})
+    train(config, tmp_path / "run", progress=False)
+    model = load_model(str(tmp_path / "run"), device="cpu")
+    first = next(m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.stride == (2, 2) and model.info["arch_kwargs"]["stem_stride"] == 2
+    control, _ = random_control(model, 3)
+    first = next(m for m in control.module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.stride == (2, 2)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["stem_stride"] == 2 and saved["bn_momentum"] == 0.5
+    x = torch.rand(1, 3, 48, 48)
+    shapes = []
+    for stride in (None, 1):
+        kw = {} if stride is None else {"stem_stride": stride}
+        net = load_model("torchvision:mobilenet_v3_small", weights="none", device="cpu", **kw)
+        shapes.append(net.module.features(x).shape[-1])
+    assert shapes == [2, 3]  # 48 px: 32x down to 2 (rounded up), 16x to 3
+    with pytest.raises(RangeError, match="stem_stride"):
+        TrainConfig(**{**TINY, "stem_stride": 0})
+    with pytest.raises(RangeError, match="stem_stride"):
+        load_model(str(tmp_path / "run"), device="cpu", stem_stride=1)

@@ -38,6 +38,19 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--n", type=integer(1), default=None, help="PartsWorld training images [20000]")
     p.add_argument("--width", type=number(0), default=1.0, help="simplecnn width multiplier")
     p.add_argument("--no-batchnorm", action="store_true", help="simplecnn without BatchNorm")
+    p.add_argument(
+        "--stem-stride",
+        type=integer(1),
+        default=None,
+        help="the first convolution's stride (1: an ImageNet CNN adapted to small images) "
+        "[the architecture's]",
+    )
+    p.add_argument(
+        "--bn-momentum",
+        type=number(0),
+        default=None,
+        help="BatchNorm running-average momentum while training [the architecture's]",
+    )
     p.add_argument("--no-augment", action="store_true", help="no random shifts/flips")
     p.add_argument(
         "--init",
@@ -69,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         n=args.n,
         width=args.width,
+        stem_stride=args.stem_stride,
+        bn_momentum=args.bn_momentum,
         batchnorm=not args.no_batchnorm,
         augment=not args.no_augment,
         init=args.init,

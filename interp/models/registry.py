@@ -25,7 +25,7 @@ from torch import nn
 
 from ..checks import check_finite_module
 from ..device import resolve_device
-from ..errors import CheckpointError, UnknownModelError
+from ..errors import CheckpointError, RangeError, UnknownModelError
 
 # Importing the families fills the table: their @register_model decorators run at import.
 from . import small, timm_zoo, zoo  # noqa: F401
@@ -60,6 +60,7 @@ __all__ = [
     "load_model",
     "register_model",
     "register_prefix",
+    "set_stem_stride",
 ]
 
 
@@ -166,6 +167,7 @@ def load_model(
         wrapped = spec if isinstance(spec, Model) else as_model(spec)
         check_finite_module(wrapped.module, wrapped.name)
         return wrapped.to(dev)
+    stem_stride = kwargs.pop("stem_stride", None)
     options = LoadOptions(
         weights=weights,
         offline=offline,
@@ -195,6 +197,14 @@ def load_model(
     else:
         raise _unknown(text)
     registered = text in REGISTRY or (":" in text and text.split(":", 1)[0] in PREFIXES)
+    if stem_stride is not None:
+        if not registered:
+            raise RangeError(
+                f"stem_stride is an option of a registered architecture, not of {text} (a "
+                "checkpoint keeps the stride it was trained with)"
+            )
+        set_stem_stride(model.module, stem_stride)
+        kwargs["stem_stride"] = stem_stride
     if kwargs and registered:
         # the builder options, so that a random-init control rebuilds the same architecture
         # with its own initialization (not a reset_parameters copy)
@@ -204,6 +214,21 @@ def load_model(
     model.module.eval()
     model.module.to(dev)
     return model
+
+
+def set_stem_stride(module: nn.Module, stride: int) -> nn.Module:
+    """Give the architecture's stem (its first convolution, in registration order, which is
+    the stem in torchvision's and timm's CNNs) the stride ``stride``: ``1`` is the usual
+    adaptation of an ImageNet architecture to small images (as CIFAR versions of ResNets
+    do), keeping 2x the resolution in every later layer. The weights' shapes are unchanged.
+    Returns ``module``."""
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise RangeError(f"stem_stride must be a positive integer, got {stride!r}")
+    stem = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    if stem is None:
+        raise RangeError(f"{type(module).__name__} has no convolution to take stem_stride")
+    stem.stride = (stride, stride)
+    return module
 
 
 def as_model(module: nn.Module | Model, name: str | None = None) -> Model:
