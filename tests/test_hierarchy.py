@@ -123,6 +123,12 @@ def test_an_initialization_is_probed_exactly_as_its_control():
     assert same is init and notes == ["the model as loaded"]
     plain = interp.load_model("torchvision:alexnet", weights="none", seed=0)  # no BatchNorm
     assert not untouched_batchnorm(plain)
+    # converted weights: real statistics, no batch counted (the embedded Lites): as loaded
+    lite = interp.load_model("efficientnet_lite0", device="cpu")
+    bns = [m for m in lite.module.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(int(b.num_batches_tracked) == 0 for b in bns)
+    assert not untouched_batchnorm(lite)
+    assert with_settled_batchnorm(lite, data, bn_images=8, batch_size=8)[0] is lite
 
 
 def test_default_layers_start_with_the_first_conv_activation(lite0):

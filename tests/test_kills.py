@@ -1,4 +1,4 @@
-"""Kills, for real: ``interp train``, ``atlas``, ``examples`` and ``hierarchy`` run as
+"""Kills, for real: ``interp train``, ``atlas``, ``examples``, ``hierarchy`` and ``study`` run as
 subprocesses, get SIGKILL at a random point after their first checkpoint is on disk, and are
 rerun with the same command. Then:
 
@@ -7,7 +7,7 @@ rerun with the same command. Then:
 2. finished work is reused (atlas: "reused N" and the unit PNGs untouched; train: "resuming
    after epoch E" and the first E epochs' timings kept; examples: "resuming after N images";
    hierarchy: finished stage files untouched, an interrupted dissection resumed, a finished
-   one reused);
+   one reused; study: finished networks untouched and reused);
 3. the outputs equal those of an uninterrupted run of the same command in another folder
    (JSON without timings, PNG pixels, checkpoint tensors, stage arrays): exactly, on CPU.
 
@@ -370,6 +370,30 @@ def test_hierarchy_killed_reuses_finished_stages(tmp_path, model_run):
             assert f"reusing the finished {tag} stage" in text, (info, text[-2000:])
         for line in expect:
             assert line in text, (info, text[-2000:])
+
+    _finish_and_compare(reference, killed, args, info, check)
+
+
+def test_study_killed_reuses_finished_networks(tmp_path):
+    """`interp study --quick` (two small PartsWorld CNNs, each trained, measured and followed
+    through its checkpoints) killed anywhere: a network whose member.json is written is
+    reused whole, the others resume from their training and stage files."""
+    args = ["study", "--quick", "--no-cache"]  # no user cache: the two runs share nothing
+    patterns = (
+        "networks/*/member.json",
+        "networks/*/run/checkpoint.pt",
+        "networks/*/hierarchy/stages/*.npz",
+        "networks/*/emergence/stages/*.npz",
+    )
+    reference, killed, info = _interrupted(args, tmp_path, patterns, 12, "networks/x.json")
+    finished = sorted(killed.glob("networks/*/member.json"))
+    before = _identity(finished)
+    print(f"study: {len(finished)} finished network(s)")
+
+    def check(text: str) -> None:
+        assert _identity(finished) == before, f"finished networks rewritten ({info})"
+        for p in finished:
+            assert f"reusing the finished network {p.parent.name}" in text, (info, text[-2000:])
 
     _finish_and_compare(reference, killed, args, info, check)
 

@@ -124,12 +124,24 @@ def random_control(
 
 
 def untouched_batchnorm(model: Model) -> bool:
-    """Whether the model has BatchNorm layers that never saw a batch (``num_batches_tracked``
-    0 in every one): a network at its initialization, whose running statistics are the
-    defaults (mean 0, variance 1) rather than anything its weights produce."""
-    bns = [m for m in model.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    tracked = [b.num_batches_tracked for b in bns if b.num_batches_tracked is not None]
-    return bool(tracked) and all(int(t) == 0 for t in tracked)
+    """Whether the model's BatchNorm layers never saw a batch: every one that keeps running
+    statistics still holds the defaults (mean exactly 0, variance exactly 1, no batch
+    counted). A network at its initialization, whose statistics belong to no input. The
+    statistics are checked, not only the counter: weights converted from another framework
+    (the embedded EfficientNet-Lites) carry real statistics with ``num_batches_tracked`` 0."""
+    bns = [
+        m
+        for m in model.module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    ]
+    if not bns:
+        return False
+    for b in bns:
+        if b.num_batches_tracked is not None and int(b.num_batches_tracked) != 0:
+            return False
+        if bool(b.running_mean.any()) or not bool((b.running_var == 1).all()):
+            return False
+    return True
 
 
 def with_settled_batchnorm(
