@@ -42,6 +42,12 @@ def test_emergence_numbers_on_constructed_curves():
     # summed over layers: final 0.91, half 0.455 first reached at step 100 (0.5)
     assert mass_half_step(steps, excess) == 100
     assert mass_half_step(steps, np.zeros((4, 3))) is None
+    # measured from the initialization (a random network: its excess is noise): a layer at
+    # 0.3 there and 0.16 at the end did not rise; one from 0.1 to 0.5 is half way (0.3) by 0.35
+    noisy = np.array([[0.3, 0.1], [0.1, 0.2], [0.2, 0.35], [0.16, 0.5]])
+    assert half_steps(steps, noisy) == [None, 100]
+    assert mass_half_step(steps, noisy[:, :1]) is None  # 0.3 -> 0.16
+    assert mass_half_step(steps, noisy[:, 1:]) == 100
     cka = np.array([[0.2, 0.1], [0.95, 0.3], [0.85, 0.92], [1.0, 1.0]])
     # layer 0 dips under 0.9 at step 100: settled only from 1000; layer 1 from 100
     assert settle_steps(steps, cka) == [1000, 100]

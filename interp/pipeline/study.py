@@ -70,7 +70,9 @@ __all__ = [
     "StudySettings",
     "checkpoint_steps",
     "emergence",
+    "excess_mass",
     "half_steps",
+    "mass_half_step",
     "panel",
     "settle_steps",
     "study",
@@ -236,27 +238,39 @@ def checkpoint_steps(total: int, count: int) -> list[int]:
 
 # ----------------------------------------------------------------------- emergence numbers
 def half_steps(steps: Sequence[int], excess: np.ndarray, minimum: float = 0.02) -> list[int | None]:
-    """Per column of ``excess`` (checkpoints x layers), the first step at which the excess
-    reaches half its final value (``None`` where the final excess is under ``minimum``:
-    nothing emerged there to time)."""
+    """Per column of ``excess`` (checkpoints x layers, the first checkpoint the
+    initialization), the first step at which the excess has risen half way from its value at
+    the first checkpoint to its final value (``None`` where it rose by less than ``minimum``:
+    nothing emerged there to time). Measured from the initialization, not from 0: an
+    initialization is a random network, and its excess over other random networks is the
+    noise floor of the measurement."""
     out: list[int | None] = []
-    final = excess[-1]
     for j in range(excess.shape[1]):
-        if not np.isfinite(final[j]) or final[j] < minimum:
+        col = excess[:, j]
+        start = 0.0 if not np.isfinite(col[0]) else float(col[0])
+        rise = float(col[-1]) - start
+        if not np.isfinite(col[-1]) or rise < minimum:
             out.append(None)
             continue
-        hit = np.nonzero(np.nan_to_num(excess[:, j], nan=-np.inf) >= 0.5 * final[j])[0]
+        hit = np.nonzero(np.nan_to_num(col, nan=-np.inf) >= start + 0.5 * rise)[0]
         out.append(int(steps[int(hit[0])]))
     return out
 
 
+def excess_mass(excess: np.ndarray) -> np.ndarray:
+    """Per checkpoint, a category's positive excess summed over layers."""
+    return np.clip(np.nan_to_num(excess, nan=0.0), 0, None).sum(axis=1)
+
+
 def mass_half_step(steps: Sequence[int], excess: np.ndarray, minimum: float = 0.02) -> int | None:
-    """The first step at which a category's positive excess summed over layers reaches half
-    its final sum (``None`` when the final sum is under ``minimum``)."""
-    mass = np.clip(np.nan_to_num(excess, nan=0.0), 0, None).sum(axis=1)
-    if mass[-1] < minimum:
+    """The first step at which a category's positive excess summed over layers has risen half
+    way from its sum at the first checkpoint (the initialization: the sum of positive noise)
+    to its final sum (``None`` when it rose by less than ``minimum``)."""
+    mass = excess_mass(excess)
+    rise = mass[-1] - mass[0]
+    if rise < minimum:
         return None
-    return int(steps[int(np.nonzero(mass >= 0.5 * mass[-1])[0][0])])
+    return int(steps[int(np.nonzero(mass >= mass[0] + 0.5 * rise)[0][0])])
 
 
 def settle_steps(steps: Sequence[int], cka: np.ndarray, level: float = 0.9) -> list[int]:
@@ -615,9 +629,11 @@ def _spread(values: Sequence[float]) -> dict[str, Any] | None:
 
 def _emergence_numbers(e: dict[str, Any], settings: StudySettings) -> dict[str, Any]:
     steps = e["steps"]
-    out: dict[str, Any] = {**e, "half_step": {}, "half_step_by_layer": {}}
+    out: dict[str, Any] = {**e, "half_step": {}, "half_step_by_layer": {}, "mass": {}}
     for cat, rows in e["excess"].items():
         arr = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+        mass = excess_mass(arr)
+        out["mass"][cat] = {"initial": round(float(mass[0]), 4), "final": round(float(mass[-1]), 4)}
         out["half_step"][cat] = mass_half_step(steps, arr)
         out["half_step_by_layer"][cat] = half_steps(steps, arr)
     cka = np.asarray(e["cka_to_final"], dtype=float)
@@ -660,7 +676,17 @@ def _findings(doc: dict[str, Any]) -> list[str]:
         edge = {k: v for k, v in hs.items() if k.startswith("edge_")}
         part = hs.get("part")
         timed = ", ".join(f"{k} at step {v}" for k, v in hs.items() if v is not None)
-        line = f"{name}: half the final excess is reached by " + (timed or "no category")
+        line = f"{name}: half the rise of the excess (from the initialization) is reached by " + (
+            timed or "no category"
+        )
+        flat = [
+            f"{k} ({e['mass'][k]['initial']:.2f} at initialization, {e['mass'][k]['final']:.2f} "
+            "final)"
+            for k, v in hs.items()
+            if v is None and k in e.get("mass", {})
+        ]
+        if flat:
+            line += "; no rise beyond the initialization's noise: " + ", ".join(flat)
         if part is not None and any(v is not None for v in edge.values()):
             first = [k for k, v in edge.items() if v is not None and v < part]
             line += (
