@@ -412,6 +412,7 @@ def _measure_member(
         run = folder / "run"
         metrics = ensure_trained(config, run, device=device, progress=progress)
         model = load_model(str(run / "checkpoint.pt"), device=device)
+        model.name = member.name  # its figures and files name the network, not a path
         accuracy, what = metrics.get("test_acc"), "PartsWorld test accuracy"
     else:
         model = load_model(str(member.spec), device=device)
