@@ -242,6 +242,7 @@ def fit(
     generator: torch.Generator | Callable[[int], torch.Generator] | None = None,
     shuffle: bool = True,
     start_epoch: int = 0,
+    max_steps: int | None = None,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _cross_entropy,
     batch: Callable[
@@ -270,7 +271,8 @@ def fit(
     gradient); ``schedule``: a scheduler, or a function of the step giving the factor of the
     learning rate (``LambdaLR``); ``forward``: default ``model``. Training starts at
     ``start_epoch`` (a resumed run passes its optimizer and scheduler with their state).
-    Returns ``model``.
+    ``max_steps``: stop after that many optimizer steps in all (a fixed budget), even within
+    an epoch. Returns ``model``.
     """
     x, y = data
     if params is None:
@@ -321,8 +323,12 @@ def fit(
             done += 1
             if on_step is not None:
                 on_step(Step(epoch, index, done, loss, logits, yb))
+            if max_steps is not None and done >= max_steps:
+                break
         if on_epoch_end is not None:
             on_epoch_end(epoch)
+        if max_steps is not None and done >= max_steps:
+            break
     return model
 
 

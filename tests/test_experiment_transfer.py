@@ -18,6 +18,7 @@ from interp.experiments.transfer import (
     train_classifier,
     transfer,
 )
+from interp.experiments.finetune import simplecnn_stages
 from interp.models.small import SimpleCNN
 from interp.pipeline.suite import write_experiment
 
@@ -81,7 +82,7 @@ def test_frozen_blocks_do_not_change_and_keep_bn_in_eval_mode() -> None:
     net = copy_layers(src, _net(2), 2)
     before = {k: v.clone() for k, v in net.state_dict().items()}
 
-    set_train_mode(net, 2)
+    set_train_mode(simplecnn_stages(net), 2)
     assert not net.features.bn1.training and not net.features.bn2.training
     assert net.features.bn3.training and net.fc.training
 

@@ -29,6 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     )
     p.add_argument("--runs", type=Path, default=None, help="trained networks [OUT/runs]")
     p.add_argument("--force", action="store_true", help="all: rerun finished experiments")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny settings, a smoke test of the whole run (seconds to a minute; OUT defaults "
+        "to out/experiments-quick)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder [out/experiments]")
 
 
@@ -37,16 +43,18 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.quiet
     if args.name == "all":
-        out = args.out or Path("out/experiments")
-        summary = experiment_all(out, force=args.force, progress=progress)
+        out = args.out or Path("out/experiments-quick" if args.quick else "out/experiments")
+        summary = experiment_all(out, force=args.force, progress=progress, quick=args.quick)
         for block in summary.questions:
             print(f"\n{block['question']}")
             for a in block["answers"]:
                 print(f"  - [{a['experiment']}] {a['finding']}")
         print(f"\nwrote {out}/summary.md, summary.json and a folder per experiment")
         return 0
-    out = args.out or Path("out/experiments") / args.name
-    result = run_experiment(args.name, out, seeds=args.seeds, runs=args.runs, progress=progress)
+    out = args.out or Path("out/experiments-quick" if args.quick else "out/experiments") / args.name
+    result = run_experiment(
+        args.name, out, seeds=args.seeds, runs=args.runs, progress=progress, quick=args.quick
+    )
     for finding in result.findings:
         print(f"- {finding}")
     print(f"wrote {out}")

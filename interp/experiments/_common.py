@@ -3,7 +3,8 @@ normalization and the thread limit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,11 +16,12 @@ import torch
 from ..models.base import Preprocessing
 from ..models.registry import load_model
 from ..train import TrainConfig, ensure_trained
-from ..utils import make_dir
+from ..utils import atomic_write_text, make_dir, settings_digest
 
 __all__ = [
     "runs_folder",
     "CNN_LAYERS",
+    "cached_cell",
     "RunSpec",
     "ensure_run",
     "limited_threads",
@@ -111,3 +113,29 @@ def limited_threads(threads: int | None, *, blas: bool = False) -> Iterator[None
             yield
     finally:
         torch.set_num_threads(previous)
+
+
+def cached_cell(
+    folder: Path | None, name: str, key: dict[str, Any], compute: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """One cell of an experiment (a network trained and scored, say), computed once.
+
+    The cell is ``folder/<name>-<digest of key>.json``, holding ``key`` and the result. When
+    it is there with this ``key``, its result is returned; else ``compute()`` runs and the
+    file is written atomically (a kill leaves no half-written cell, and a rerun computes
+    only the missing ones). ``folder=None`` caches nothing. Returns ``(result, reused)``.
+    """
+    if folder is None:
+        return compute(), False
+    path = Path(folder) / f"{name}-{settings_digest(key)}.json"
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("key") == json.loads(json.dumps(key)):
+            return doc["result"], True
+    result = compute()
+    make_dir(path.parent)
+    atomic_write_text(path, json.dumps({"key": key, "result": result}) + "\n")
+    return result, False

@@ -69,6 +69,8 @@ class Experiment:
             draws for it.
         seeds: ``(keyword, help)``: the keyword of ``run`` that ``--seeds`` sets and what it
             means, or ``None`` when ``--seeds`` does not apply.
+        quick: the settings of ``--quick`` (tiny, seconds: a smoke test of the whole run),
+            passed to ``run`` over its defaults; empty when the defaults are already quick.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Experiment:
     questions: Mapping[str, int] = field(default_factory=dict)
     figures: tuple[str, ...] = ()
     seeds: tuple[str, str] | None = None
+    quick: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def json_name(self) -> str:
@@ -88,13 +91,17 @@ class Experiment:
         """Whether ``run`` takes ``runs``, the folder of trained networks shared in a suite."""
         return "runs" in inspect.signature(self.run).parameters
 
-    def settings(self) -> dict[str, str]:
-        """``run``'s keyword defaults (``repr``), but the output folders and ``progress``."""
-        return {
+    def settings(self, quick: bool = False) -> dict[str, str]:
+        """``run``'s keyword defaults (``repr``), but the output folders and ``progress``;
+        with ``quick``, the ``--quick`` settings over them."""
+        found = {
             k: repr(p.default)
             for k, p in inspect.signature(self.run).parameters.items()
             if p.default is not inspect.Parameter.empty and k not in ("progress", "runs", "out")
         }
+        if quick:
+            found |= {k: repr(v) for k, v in self.quick.items()}
+        return found
 
 
 #: every registered experiment by name, in registration order

@@ -92,9 +92,10 @@ class SuiteResult:
 SUITE_VERSION = 1
 
 
-def experiment_settings(name: str) -> dict[str, Any]:
-    """The settings an ``experiment all`` run of ``name`` uses: its run function's defaults."""
-    defaults = registry.get(name).settings()
+def experiment_settings(name: str, quick: bool = False) -> dict[str, Any]:
+    """The settings an ``experiment all`` run of ``name`` uses: its run function's defaults
+    (with ``quick``, its ``--quick`` settings over them)."""
+    defaults = registry.get(name).settings(quick)
     if "spec" in defaults:  # spec=None stands for RunSpec(): its fields are the settings
         defaults["spec"] = repr(dataclasses.asdict(RunSpec()))
     return {"experiment": name, "defaults": defaults, "suite_version": SUITE_VERSION}
@@ -126,13 +127,17 @@ def run_experiment(
     seeds: int | None = None,
     runs: str | Path | None = None,
     progress: bool = True,
+    quick: bool = False,
 ) -> ExperimentResult:
     """Run one experiment into ``out`` (its JSON and figures; trained networks in ``runs``,
-    default ``out/runs``, for the experiments that share them)."""
+    default ``out/runs``, for the experiments that share them); with ``quick``, its
+    ``--quick`` settings (an experiment without them runs its defaults, already quick)."""
     exp = registry.get(name)
     check_int("seeds", seeds, optional=True)
     out = make_dir(out)  # an unwritable --out fails now, not after the training
     kwargs: dict[str, Any] = {"progress": progress}
+    if quick:
+        kwargs |= dict(exp.quick)
     if seeds is not None and exp.seeds is not None:
         kwargs[exp.seeds[0]] = seeds
     if exp.shares_runs:
@@ -148,9 +153,10 @@ def experiment_all(
     force: bool = False,
     progress: bool = True,
     names: Sequence[str] | None = None,
+    quick: bool = False,
 ) -> SuiteResult:
-    """Every registered experiment (or those ``names``) with its defaults into ``out/<name>``;
-    then the summary."""
+    """Every registered experiment (or those ``names``) with its defaults (with ``quick``, its
+    ``--quick`` settings) into ``out/<name>``; then the summary."""
     out = Path(out)
     make_dir(out)
     chosen = list(EXPERIMENTS) if names is None else [registry.get(n).name for n in names]
@@ -159,12 +165,13 @@ def experiment_all(
     timing: dict[str, float | str] = {}
     for name in chosen:
         folder = out / name
-        key = stage_key(settings=experiment_settings(name))
+        key = stage_key(settings=experiment_settings(name, quick))
         start = time.perf_counter()
         cache = StageCache(folder, force=force, progress=progress)
 
         def run(name: str = name, folder: Path = folder) -> dict[str, Any]:
-            return run_experiment(name, folder, runs=runs, progress=progress).to_dict()
+            result = run_experiment(name, folder, runs=runs, progress=progress, quick=quick)
+            return result.to_dict()
 
         # the folder holds one experiment's files: a run under other settings replaces them
         results[name] = cache.run("experiment", key, run, exclusive=True)
