@@ -49,7 +49,7 @@ if [ "$quick" = 1 ]; then
     "${args[@]}" > /dev/null
   experiments=()
 else
-  interp experiment all --out "$out/experiments" "${args[@]}" > "$out/experiments.txt"
+  interp experiment all --light --out "$out/experiments" "${args[@]}" > "$out/experiments.txt"
   pw="$out/experiments/runs/pw-48px-n6000-e6-w0.5-s0"
   experiments=(--experiments "$out/experiments")
 fi

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from interp.experiments.finetune import simplecnn_stages
 from interp.experiments.transfer import (
     ANB_CONDITIONS,
     TransferResult,
@@ -18,7 +19,6 @@ from interp.experiments.transfer import (
     train_classifier,
     transfer,
 )
-from interp.experiments.finetune import simplecnn_stages
 from interp.models.small import SimpleCNN
 from interp.pipeline.suite import write_experiment
 
@@ -146,29 +146,46 @@ def test_reestimate_bn_matches_data_statistics() -> None:
 
 def test_transfer_end_to_end_tiny_is_deterministic(tmp_path) -> None:
     kw = dict(size=16, n=120, n_test=60, epochs=1, width=0.25, lite0=False, progress=False)
+    kw |= dict(digits=False, seeds=2, bootstrap=50)
     state = torch.get_rng_state()
     torch.set_num_threads(2)  # transfer runs with 1 thread and restores the caller's count
-    first = transfer(tmp_path / "a", bootstrap=50, **kw)
+    first = transfer(tmp_path / "a", **kw)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
-    second = transfer(tmp_path / "b", bootstrap=50, **kw)
+    cells = sorted((tmp_path / "a" / "runs" / "transfer").glob("*.json"))
+    assert len(cells) == 2 * (2 + 5 * len(ANB_CONDITIONS)) + 1  # + the probes
+    second = transfer(None, **kw)  # nothing cached: computed again, the same
     write_experiment("transfer", first, tmp_path / "a")
-    for name in ("transfer.json", "transfer_probes.png", "transfer_anb.png"):
+    for name in ("transfer.json", "transfer_probes.png", "transfer_anb.png", "transfer_digits.png"):
         assert (tmp_path / "a" / name).stat().st_size > 0
-    assert TransferResult.load(tmp_path / "b") == second
+    assert TransferResult.load(tmp_path / "a") == first
     doc = json.loads((tmp_path / "a" / "transfer.json").read_text())
     assert doc["anb"] == first["anb"] == second["anb"]
     assert doc["probes"] == first["probes"] == second["probes"]
     assert doc["findings"] == second["findings"]
     anb = doc["anb"]
-    assert anb["n"] == [1, 2, 3, 4, 5]
+    assert anb["n"] == [1, 2, 3, 4, 5] and anb["seeds"] == 2
     for name in ANB_CONDITIONS:
-        assert len(anb[name]) == 5 and all(0 <= v <= 1 for v in anb[name])
+        assert len(anb[name]) == 5
+        for row in anb[name]:
+            assert 0 <= row["lo"] <= row["mean"] <= row["hi"] <= 1
+        assert all(len(accs) == 2 for accs in anb[f"{name} per seed"])
     cnn = doc["probes"]["simplecnn"]
     assert set(cnn) == {"digits", "partsworld_b"}
     assert len(cnn["digits"]["trained"]) == len(cnn["digits"]["random"]) == 5
     assert any("Base A reaches" in f for f in doc["findings"])
+    # a third run reuses every cell: it trains nothing
+    calls = []
+    import interp.experiments.transfer as mod
+
+    original = mod.train_classifier
+    mod.train_classifier = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        third = transfer(tmp_path / "a", **kw)
+    finally:
+        mod.train_classifier = original
+    assert calls == [] and third["anb"] == first["anb"]
 
 
 def test_bad_split_is_rejected() -> None:

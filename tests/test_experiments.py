@@ -208,6 +208,9 @@ def test_suite_recomputes_an_experiment_whose_defaults_changed(tmp_path, fake_su
     assert calls[first + 2 :] == ["transfer"]
     suite.experiment_all(tmp_path, force=True, progress=False)  # force: every one again
     assert len(calls) == first + 3 + len(suite.EXPERIMENTS)
+    done = len(calls)
+    suite.experiment_all(tmp_path, preset="light", progress=False)  # other settings: transfer's
+    assert calls[done:] == ["transfer"]
 
 
 def test_run_experiment_passes_seeds_and_runs_as_the_registry_says(tmp_path, monkeypatch):
@@ -231,3 +234,12 @@ def test_run_experiment_passes_seeds_and_runs_as_the_registry_says(tmp_path, mon
     assert seen["symmetry"] == {"progress": False}  # --seeds does not apply
     with pytest.raises(suite.InterpError, match="unknown experiment"):
         suite.run_experiment("nope", tmp_path)
+    # presets: their settings over the defaults; an experiment without one runs its defaults
+    suite.run_experiment("transfer", tmp_path / "t", preset="light", progress=False)
+    assert seen["transfer"]["seeds"] == 1 and seen["transfer"]["lite0"] is False
+    suite.run_experiment("transfer", tmp_path / "t", preset="quick", seeds=2, progress=False)
+    assert seen["transfer"]["steps"] == 8 and seen["transfer"]["seeds"] == 2  # --seeds wins
+    suite.run_experiment("symmetry", tmp_path / "s", preset="quick", progress=False)
+    assert seen["symmetry"] == {"progress": False}
+    with pytest.raises(suite.InterpError, match="unknown preset"):
+        suite.run_experiment("symmetry", tmp_path, preset="huge")

@@ -1,13 +1,14 @@
-"""Kills, for real: ``interp train``, ``atlas``, ``examples``, ``hierarchy`` and ``study`` run as
-subprocesses, get SIGKILL at a random point after their first checkpoint is on disk, and are
-rerun with the same command. Then:
+"""Kills, for real: ``interp train``, ``atlas``, ``examples``, ``hierarchy``, ``study`` and
+``experiment transfer`` run as subprocesses, get SIGKILL at a random point after their first
+checkpoint is on disk, and are rerun with the same command. Then:
 
 1. every file left at the kill is complete (atomic writes), and after the rerun no temp file
    or running state is left anywhere in the output folder;
 2. finished work is reused (atlas: "reused N" and the unit PNGs untouched; train: "resuming
    after epoch E" and the first E epochs' timings kept; examples: "resuming after N images";
    hierarchy: finished stage files untouched, an interrupted dissection resumed, a finished
-   one reused; study: finished networks untouched and reused);
+   one reused; study: finished networks untouched and reused; transfer: finished cells
+   untouched);
 3. the outputs equal those of an uninterrupted run of the same command in another folder
    (JSON without timings, PNG pixels, checkpoint tensors, stage arrays): exactly, on CPU.
 
@@ -396,6 +397,29 @@ def test_study_killed_reuses_finished_networks(tmp_path):
             assert f"reusing the finished network {p.parent.name}" in text, (info, text[-2000:])
 
     _finish_and_compare(reference, killed, args, info, check)
+
+
+def test_transfer_killed_reuses_finished_cells(tmp_path):
+    """`interp experiment transfer --quick` (Lite0 fine-tuned on digits, AnB/BnB, probes:
+    every trained network a cell) killed anywhere: finished cells are reused untouched, the
+    missing ones trained, and the outputs equal an uninterrupted run's."""
+    args = ["experiment", "transfer", "--quick"]
+    patterns = ("runs/transfer/*.json", "runs/transfer/*.pt", "runs/transfer/digits/*.json")
+    reference, killed, info = _interrupted(args, tmp_path, patterns, 20, "runs/transfer/x.json")
+    finished = sorted(killed.glob("runs/transfer/**/*.json"))
+    before = _identity(finished)
+    print(f"transfer: {len(finished)} finished cell(s)")
+
+    def check(text: str) -> None:
+        assert _identity(finished) == before, f"finished cells rewritten ({info})"
+
+    _finish_and_compare(reference, killed, args, info, check)
+    doc = json.loads((reference.out / "transfer.json").read_text())
+    assert doc["settings"]["steps"] == 8 and doc["settings"]["seeds"] == 1  # the quick preset
+    assert [r["per_class"] for r in doc["digits"]["per_class"]] == ["10", "all"]
+    assert [r["through"] for r in doc["digits"]["frozen"]] == ["nothing", "_blocks.4", "head"]
+    for name in ("transfer_digits", "transfer_anb", "transfer_probes"):
+        assert (reference.out / f"{name}.png").stat().st_size > 0
 
 
 # ---- temp files of killed writers ---------------------------------------------------------

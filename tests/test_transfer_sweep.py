@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from interp.data.specs import load_data
@@ -26,7 +27,7 @@ from interp.experiments.transfer_sweep import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-WIDTH = 16
+WIDTH = 24  # 12 sign pairs: the first stage keeps each 3x3 patch (9 numbers) exactly
 
 
 def _stack(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,52 +46,52 @@ def digits() -> tuple[torch.Tensor, ...]:
 
 
 def _net(seed: int) -> StageNet:
-    """Four stages (3x3 conv with replicated borders, BatchNorm, ReLU; 16 channels) and a
-    linear head, default init."""
+    """Four stages (3x3 conv, BatchNorm, ReLU; 24 channels) and a linear classifier on the
+    flattened 8x8 maps (a frozen network that keeps the input leaves a linear classifier
+    on the pixels, as good as the digits need), default init."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         stages = [
             nn.Sequential(
-                nn.Conv2d(1 if k == 0 else WIDTH, WIDTH, 3, padding=1, padding_mode="replicate"),
+                nn.Conv2d(1 if k == 0 else WIDTH, WIDTH, 3, padding=1),
                 nn.BatchNorm2d(WIDTH),
                 nn.ReLU(),
             )
             for k in range(4)
         ]
-        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(WIDTH, 10))
+        head = nn.Sequential(nn.Flatten(), nn.Linear(WIDTH * 64, 10))
     return StageNet(stages, head)
 
 
 def _planted(seed: int) -> StageNet:
-    """Stages 0-1: x -> Q a x + 10 (centre taps only; BatchNorm the identity; ReLU never
-    clips: the input is kept exactly). Stages 2-3: filters that read only directions
-    orthogonal to the signal direction Q a (features of something absent from digits),
-    BatchNorm set to what they see here: frozen, they pass on no trace of the digit."""
+    """Stages 0-1: a fixed random projection that keeps the input exactly: stage 0 gives
+    ``relu(u), relu(-u)`` for ``u`` 12 random 3x3 filters of the image (a full-rank map of
+    each patch), stage 1 the same pairs of ``P u`` (``P`` a random rotation); BatchNorm is
+    the identity. Stages 2-3: random filters whose units are tuned to inputs a hundred times
+    larger than the digits' (stored variance 1e4, threshold 1): on digits, frozen, they
+    never fire and pass on nothing."""
     net = _net(seed)
     g = torch.Generator().manual_seed(1234)  # the same planted weights for every seed
-    a = torch.randn(WIDTH, generator=g)
-    a = a / a.norm()
-    q, _ = torch.linalg.qr(torch.randn(WIDTH, WIDTH, generator=g))
-    signal = q @ a
-    offset = torch.full((WIDTH,), 10.0)
+    half = WIDTH // 2
+    u = torch.randn(half, 1, 3, 3, generator=g)
+    p, _ = torch.linalg.qr(torch.randn(half, half, generator=g))
     with torch.no_grad():
         for stage in net.stages:
             bn = stage[1]
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)  # the identity in eval mode
         c0, c1 = net.stages[0][0], net.stages[1][0]
-        for conv in (c0, c1):
-            conv.weight.zero_()
-        c0.weight[:, 0, 1, 1] = a
-        c0.bias.copy_(offset)
-        c1.weight[:, :, 1, 1] = q
-        c1.bias.copy_(offset - q @ offset)  # Q (a x + 10) - 10 Q 1 + 10 = Q a x + 10
-        blind = torch.eye(WIDTH) - torch.outer(signal, signal)  # projects the signal out
+        c0.weight.copy_(torch.cat([u, -u]))
+        c0.bias.zero_()
+        c1.weight.zero_()
+        c1.weight[:, :, 1, 1] = torch.cat([torch.cat([p, -p], 1), torch.cat([-p, p], 1)])
+        c1.bias.zero_()
         for k in (2, 3):
-            conv = net.stages[k][0]
-            w = 0.3 * torch.randn(conv.weight.shape, generator=g)
-            conv.weight.copy_(torch.einsum("oikl,ij->ojkl", w, blind))
-            conv.bias.copy_(offset - conv.weight.sum(dim=(2, 3)) @ offset)
+            bn = net.stages[k][1]
+            bn.running_var.fill_(1e4)
+            bn.bias.fill_(-1.0)
     return net
 
 
@@ -110,11 +111,14 @@ def test_planted_projection_keeps_the_input(digits) -> None:
     net = _planted(0).eval()
     with torch.no_grad():
         h = net.stages[1](net.stages[0](x))
-    assert (h > 0).all()  # ReLU never clips
-    flat = h.permute(0, 2, 3, 1).reshape(-1, WIDTH) - 10.0
-    rank = torch.linalg.matrix_rank(flat)
-    recovered = flat.norm(dim=1)  # |Q a x| = |x|
-    assert rank == 1 and torch.allclose(recovered, x.abs().flatten(), atol=1e-4)
+        late = net.stages[2](h)
+    # the pairs give back the 12 filter responses, rotated: the patches are recoverable
+    half = WIDTH // 2
+    pu = (h[:, :half] - h[:, half:]).permute(0, 2, 3, 1).reshape(-1, half)
+    patches = F.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, 9)
+    solution = torch.linalg.lstsq(pu.double(), patches.double()).solution
+    assert torch.allclose(pu.double() @ solution, patches.double(), atol=1e-6)
+    assert late.abs().max() == 0  # the late units never fire on digits
 
 
 def test_planted_and_constant_known_answers(digits) -> None:
@@ -136,7 +140,13 @@ def test_planted_and_constant_known_answers(digits) -> None:
     planted = analyse(raw, pretrained="planted", resamples=300)
     cost = {r["depth"]: r["cost"]["mean"] for r in planted["frozen"]}
     whole = planted["frozen"][0]["planted"]["mean"]
-    print({r["depth"]: (round(r["planted"]["mean"],3), round(r["random"]["mean"],3)) for r in planted["frozen"]}); print(analyse(raw, pretrained="constant")["per_class"])
+    print(
+        {
+            r["depth"]: (round(r["planted"]["mean"], 3), round(r["random"]["mean"], 3))
+            for r in planted["frozen"]
+        }
+    )
+    print(analyse(raw, pretrained="constant")["per_class"])
     assert whole > 0.8, planted["frozen"][0]
     # frozen early stages (the input kept) cost little; frozen late stages (blind) cost much
     assert abs(cost[1]) < SPECIFICITY_MARGIN + 0.02 and abs(cost[2]) < SPECIFICITY_MARGIN + 0.02

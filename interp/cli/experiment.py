@@ -29,11 +29,22 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     )
     p.add_argument("--runs", type=Path, default=None, help="trained networks [OUT/runs]")
     p.add_argument("--force", action="store_true", help="all: rerun finished experiments")
-    p.add_argument(
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
         "--quick",
-        action="store_true",
+        action="store_const",
+        const="quick",
+        dest="preset",
         help="tiny settings, a smoke test of the whole run (seconds to a minute; OUT defaults "
         "to out/experiments-quick)",
+    )
+    size.add_argument(
+        "--light",
+        action="store_const",
+        const="light",
+        dest="preset",
+        help="what a demo can afford: fewer seeds and cells where an experiment has a light "
+        "preset (transfer), the defaults elsewhere",
     )
     p.add_argument("--out", type=Path, default=None, help="output folder [out/experiments]")
 
@@ -43,19 +54,23 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.quiet
     if args.name == "all":
-        out = args.out or Path("out/experiments-quick" if args.quick else "out/experiments")
-        summary = experiment_all(out, force=args.force, progress=progress, quick=args.quick)
+        out = args.out or _default_out(args.preset)
+        summary = experiment_all(out, force=args.force, progress=progress, preset=args.preset)
         for block in summary.questions:
             print(f"\n{block['question']}")
             for a in block["answers"]:
                 print(f"  - [{a['experiment']}] {a['finding']}")
         print(f"\nwrote {out}/summary.md, summary.json and a folder per experiment")
         return 0
-    out = args.out or Path("out/experiments-quick" if args.quick else "out/experiments") / args.name
+    out = args.out or _default_out(args.preset) / args.name
     result = run_experiment(
-        args.name, out, seeds=args.seeds, runs=args.runs, progress=progress, quick=args.quick
+        args.name, out, seeds=args.seeds, runs=args.runs, progress=progress, preset=args.preset
     )
     for finding in result.findings:
         print(f"- {finding}")
     print(f"wrote {out}")
     return 0
+
+
+def _default_out(preset: str | None) -> Path:
+    return Path("out/experiments" + (f"-{preset}" if preset else ""))

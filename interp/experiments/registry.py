@@ -34,6 +34,7 @@ __all__ = [
     "DOMAIN_SPECIFICITY",
     "EXPERIMENTS",
     "OWN_NICHE",
+    "PRESETS",
     "RANDOM_WEIGHTS",
     "Experiment",
     "get",
@@ -69,8 +70,10 @@ class Experiment:
             draws for it.
         seeds: ``(keyword, help)``: the keyword of ``run`` that ``--seeds`` sets and what it
             means, or ``None`` when ``--seeds`` does not apply.
-        quick: the settings of ``--quick`` (tiny, seconds: a smoke test of the whole run),
-            passed to ``run`` over its defaults; empty when the defaults are already quick.
+        presets: named settings passed to ``run`` over its defaults: ``"quick"`` (``--quick``:
+            tiny, seconds, a smoke test of the whole run) and ``"light"`` (``--light``: what a
+            demo can afford, fewer seeds and cells); an experiment without one runs its
+            defaults, already that small.
     """
 
     name: str
@@ -79,7 +82,7 @@ class Experiment:
     questions: Mapping[str, int] = field(default_factory=dict)
     figures: tuple[str, ...] = ()
     seeds: tuple[str, str] | None = None
-    quick: Mapping[str, Any] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def json_name(self) -> str:
@@ -91,18 +94,26 @@ class Experiment:
         """Whether ``run`` takes ``runs``, the folder of trained networks shared in a suite."""
         return "runs" in inspect.signature(self.run).parameters
 
-    def settings(self, quick: bool = False) -> dict[str, str]:
+    def settings(self, preset: str | None = None) -> dict[str, str]:
         """``run``'s keyword defaults (``repr``), but the output folders and ``progress``;
-        with ``quick``, the ``--quick`` settings over them."""
+        with ``preset``, its settings over them."""
         found = {
             k: repr(p.default)
             for k, p in inspect.signature(self.run).parameters.items()
             if p.default is not inspect.Parameter.empty and k not in ("progress", "runs", "out")
         }
-        if quick:
-            found |= {k: repr(v) for k, v in self.quick.items()}
+        found |= {k: repr(v) for k, v in self.preset(preset).items()}
         return found
 
+    def preset(self, name: str | None) -> dict[str, Any]:
+        """The settings of preset ``name`` (``None``, or one it does not have: none)."""
+        if name is not None and name not in PRESETS:
+            raise InterpError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
+        return dict(self.presets.get(name, {})) if name else {}
+
+
+#: the presets an experiment may define (``interp experiment --quick`` / ``--light``)
+PRESETS = ("quick", "light")
 
 #: every registered experiment by name, in registration order
 EXPERIMENTS: dict[str, Experiment] = {}

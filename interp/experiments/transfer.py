@@ -411,7 +411,8 @@ def _digits(
         "accuracy": accs,
         "frozen_per_class": raw["frozen_per_class"],
         "seeds": seeds,
-        "train_seconds": round(seconds, 1),
+        "test_images": len(y_te),
+        "seconds": round(seconds, 1),
         **analysis,
     }
 
@@ -644,6 +645,10 @@ def _iv(row: dict[str, float], sign: bool = False) -> str:
     return f"{row['mean']:{fmt}} [{row['lo']:{fmt}}, {row['hi']:{fmt}}]"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _digits_findings(d: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     seeds = len(d["seeds"])
     rows = d["per_class"]
@@ -651,7 +656,8 @@ def _digits_findings(d: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     out = [
         f"Fine-tuning EfficientNet-Lite0 on digits ({settings['digits_size']} px, "
         f"{settings['steps']} steps of {settings['digits_batch']} images whatever the data "
-        f"size, {seeds} seeds, 539 test images) with {sizes} labelled images per class: from "
+        f"size, {_n(seeds, 'seed')}, {d['test_images']} "
+        f"test images) with {sizes} labelled images per class: from "
         "ImageNet weights it reaches "
         + ", ".join(f"{r['imagenet']['mean']:.3f}" for r in rows)
         + ", from random init "
@@ -701,7 +707,7 @@ def _anb_findings(anb: dict[str, Any], settings: dict[str, Any]) -> list[str]:
         f"Base A reaches {_iv(anb['base_a'])} test accuracy on its {k_a} classes "
         f"({', '.join(settings['class_names'][0])}; chance {1 / k_a:.2f}) and base B "
         f"{_iv(anb['base_b'])} on its {k_b} ({', '.join(settings['class_names'][1])}); "
-        f"{anb['seeds']} seeds (lowest A {min(anb['base_acc']['A']):.3f}, B "
+        f"{_n(anb['seeds'], 'seed')} (lowest A {min(anb['base_acc']['A']):.3f}, B "
         f"{min(anb['base_acc']['B']):.3f}), {settings['epochs']} epochs each.",
     ]
     drop = [r["bnb_minus_anb"]["mean"] for r in anb["specificity"]["per_n"]]
@@ -793,18 +799,27 @@ register(
         questions={DOMAIN_SPECIFICITY: 1},
         figures=("transfer_digits", "transfer_anb", "transfer_probes"),
         seeds=("seeds", "training seeds of every fine-tuned network (default 3)"),
-        quick={
-            "seeds": 1,
-            "per_class": (10, None),
-            "frozen": ("_blocks.4", "head"),
-            "steps": 8,
-            "n": 240,
-            "n_test": 120,
-            "size": 16,
-            "epochs": 1,
-            "width": 0.25,
-            "lite0": False,
-            "bootstrap": 200,
+        presets={
+            "light": {
+                "seeds": 1,
+                "per_class": (10, None),
+                "frozen": ("_blocks.4", "head"),
+                "n": 4000,
+                "lite0": False,
+            },
+            "quick": {
+                "seeds": 1,
+                "per_class": (10, None),
+                "frozen": ("_blocks.4", "head"),
+                "steps": 8,
+                "n": 240,
+                "n_test": 120,
+                "size": 16,
+                "epochs": 1,
+                "width": 0.25,
+                "lite0": False,
+                "bootstrap": 200,
+            },
         },
     )
 )

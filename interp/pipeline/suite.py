@@ -92,10 +92,10 @@ class SuiteResult:
 SUITE_VERSION = 1
 
 
-def experiment_settings(name: str, quick: bool = False) -> dict[str, Any]:
+def experiment_settings(name: str, preset: str | None = None) -> dict[str, Any]:
     """The settings an ``experiment all`` run of ``name`` uses: its run function's defaults
-    (with ``quick``, its ``--quick`` settings over them)."""
-    defaults = registry.get(name).settings(quick)
+    (with ``preset``, that preset's settings over them)."""
+    defaults = registry.get(name).settings(preset)
     if "spec" in defaults:  # spec=None stands for RunSpec(): its fields are the settings
         defaults["spec"] = repr(dataclasses.asdict(RunSpec()))
     return {"experiment": name, "defaults": defaults, "suite_version": SUITE_VERSION}
@@ -127,18 +127,17 @@ def run_experiment(
     seeds: int | None = None,
     runs: str | Path | None = None,
     progress: bool = True,
-    quick: bool = False,
+    preset: str | None = None,
 ) -> ExperimentResult:
     """Run one experiment into ``out`` (its JSON and figures; trained networks in ``runs``,
-    default ``out/runs``, for the experiments that share them); with ``quick``, its
-    ``--quick`` settings (an experiment without them runs its defaults, already quick)."""
+    default ``out/runs``, for the experiments that share them); with ``preset``
+    (``"quick"``, ``"light"``), that preset's settings (an experiment without it runs its
+    defaults, already that small)."""
     exp = registry.get(name)
     check_int("seeds", seeds, optional=True)
     out = make_dir(out)  # an unwritable --out fails now, not after the training
-    kwargs: dict[str, Any] = {"progress": progress}
-    if quick:
-        kwargs |= dict(exp.quick)
-    if seeds is not None and exp.seeds is not None:
+    kwargs: dict[str, Any] = {"progress": progress, **exp.preset(preset)}
+    if seeds is not None and exp.seeds is not None:  # --seeds over the preset
         kwargs[exp.seeds[0]] = seeds
     if exp.shares_runs:
         kwargs["runs"] = Path(runs) if runs is not None else out / "runs"
@@ -153,10 +152,10 @@ def experiment_all(
     force: bool = False,
     progress: bool = True,
     names: Sequence[str] | None = None,
-    quick: bool = False,
+    preset: str | None = None,
 ) -> SuiteResult:
-    """Every registered experiment (or those ``names``) with its defaults (with ``quick``, its
-    ``--quick`` settings) into ``out/<name>``; then the summary."""
+    """Every registered experiment (or those ``names``) with its defaults (with ``preset``,
+    that preset's settings over them) into ``out/<name>``; then the summary."""
     out = Path(out)
     make_dir(out)
     chosen = list(EXPERIMENTS) if names is None else [registry.get(n).name for n in names]
@@ -165,12 +164,12 @@ def experiment_all(
     timing: dict[str, float | str] = {}
     for name in chosen:
         folder = out / name
-        key = stage_key(settings=experiment_settings(name, quick))
+        key = stage_key(settings=experiment_settings(name, preset))
         start = time.perf_counter()
         cache = StageCache(folder, force=force, progress=progress)
 
         def run(name: str = name, folder: Path = folder) -> dict[str, Any]:
-            result = run_experiment(name, folder, runs=runs, progress=progress, quick=quick)
+            result = run_experiment(name, folder, runs=runs, progress=progress, preset=preset)
             return result.to_dict()
 
         # the folder holds one experiment's files: a run under other settings replaces them

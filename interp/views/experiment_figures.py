@@ -35,6 +35,7 @@ __all__ = [
     "plot_redundancy",
     "plot_symmetry",
     "plot_transfer_anb",
+    "plot_transfer_digits",
     "plot_transfer_probes",
     "save_experiment_figures",
 ]
@@ -476,32 +477,112 @@ def plot_transfer_probes(result: Any) -> plt.Figure:
 
 @experiment_figure("transfer_anb")
 def plot_transfer_anb(result: Any) -> plt.Figure:
-    """AnB / BnB / fine-tuned / random-frozen test accuracy on B by copied blocks n."""
+    """AnB / BnB / fine-tuned / random-frozen test accuracy on B by copied blocks n: means
+    over seeds with 95% intervals (seeds and test images)."""
     summary = result.doc
     anb = summary["anb"]
-    ns = anb["n"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ns = np.array(anb["n"], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.6, 4.3))
     styles = {
-        "AnB": ("tab:red", "o", "-"),
-        "AnB+": ("tab:red", "^", "--"),
-        "BnB": ("tab:blue", "o", "-"),
-        "BnB+": ("tab:blue", "^", "--"),
-        "random-frozen": ("tab:grey", "x", ":"),
+        "AnB": ("tab:red", "o", "-", -0.12),
+        "AnB+": ("tab:red", "^", "--", -0.06),
+        "BnB": ("tab:blue", "o", "-", 0.0),
+        "BnB+": ("tab:blue", "^", "--", 0.06),
+        "random-frozen": ("tab:grey", "x", ":", 0.12),
     }
-    for name, (colour, marker, ls) in styles.items():
-        ax.plot(ns, anb[name], color=colour, marker=marker, ls=ls, label=name)
-    ax.axhline(anb["base_b"], color="black", ls="--", lw=1, label="base B")
-    ax.plot([0], [anb["base_b"]], "ko")
+    lows = []
+    for name, (colour, marker, ls, dx) in styles.items():
+        rows = anb[name]
+        mean = np.array([r["mean"] for r in rows])
+        err = np.array([[r["mean"] - r["lo"] for r in rows], [r["hi"] - r["mean"] for r in rows]])
+        ax.errorbar(ns + dx, mean, yerr=err, color=colour, marker=marker, ls=ls, label=name,
+                    capsize=2, ms=4)  # fmt: skip
+        lows.append(min(r["lo"] for r in rows))
+    base = anb["base_b"]
+    ax.axhspan(base["lo"], base["hi"], color="black", alpha=0.08)
+    ax.axhline(base["mean"], color="black", ls="--", lw=1, label="base B (95% band)")
     spec = anb["specificity"]["n"]
     if spec is not None:
         ax.axvline(spec, color="tab:purple", ls=":", lw=1, label=f"specificity starts (n={spec})")
-    ax.set_xticks([0, *ns])
+    ax.set_xticks([0, *anb["n"]])
     ax.set_xlabel("n: conv blocks copied (conv + BN); 0 = base B")
     ax.set_ylabel("test accuracy on B")
     k = len(summary["settings"]["split"][1])
     ax.axhline(1 / k, color="grey", lw=0.6, ls="-.")
-    ax.set_ylim(min(1 / k, *anb["random-frozen"]) - 0.05, 1.0)
-    ax.set_title("AnB / BnB on PartsWorld (Yosinski et al. 2014, Fig. 2 style)", fontsize=9)
+    ax.set_ylim(min(1 / k, *lows) - 0.05, 1.0)
+    seeds = anb.get("seeds", 1)
+    ax.set_title(
+        f"AnB / BnB on PartsWorld, {seeds} seed(s) (Yosinski et al. 2014, Fig. 2 style)",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+@experiment_figure("transfer_digits")
+def plot_transfer_digits(result: Any) -> plt.Figure:
+    """EfficientNet-Lite0 fine-tuned on digits: accuracy by labelled images per class
+    (ImageNet vs random init), and by frozen depth (frozen ImageNet vs frozen random
+    blocks); means over seeds with 95% intervals."""
+    d = result.doc.get("digits")
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    if not d:
+        for ax in axes:
+            ax.axis("off")
+        axes[0].text(0.5, 0.5, "digits fine-tuning not run", ha="center")
+        return fig
+    styles = {
+        "imagenet": ("tab:orange", "o", "ImageNet init"),
+        "random": ("tab:grey", "s", "random init"),
+    }
+
+    def draw(ax: plt.Axes, xs: np.ndarray, rows: list[dict], init: str, dx: float, **kw: Any):
+        colour, marker, label = styles[init]
+        mean = np.array([r[init]["mean"] for r in rows])
+        err = np.array([[r[init]["mean"] - r[init]["lo"] for r in rows],
+                        [r[init]["hi"] - r[init]["mean"] for r in rows]])  # fmt: skip
+        ax.errorbar(xs + dx, mean, yerr=err, color=colour, marker=marker, capsize=2, ms=4,
+                    label=label + kw.pop("suffix", ""), **kw)  # fmt: skip
+
+    rows = d["per_class"]
+    xs = np.arange(len(rows), dtype=float)
+    for init, dx in (("imagenet", -0.05), ("random", 0.05)):
+        draw(axes[0], xs, rows, init, dx)
+    for x, r in zip(xs, rows, strict=True):
+        axes[0].annotate(f"{r['gain']['mean']:+.2f}", (x, r["imagenet"]["hi"] + 0.01),
+                         ha="center", fontsize=7, color="tab:orange")  # fmt: skip
+    axes[0].set_xticks(xs, [f"{r['per_class']}\n({r['train']})" for r in rows])
+    axes[0].set_xlabel("labelled images per class (training images)")
+    axes[0].set_ylabel("digits test accuracy")
+    axes[0].set_title("Fine-tuned whole: gain of the ImageNet init (orange numbers)", fontsize=9)
+    axes[0].axhline(0.1, color="grey", lw=0.6, ls="-.")
+    axes[0].set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7, loc="lower right")
+
+    rows = d["frozen"]
+    xs = np.arange(len(rows), dtype=float)
+    for init, dx in (("imagenet", -0.05), ("random", 0.05)):
+        draw(axes[1], xs, rows, init, dx, suffix=", frozen to depth")
+    spec = d.get("specific_from")
+    if spec:
+        k = next(i for i, r in enumerate(rows) if r["depth"] == spec["depth"])
+        axes[1].axvline(k, color="tab:purple", ls=":", lw=1,
+                        label=f"freezing costs from {spec['through']}")  # fmt: skip
+    axes[1].set_xticks(xs, [r["through"] for r in rows], rotation=30, fontsize=7)
+    axes[1].set_xlabel("frozen through (stem and blocks up to; head: all but the classifier)")
+    axes[1].set_title(
+        f"Frozen depth ({d['frozen_per_class']} images per class): ImageNet vs random blocks",
+        fontsize=9,
+    )
+    axes[1].axhline(0.1, color="grey", lw=0.6, ls="-.")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].legend(fontsize=7, loc="lower left")
+    seeds = len(d.get("seeds", [])) or 1
+    fig.suptitle(
+        f"EfficientNet-Lite0 fine-tuned on digits ({seeds} seed(s); 95% intervals over seeds "
+        "and test images)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
