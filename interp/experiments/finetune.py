@@ -160,6 +160,7 @@ def finetune(
     seed: int = 0,
     cache_frozen: bool = True,
     bn_momentum: float | None = None,
+    channels_last: bool = True,
     on_step: Callable[[], Any] | None = None,
 ) -> StageNet:
     """Train ``net`` on inputs ``x`` and labels ``y`` in place; returns it, in eval mode.
@@ -172,10 +173,16 @@ def finetune(
     output is computed once and only the rest runs per step. ``bn_momentum`` sets the
     momentum of the trained stages' BatchNorm layers (kept afterwards), e.g. 0.1 for a
     network built with TensorFlow's 0.01, whose running statistics would otherwise lag far
-    behind a short fine-tuning.
+    behind a short fine-tuning. With ``channels_last`` the network trains in that memory
+    format (measured on one CPU core, a training step at 32 px: EfficientNet-Lite0, batch 32,
+    209 -> 93-105 ms; SimpleCNN at width 0.5, batch 64, 40-47 -> 30-31 ms) and is given back
+    in the standard one.
     """
     if (epochs is None) == (steps is None):
         raise ValueError("give epochs or steps")
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
     freeze(net, frozen)
     if bn_momentum is not None:
         for stage in [*net.stages[frozen:], net.head]:
@@ -206,6 +213,8 @@ def finetune(
         train_mode=lambda m: set_train_mode(m, frozen),
         on_step=None if on_step is None else lambda _: on_step(),
     )
+    if channels_last:
+        net.to(memory_format=torch.contiguous_format)
     net.eval()
     return net
 
