@@ -47,7 +47,7 @@ from ..data.partsworld import CLASSES, partsworld_tensors
 from ..data.specs import load_data
 from ..models.registry import load_model
 from ..models.small import SimpleCNN
-from ..utils import atomic_path, settings_digest
+from ..utils import atomic_path, remove_stale_temps, settings_digest
 from ._common import cached_cell, limited_threads, simplecnn_input
 from .finetune import (
     correct,
@@ -70,7 +70,7 @@ from .transfer_probes import (
     stack,
     to_size,
 )
-from .transfer_sweep import SPECIFICITY_MARGIN, analyse, decode, paired_interval, sweep
+from .transfer_sweep import SPECIFICITY_MARGIN, analyse, decode, encode, paired_interval, sweep
 
 __all__ = [
     "ANB_CONDITIONS",
@@ -290,6 +290,7 @@ def transfer(
     cells = None
     if runs is not None or out is not None:
         cells = (Path(runs) if runs is not None else Path(out) / "runs") / "transfer"  # type: ignore[arg-type]
+        remove_stale_temps(cells)  # of a killed run's cell writes
     settings: dict[str, Any] = {
         "seeds": int(seeds),
         "digits": digits,
@@ -491,7 +492,7 @@ def _anb(
                 with atomic_path(weights, suffix=".pt") as tmp:
                     torch.save(net.state_dict(), tmp)
             ok = correct(net, xt, yt)
-            return {"acc": float(ok.mean()), "correct": _bits(ok)}
+            return {"acc": float(ok.mean()), "correct": encode(ok)}
 
         cell, _ = cached_cell(cells, "anb-base", cell_key, train)
         return cell, train, weights
@@ -537,7 +538,7 @@ def _anb(
                         frozen = 0 if name.endswith("+") else k
                         train_classifier(net, x, y, frozen=frozen, seed=sd["order"], **recipe)
                         ok = correct(net, xt, yt)
-                        return {"acc": float(ok.mean()), "correct": _bits(ok)}
+                        return {"acc": float(ok.mean()), "correct": encode(ok)}
 
                     cell_key = key | {"condition": name, "n": k, "seed": s}
                     runs[name][k].append(cached_cell(cells, "anb", cell_key, compute)[0])
@@ -545,10 +546,6 @@ def _anb(
     finally:
         bar.close()
     return _anb_doc(runs, ns, settings), lambda: base_net("A", 0)
-
-
-def _bits(ok: np.ndarray) -> str:
-    return "".join("1" if v else "0" for v in ok)
 
 
 def _scores(cells: list[dict[str, Any]]) -> np.ndarray:
@@ -612,10 +609,8 @@ def _probes(
         **{k: settings[k] for k in ("lr", "batch_size", "lite0", "lite0_size")},
         "version": CELL_VERSION,
     }
-    info["digits"] = {
-        "train": len(load_data("digits").train),
-        "test": len(load_data("digits").test),
-    }
+    digits = load_data("digits")
+    info["digits"] = {"train": len(digits.train), "test": len(digits.test)}
     info["partsworld_b_probe"] = {"train": len(pw_b[1]), "test": len(pw_b[3])}
 
     def compute() -> dict[str, Any]:

@@ -43,6 +43,7 @@ __all__ = [
     "SPECIFICITY_MARGIN",
     "analyse",
     "decode",
+    "encode",
     "paired_interval",
     "per_class_indices",
     "sweep",
@@ -65,7 +66,8 @@ def per_class_indices(y: torch.Tensor, per_class: int | None, seed: int) -> torc
     return torch.sort(torch.cat(picked)).values
 
 
-def _encode(ok: np.ndarray) -> str:
+def encode(ok: np.ndarray) -> str:
+    """Per-test-image correctness as a string of 0s and 1s (a cell's compact record)."""
     return "".join("1" if v else "0" for v in ok)
 
 
@@ -193,7 +195,7 @@ def _cell(
         ok = correct(net, x_test, y_test)
     return {
         "acc": float(ok.mean()),
-        "correct": _encode(ok),
+        "correct": encode(ok),
         "train": len(y),
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -30,7 +30,7 @@ from ..errors import InterpError
 from ..experiments import RunSpec, registry
 from ..experiments.registry import EXPERIMENTS, Experiment
 from ..experiments.results import ExperimentResult, write_json
-from ..utils import atomic_write_text, make_dir
+from ..utils import atomic_write_text, make_dir, prepare_output
 from ..views.experiment_figures import save_experiment_figures
 from .cache import StageCache, stage_key
 
@@ -135,7 +135,7 @@ def run_experiment(
     defaults, already that small)."""
     exp = registry.get(name)
     check_int("seeds", seeds, optional=True)
-    out = make_dir(out)  # an unwritable --out fails now, not after the training
+    out = prepare_output(out)  # unwritable: fails now; temp files of a killed run: removed
     kwargs: dict[str, Any] = {"progress": progress, **exp.preset(preset)}
     if seeds is not None and exp.seeds is not None:  # --seeds over the preset
         kwargs[exp.seeds[0]] = seeds
