@@ -62,6 +62,7 @@ from .results import ExperimentResult
 from .transfer_probes import (
     CNN_PROBE_LAYERS,
     LITE0_PROBE_LAYERS,
+    LITE0_STAGE_ENDS,
     PRETTY,
     gap_features,
     linear_probe,
@@ -98,18 +99,9 @@ ANB_CONDITIONS: dict[str, str] = {
     "BnB+": "first n blocks copied from base B and fine-tuned with the rest on B",
     "random-frozen": "first n blocks at random init (BN statistics re-estimated), frozen",
 }
-#: EfficientNet-Lite0's stage ends (its stem and blocks 1, 3, 5, 8, 11, 15, 16 of 16; then
-#: its 1x1 head convolution): where the digits experiment may freeze it
-LITE0_FROZEN = (
-    "_blocks.0",
-    "_blocks.2",
-    "_blocks.4",
-    "_blocks.7",
-    "_blocks.10",
-    "_blocks.14",
-    "_blocks.15",
-    "head",
-)
+#: where the digits experiment may freeze EfficientNet-Lite0: its stage ends (with the stem),
+#: then its 1x1 head convolution (everything but the new classifier)
+LITE0_FROZEN = (*LITE0_STAGE_ENDS, "head")
 #: bumped when a cell's computation changes: older cells are then recomputed
 CELL_VERSION = 2  # 2: trained in channels_last
 N_BLOCKS = 5

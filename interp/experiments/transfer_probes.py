@@ -28,6 +28,7 @@ from .finetune import reestimate_bn
 __all__ = [
     "CNN_PROBE_LAYERS",
     "LITE0_PROBE_LAYERS",
+    "LITE0_STAGE_ENDS",
     "PRETTY",
     "gap_features",
     "linear_probe",
@@ -38,8 +39,8 @@ __all__ = [
 ]
 
 CNN_PROBE_LAYERS = [f"features.relu{i}" for i in range(1, 6)]
-LITE0_PROBE_LAYERS = [
-    "_act_stem",
+#: EfficientNet-Lite0's stage ends: blocks 1, 3, 5, 8, 11, 15 and 16 of its 16
+LITE0_STAGE_ENDS = (
     "_blocks.0",
     "_blocks.2",
     "_blocks.4",
@@ -47,7 +48,8 @@ LITE0_PROBE_LAYERS = [
     "_blocks.10",
     "_blocks.14",
     "_blocks.15",
-]
+)
+LITE0_PROBE_LAYERS = ["_act_stem", *LITE0_STAGE_ENDS]
 #: the names findings and figures give sources and targets
 PRETTY = {
     "simplecnn": "PartsWorld CNN",
