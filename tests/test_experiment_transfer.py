@@ -177,7 +177,7 @@ def test_transfer_end_to_end_tiny_is_deterministic(tmp_path) -> None:
     assert any("Base A reaches" in f for f in doc["findings"])
     # a third run reuses every cell: it trains nothing
     calls = []
-    import interp.experiments.transfer as mod
+    import interp.experiments.transfer_anb as mod
 
     original = mod.train_classifier
     mod.train_classifier = lambda *a, **k: calls.append(1) or original(*a, **k)

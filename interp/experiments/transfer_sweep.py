@@ -40,14 +40,21 @@ from ._common import cached_cell
 from .finetune import StageNet, correct, finetune, reestimate_bn
 
 __all__ = [
+    "CELL_VERSION",
     "SPECIFICITY_MARGIN",
     "analyse",
     "decode",
     "encode",
+    "fmt_interval",
     "paired_interval",
+    "plural",
     "per_class_indices",
     "sweep",
 ]
+
+#: the version of the transfer experiment's cells: bumped when a cell's computation changes,
+#: so that older cells are recomputed (2: trained in channels_last)
+CELL_VERSION = 2
 
 #: a frozen depth costs when fine-tuning it whole beats freezing it by more than this and the
 #: 95% paired interval is above 0 (the same margin as the AnB rule)
@@ -304,3 +311,14 @@ def analyse(
         f"{SPECIFICITY_MARGIN} with its 95% paired interval (over seeds and test images, "
         f"{resamples} resamples) above 0",
     }
+
+
+def fmt_interval(row: dict[str, float], sign: bool = False) -> str:
+    """``mean [lo, hi]`` of a :func:`paired_interval` (signed with ``sign``)."""
+    fmt = "+.3f" if sign else ".3f"
+    return f"{row['mean']:{fmt}} [{row['lo']:{fmt}}, {row['hi']:{fmt}}]"
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 seed"``, ``"3 seeds"``."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
