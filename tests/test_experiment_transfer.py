@@ -191,3 +191,15 @@ def test_transfer_end_to_end_tiny_is_deterministic(tmp_path) -> None:
 def test_bad_split_is_rejected() -> None:
     with pytest.raises(ValueError, match="split"):
         transfer(split=((0, 1), (1, 2)), lite0=False, progress=False)
+
+
+def test_figures_of_a_partial_run_say_what_was_not_run(tmp_path) -> None:
+    """``--light`` runs the digits part only (``anb=False``): every figure is still drawn."""
+    result = TransferResult({"settings": {}, "findings": []})
+    paths = write_experiment("transfer", result, tmp_path)
+    assert sorted(p.name for p in paths if p.suffix == ".png") == [
+        "transfer_anb.png",
+        "transfer_digits.png",
+        "transfer_probes.png",
+    ]
+    assert all(p.stat().st_size > 0 for p in paths)

@@ -236,7 +236,7 @@ def test_run_experiment_passes_seeds_and_runs_as_the_registry_says(tmp_path, mon
         suite.run_experiment("nope", tmp_path)
     # presets: their settings over the defaults; an experiment without one runs its defaults
     suite.run_experiment("transfer", tmp_path / "t", preset="light", progress=False)
-    assert seen["transfer"]["seeds"] == 1 and seen["transfer"]["lite0"] is False
+    assert seen["transfer"]["seeds"] == 1 and seen["transfer"]["anb"] is False
     suite.run_experiment("transfer", tmp_path / "t", preset="quick", seeds=2, progress=False)
     assert seen["transfer"]["steps"] == 8 and seen["transfer"]["seeds"] == 2  # --seeds wins
     suite.run_experiment("symmetry", tmp_path / "s", preset="quick", progress=False)

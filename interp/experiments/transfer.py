@@ -131,6 +131,7 @@ def transfer(
     runs: str | Path | None = None,
     seeds: int = 3,
     digits: bool = True,
+    anb: bool = True,
     digits_size: int = 32,
     per_class: tuple = (10, 30, 100, None),
     frozen: tuple = LITE0_FROZEN,
@@ -162,6 +163,7 @@ def transfer(
             nothing is cached).
         seeds: training seeds of every cell of (a) and (b).
         digits: run (a).
+        anb: run (b) and (c) (the PartsWorld probes' source is (b)'s base A).
         digits_size: the digits' size for Lite0 (8 px upsampled; 32 px leaves Lite0's last
             stage a 1x1 map).
         per_class: (a)'s data sizes, labelled images per class (``None``: all).
@@ -205,6 +207,7 @@ def transfer(
     settings: dict[str, Any] = {
         "seeds": int(seeds),
         "digits": digits,
+        "anb": anb,
         "digits_size": digits_size,
         "per_class": list(per_class),
         "frozen": list(frozen),
@@ -234,16 +237,18 @@ def transfer(
     with torch.random.fork_rng(devices=[]):
         if digits:
             doc["digits"] = _digits(settings, cells, progress, data_info)
-        with limited_threads(threads, blas=True):
-            anb, base_a = anb_runs(settings, (a_cls, b_cls), cells, progress, data_info)
-            doc["anb"] = anb
-            doc["conditions"] = dict(ANB_CONDITIONS)
-            doc["probes"] = _probes(settings, base_a, (a_cls, b_cls), cells, progress, data_info)
+        if anb:
+            with limited_threads(threads, blas=True):
+                split = (a_cls, b_cls)
+                doc["anb"], base_a = anb_runs(settings, split, cells, progress, data_info)
+                doc["conditions"] = dict(ANB_CONDITIONS)
+                doc["probes"] = _probes(settings, base_a, split, cells, progress, data_info)
     findings = []
     if digits:
         findings += _digits_findings(doc["digits"], settings)
-    findings += anb_findings(doc["anb"], settings)
-    findings += probe_findings(doc["probes"])
+    if anb:
+        findings += anb_findings(doc["anb"], settings)
+        findings += probe_findings(doc["probes"])
     doc["findings"] = findings
     doc["notes"] = _notes(settings)
     result = TransferResult(doc)
@@ -468,13 +473,7 @@ register(
         figures=("transfer_digits", "transfer_anb", "transfer_probes"),
         seeds=("seeds", "training seeds of every fine-tuned network (default 3)"),
         presets={
-            "light": {
-                "seeds": 1,
-                "per_class": (10, None),
-                "frozen": ("_blocks.4", "head"),
-                "n": 4000,
-                "lite0": False,
-            },
+            "light": {"seeds": 1, "per_class": (10, None), "frozen": (), "anb": False},
             "quick": {
                 "seeds": 1,
                 "per_class": (10, None),

@@ -450,6 +450,8 @@ def plot_transfer_probes(result: Any) -> plt.Figure:
     """Linear-probe accuracy per layer, trained vs random-init sources, per target."""
     summary = result.doc
     pretty = result.pretty_names
+    if "probes" not in summary:
+        return _not_run("linear probes not run (anb=False)")
     probes = summary["probes"]
     cells = [(f, t) for f in probes for t in probes[f]]
     cols = 2
@@ -480,6 +482,8 @@ def plot_transfer_anb(result: Any) -> plt.Figure:
     """AnB / BnB / fine-tuned / random-frozen test accuracy on B by copied blocks n: means
     over seeds with 95% intervals (seeds and test images)."""
     summary = result.doc
+    if "anb" not in summary:
+        return _not_run("AnB / BnB not run (anb=False)")
     anb = summary["anb"]
     ns = np.array(anb["n"], dtype=float)
     fig, ax = plt.subplots(figsize=(6.6, 4.3))
@@ -526,12 +530,12 @@ def plot_transfer_digits(result: Any) -> plt.Figure:
     (ImageNet vs random init), and by frozen depth (frozen ImageNet vs frozen random
     blocks); means over seeds with 95% intervals."""
     d = result.doc.get("digits")
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.3))
     if not d:
-        for ax in axes:
-            ax.axis("off")
-        axes[0].text(0.5, 0.5, "digits fine-tuning not run", ha="center")
-        return fig
+        return _not_run("digits fine-tuning not run (digits=False)")
+    frozen = d["frozen"]
+    wide = len(frozen) > 1  # frozen depths measured: a second panel
+    fig, axes = plt.subplots(1, 2 if wide else 1, figsize=(11.5 if wide else 6, 4.3), squeeze=False)
+    axes = axes[0]
     styles = {
         "imagenet": ("tab:orange", "o", "ImageNet init"),
         "random": ("tab:grey", "s", "random init"),
@@ -560,7 +564,9 @@ def plot_transfer_digits(result: Any) -> plt.Figure:
     axes[0].set_ylim(0, 1.02)
     axes[0].legend(fontsize=7, loc="lower right")
 
-    rows = d["frozen"]
+    if not wide:
+        return _titled(fig, d)
+    rows = frozen
     xs = np.arange(len(rows), dtype=float)
     for init, dx in (("imagenet", -0.05), ("random", 0.05)):
         draw(axes[1], xs, rows, init, dx, suffix=", frozen to depth")
@@ -578,6 +584,10 @@ def plot_transfer_digits(result: Any) -> plt.Figure:
     axes[1].axhline(0.1, color="grey", lw=0.6, ls="-.")
     axes[1].set_ylim(0, 1.02)
     axes[1].legend(fontsize=7, loc="lower left")
+    return _titled(fig, d)
+
+
+def _titled(fig: plt.Figure, d: dict[str, Any]) -> plt.Figure:
     seeds = len(d.get("seeds", [])) or 1
     fig.suptitle(
         f"EfficientNet-Lite0 fine-tuned on digits ({seeds} seed(s); 95% intervals over seeds "
@@ -585,4 +595,11 @@ def plot_transfer_digits(result: Any) -> plt.Figure:
         fontsize=10,
     )
     fig.tight_layout()
+    return fig
+
+
+def _not_run(text: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
     return fig
