@@ -5,9 +5,10 @@
 #   1. efficientnet_lite0 (embedded ImageNet weights): layer inventory, classification of the
 #      photos inside scikit-image, then `interp report` (atlas, dataset examples, hierarchy
 #      check against random-init controls, unit cards);
-#   2. a PartsWorld CNN: the experiments on why units specialize (`interp experiment all`,
-#      which trains the networks it needs), then `interp report` of one of those networks
-#      with the experiments' answers on its page.
+#   2. a PartsWorld CNN: the experiments on why units specialize (`interp experiment all
+#      --light`, which trains the networks it needs; the light preset runs transfer's digits
+#      question alone, with one seed: the full transfer takes 17.5 min on its own), then
+#      `interp report` of one of those networks with the experiments' answers on its page.
 # Every stage is cached: a rerun reuses finished work. Creates .venv on a fresh clone.
 #   ./scripts/demo.sh [--quick] [--device auto|cpu|cuda] [--quiet]     (output: out/demo/)
 # Default: 19 minutes on 2 CPU cores once installed (1,116 s, measured 2026-12-07, empty output
