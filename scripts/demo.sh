@@ -11,9 +11,10 @@
 #      `interp report` of one of those networks with the experiments' answers on its page.
 # Every stage is cached: a rerun reuses finished work. Creates .venv on a fresh clone.
 #   ./scripts/demo.sh [--quick] [--device auto|cpu|cuda] [--quiet]     (output: out/demo/)
-# Default: 19 minutes on 2 CPU cores once installed (1,116 s, measured 2026-12-07, empty output
-# folder and control cache: Lite0 report 8.8 min, experiments 8.2, PartsWorld report 2.0; the
-# hierarchy's controls are then cached per architecture in ~/.cache/interp);
+# Default: 18.5 minutes on 2 CPU cores once installed (1,109 s, measured 2026-12-07 from a fresh
+# clone, empty output folder and control cache: Lite0 report 9.7 min, experiments 7.0 (transfer's
+# light preset 50 s), PartsWorld report 1.8; the hierarchy's controls are then cached per
+# architecture in ~/.cache/interp);
 # --quick (tiny settings, a smoke test): 2-4 minutes.
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
