@@ -370,7 +370,6 @@ def _probes(
             lite0_size=settings["lite0_size"],
             lite0_seed=int(settings["seed"]) + 1,
             progress=progress,
-            info={},
         )
 
     return cached_cell(cells, "probes", key, compute)[0]

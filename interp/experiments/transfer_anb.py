@@ -31,11 +31,11 @@ from .finetune import correct, finetune, reestimate_bn, simplecnn_stages
 from .transfer_sweep import (
     CELL_VERSION,
     SPECIFICITY_MARGIN,
-    decode,
     encode,
     fmt_interval,
     paired_interval,
     plural,
+    scores,
 )
 
 __all__ = [
@@ -274,7 +274,7 @@ def anb_runs(
 
 
 def _scores(cells: list[dict[str, Any]]) -> np.ndarray:
-    return np.stack([decode(c["correct"]) for c in cells])
+    return scores([c["correct"] for c in cells])
 
 
 def _anb_doc(runs: dict[str, Any], ns: list[int], settings: dict[str, Any]) -> dict[str, Any]:

@@ -143,7 +143,6 @@ def run_probes(
     lite0_size: int,
     lite0_seed: int,
     progress: bool,
-    info: dict[str, Any],
 ) -> dict[str, Any]:
     """Linear-probe accuracy per source family, target, weights (trained/random) and layer."""
     from tqdm.auto import tqdm
@@ -151,8 +150,6 @@ def run_probes(
     digits = load_data("digits", size=size)
     dg = (*stack(digits.train), *stack(digits.test))
     targets = {"digits": dg, "partsworld_b": pw_b}
-    info["digits"] = {"train": len(dg[1]), "test": len(dg[3])}
-    info["partsworld_b_probe"] = {"train": len(pw_b[1]), "test": len(pw_b[3])}
     sources: list[tuple[str, str, nn.Module, Callable, list[str]]] = [
         ("simplecnn", "trained", trained, simplecnn_input, CNN_PROBE_LAYERS),
         ("simplecnn", "random", random_net, simplecnn_input, CNN_PROBE_LAYERS),

@@ -48,6 +48,7 @@ __all__ = [
     "fmt_interval",
     "paired_interval",
     "plural",
+    "scores",
     "per_class_indices",
     "sweep",
 ]
@@ -236,8 +237,14 @@ def paired_interval(
     return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi)}
 
 
+def scores(bits: Sequence[str]) -> np.ndarray:
+    """Per-seed records of per-test-image correctness (:func:`encode`) as a ``(seeds,
+    images)`` boolean array, what :func:`paired_interval` takes."""
+    return np.stack([decode(b) for b in bits])
+
+
 def _scores(cell: Mapping[str, Any]) -> np.ndarray:
-    return np.stack([decode(bits) for bits in cell["correct"]])
+    return scores(cell["correct"])
 
 
 def analyse(
